@@ -1,0 +1,45 @@
+"""famr: post-hoc machine unlearning for image classifiers.
+
+The flat public API::
+
+    import famr
+    result = famr.unlearn(model, forget, method="famr", lam=0.1)
+    metrics = famr.evaluate(result.model, forget=forget, retain=retain, test_retain=test)
+"""
+
+from .api import Result, evaluate, predict, resolve_device, train, unlearn
+from .config import OptimConfig, TrainConfig
+from .data import ClassForget, ImageData, Splits, list_datasets, load_dataset
+from .loop import DivergenceError
+from .methods import METHODS, list_methods
+from .metrics import METRICS, list_metrics
+from .metrics.gaps import gaps
+from .models import create_model, list_models
+from .theory import deviation_certificate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "METRICS",
+    "ClassForget",
+    "DivergenceError",
+    "ImageData",
+    "OptimConfig",
+    "Result",
+    "Splits",
+    "TrainConfig",
+    "create_model",
+    "deviation_certificate",
+    "evaluate",
+    "gaps",
+    "list_datasets",
+    "list_methods",
+    "list_metrics",
+    "list_models",
+    "load_dataset",
+    "predict",
+    "resolve_device",
+    "train",
+    "unlearn",
+]

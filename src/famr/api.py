@@ -1,0 +1,265 @@
+"""The front door: ``unlearn``, ``train``, ``evaluate``. Validate, copy, seed, time, dispatch."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .config import OptimConfig, TrainConfig, make_config
+from .data.tensors import to_tensors
+from .loop import Progress
+from .methods import METHODS, MethodData
+from .metrics import METRICS, SplitOutputs
+from .metrics.gaps import gaps
+from .registry import Entry
+from .theory import deviation_certificate
+from .training import fit_cross_entropy
+
+
+@dataclass
+class Result:
+    """The outcome of one unlearning (or training) run.
+
+    Attributes:
+        model: The new model (the input model is never modified).
+        method: Method name.
+        config: The config used, with every default filled in.
+        history: Per-epoch records from the loop.
+        seconds: Wall time of the method itself (data already on the device).
+        certificate: For methods minimising the anchored FAMR objective, the deviation
+            certificate (see :mod:`famr.theory`); ``None`` otherwise.
+    """
+
+    model: nn.Module
+    method: str
+    config: OptimConfig
+    history: list[dict[str, float]]
+    seconds: float
+    certificate: dict[str, Any] | None = field(default=None)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not valid: {err}") from None
+
+
+def _check_finite(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(f"the model's parameter {name!r} holds NaN or infinite values")
+
+
+@torch.no_grad()
+def num_outputs(model: nn.Module, sample: Tensor) -> int:
+    """The number of classes K a classifier outputs (one forward pass in eval mode)."""
+    was_training = model.training
+    model.eval()
+    k = int(model(sample[:1].float()).shape[1])
+    model.train(was_training)
+    return k
+
+
+def _tensors_on(
+    dataset: Dataset, name: str, device: torch.device, k: int | None
+) -> tuple[Tensor, Tensor]:
+    images, labels = to_tensors(dataset, name=name)
+    if k is not None and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(
+            f"the {name} set has labels outside 0..{k - 1} (the model has {k} outputs)"
+        )
+    return images.to(device), labels.to(device)
+
+
+def _method(method: str | Entry) -> Entry:
+    return method if isinstance(method, Entry) else METHODS.get(method)
+
+
+def _seeded_run(seed: int, device: torch.device, fn):
+    # fork_rng keeps the caller's global RNG state untouched while the run seeds it.
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out, time.perf_counter() - start
+
+
+def unlearn(
+    model: nn.Module,
+    forget: Dataset,
+    retain: Dataset | None = None,
+    *,
+    method: str | Entry = "famr",
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    **config: Any,
+) -> Result:
+    """Remove what ``model`` learned from ``forget``.
+
+    Args:
+        model: A trained classifier returning logits ``(batch, K)``. Never modified.
+        forget: Data set of ``(image, label)`` pairs to forget.
+        retain: Data set of pairs to keep; required by methods that need it.
+        method: A registered method name (see :func:`list_methods`) or its registry entry.
+        device: Where to run (default: CUDA if available, else CPU).
+        progress: Optional ``progress(step, total)`` callback.
+        **config: Fields of the method's config dataclass; unknown keys raise ``ValueError``
+            listing the valid ones.
+
+    Returns:
+        A :class:`Result` holding the new model, the config, history, time and certificate.
+
+    Raises:
+        ValueError: Unknown method or config key, bad values, missing retain data, empty
+            data, labels outside the model's outputs, or non-finite model weights.
+        famr.DivergenceError: The objective became NaN/inf during the run.
+    """
+    entry = _method(method)
+    cfg = make_config(entry.meta["config"], config)
+    if "retain" in entry.meta["needs"] and retain is None:
+        raise ValueError(f"method {entry.name!r} needs retain data; pass retain=...")
+    dev = resolve_device(device)
+    _check_finite(model)
+    work = copy.deepcopy(model).to(dev)
+    forget_t = _tensors_on(forget, "forget", dev, None)
+    k = num_outputs(work, forget_t[0])
+    forget_t = _tensors_on(forget, "forget", dev, k)
+    retain_t = _tensors_on(retain, "retain", dev, k) if retain is not None else None
+    data = MethodData(forget_t, retain_t, k, sorted(set(forget_t[1].tolist())))
+    original = copy.deepcopy(work) if entry.meta["certificate"] else None
+    history, seconds = _seeded_run(
+        cfg.seed, dev, lambda: entry.obj(work, data, cfg, device=dev, progress=progress)
+    )
+    work.eval()
+    certificate = None
+    if original is not None:
+        from .methods.famr import target_support
+
+        support = target_support(cfg, data)
+        certificate = deviation_certificate(original, work, forget_t[0], cfg.lam, support, k)
+    return Result(work, entry.name, cfg, history, seconds, certificate)
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    **config: Any,
+) -> Result:
+    """Train ``model`` (a copy of it) with cross-entropy on ``dataset``.
+
+    Args:
+        model: The classifier to train; never modified.
+        dataset: Data set of ``(image, label)`` pairs.
+        device: Where to run.
+        progress: Optional ``progress(step, total)`` callback.
+        **config: Fields of :class:`famr.TrainConfig`.
+
+    Returns:
+        A :class:`Result` with method ``"train"``.
+    """
+    cfg = make_config(TrainConfig, config)
+    dev = resolve_device(device)
+    work = copy.deepcopy(model).to(dev)
+    data = _tensors_on(dataset, "training", dev, None)
+    k = num_outputs(work, data[0])
+    data = _tensors_on(dataset, "training", dev, k)
+    history, seconds = _seeded_run(
+        cfg.seed, dev, lambda: fit_cross_entropy(work, data, cfg, device=dev, progress=progress)
+    )
+    work.eval()
+    return Result(work, "train", cfg, history, seconds)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 512,
+) -> SplitOutputs:
+    """The model's logits on ``dataset`` (eval mode, float32, on the CPU) with its labels."""
+    dev = resolve_device(device)
+    images, labels = to_tensors(dataset)
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(dev)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        chunks.append(model(x).float().cpu())
+    model.train(was_training)
+    return SplitOutputs(torch.cat(chunks), labels.cpu())
+
+
+def evaluate(
+    model: nn.Module,
+    *,
+    forget: Dataset | None = None,
+    retain: Dataset | None = None,
+    test_retain: Dataset | None = None,
+    test_forget: Dataset | None = None,
+    metrics: list[str] | None = None,
+    reference: dict[str, float] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Compute unlearning metrics of ``model`` on the given splits.
+
+    Args:
+        model: The classifier to evaluate (not modified).
+        forget, retain, test_retain, test_forget: The evaluation splits; metrics whose splits
+            are missing are skipped (or, when named in ``metrics``, raise).
+        metrics: Metric names (default: every registered metric the splits allow).
+        reference: Metrics of the reference (retrained) model; adds the gaps and ToW.
+        device: Where to run the forward passes.
+        batch_size: Evaluation batch size.
+
+    Returns:
+        ``{metric name: value}``; see ``famr.list_metrics()`` for directions.
+    """
+    given = {
+        "forget": forget,
+        "retain": retain,
+        "test_retain": test_retain,
+        "test_forget": test_forget,
+    }
+    available = {name for name, ds in given.items() if ds is not None}
+    if metrics is None:
+        chosen = [e for e in METRICS if set(e.meta["splits"]) <= available]
+    else:
+        chosen = [METRICS.get(name) for name in metrics]
+        for e in chosen:
+            missing = sorted(set(e.meta["splits"]) - available)
+            if missing:
+                raise ValueError(f"metric {e.name!r} needs the split(s) {missing}")
+    needed = {s for e in chosen for s in e.meta["splits"]}
+    dev = resolve_device(device)
+    model_device = next(model.parameters()).device
+    model = model if model_device == dev else copy.deepcopy(model).to(dev)
+    outputs = {
+        s: predict(model, given[s], device=dev, batch_size=batch_size) for s in sorted(needed)
+    }
+    results: dict[str, float] = {}
+    for e in chosen:
+        value = e.obj(outputs)
+        results.update(value if isinstance(value, dict) else {e.name: value})
+    if reference is not None:
+        results.update(gaps(results, reference))
+    return results

@@ -1,0 +1,383 @@
+"""Command line: ``famr demo | train | forget | methods | metrics``.
+
+Thin handlers over the API. Exit codes: 0 success, 2 bad input (nothing written), 1 a run
+that diverged (nothing written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import io
+from .api import evaluate, resolve_device, train, unlearn
+from .config import TrainConfig, config_dict, make_config
+from .data import ClassForget, load_dataset
+from .data.forget import Splits
+from .loop import DivergenceError
+from .methods import METHODS
+from .metrics import METRICS
+from .models import create_model, list_models
+
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+def _progress_factory(enabled: bool):
+    def make(label: str):
+        if not enabled:
+            return None
+        from tqdm import tqdm
+
+        bar = None
+
+        def update(step: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(
+                    total=total, desc=f"{label:>16}", file=sys.stderr, unit="step", leave=True
+                )
+            bar.update(step - bar.n)
+            if step >= total:
+                bar.close()
+
+        return update
+
+    return make
+
+
+def _parse_classes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise UsageError(
+            f"classes {text!r} are not valid; give integers separated by commas, e.g. 3 or 3,5"
+        ) from None
+
+
+def _config_values(args: argparse.Namespace, shortcuts: Sequence[str]) -> dict[str, Any]:
+    """Merge ``--config FILE``, ``--set key=value`` and shortcut flags (later wins)."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} not found")
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UsageError(f"config file {str(path)!r} is not valid JSON: {err}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"config file {str(path)!r} must hold a JSON object")
+        values.update(loaded)
+    for item in getattr(args, "set", None) or []:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r} is not valid; use key=value")
+        key, value = item.split("=", 1)
+        values[key.strip().replace("-", "_")] = value
+    for name in shortcuts:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="JSON file of config fields")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="set any config field (repeatable)"
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--seed", type=int)
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="digits", help="data set name (default: digits)")
+    parser.add_argument("--data-root", help="folder holding the data set's files")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``famr`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="famr", description="Post-hoc machine unlearning for image classifiers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="train, retrain and unlearn one digit with every method; print and save a report",
+    )
+    demo.add_argument("--forget-class", type=int, default=3, help="digit to forget (default 3)")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--arch", default="small_cnn")
+    demo.add_argument("--device")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    tr = sub.add_parser("train", help="train a model and save it as a checkpoint")
+    _add_data_flags(tr)
+    tr.add_argument("--arch", default="small_cnn", help=f"architecture: {', '.join(list_models())}")
+    tr.add_argument(
+        "--exclude-classes", help="leave these classes out of training (retrain reference)"
+    )
+    tr.add_argument("--out", required=True, help="output .safetensors path")
+    tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--quiet", action="store_true")
+    _add_config_flags(tr)
+
+    fg = sub.add_parser("forget", help="unlearn classes from a saved model")
+    _add_data_flags(fg)
+    fg.add_argument(
+        "--checkpoint", required=True, help="input .safetensors checkpoint (never modified)"
+    )
+    fg.add_argument("--classes", required=True, help="class ids to forget, comma separated")
+    fg.add_argument("--method", default="famr", help=f"method: {', '.join(METHODS.names())}")
+    fg.add_argument("--lam", type=float, help="FAMR anchor strength lambda")
+    fg.add_argument("--reference", help="checkpoint of a retrained reference, for gaps to retrain")
+    fg.add_argument("--out", required=True, help="output .safetensors path")
+    fg.add_argument("--overwrite", action="store_true")
+    fg.add_argument("--quiet", action="store_true")
+    _add_config_flags(fg)
+
+    sub.add_parser("methods", help="list the unlearning methods")
+    sub.add_parser("metrics", help="list the metrics and their directions")
+    return parser
+
+
+def _checkpoint_out(path: str, overwrite: bool) -> Path:
+    out = Path(path)
+    if out.suffix != ".safetensors":
+        raise UsageError(
+            f"--out {path!r} must end in .safetensors (its metadata goes to {out.stem}.json beside it)"
+        )
+    io.check_new_path(out, overwrite=overwrite)
+    io.check_new_path(io.sidecar_path(out), overwrite=overwrite)
+    return out
+
+
+def _splits_for(data, classes: list[int]) -> Splits:
+    return ClassForget(classes).split(data.train, data.test, data.num_classes)
+
+
+def cmd_methods(_: argparse.Namespace) -> int:
+    width = max(len(n) for n in METHODS.names())
+    for entry in METHODS:
+        needs = "+".join(entry.meta["needs"])
+        print(f"{entry.name:<{width}}  [{needs}]  {entry.summary}")
+    return 0
+
+
+def cmd_metrics(_: argparse.Namespace) -> int:
+    width = max(len(n) for n in METHODS.names())
+    for entry in METRICS:
+        print(
+            f"{entry.name:<{width}}  {entry.meta['direction']}; retrained model: {entry.meta['retrain']}"
+        )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = _checkpoint_out(args.out, args.overwrite)
+    values = _config_values(args, ("epochs", "lr", "batch_size", "seed"))
+    cfg = make_config(TrainConfig, values, parse=True)
+    data = load_dataset(args.data, args.data_root)
+    dataset = data.train
+    excluded: list[int] = []
+    if args.exclude_classes:
+        excluded = _parse_classes(args.exclude_classes)
+        dataset = _splits_for(data, excluded).retain
+    arch_args = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = create_model(args.arch, **arch_args)
+    result = train(
+        model,
+        dataset,
+        device=args.device,
+        progress=_progress_factory(not args.quiet)("train"),
+        **config_dict(cfg),
+    )
+    test_metrics = evaluate(
+        result.model, test_retain=data.test, metrics=["test_retain_acc"], device=args.device
+    )
+    meta = {
+        "arch": args.arch,
+        "arch_args": arch_args,
+        "dataset": args.data,
+        "excluded_classes": excluded,
+        "config": config_dict(cfg),
+        "metrics": {"test_acc": test_metrics["test_retain_acc"], "seconds": result.seconds},
+        "history": result.history,
+        "environment": io.environment(),
+    }
+    io.save_checkpoint(out, result.model, meta)
+    print(
+        f"trained {args.arch} on {args.data} in {result.seconds:.1f} s: test accuracy "
+        f"{test_metrics['test_retain_acc']:.2f} %; saved {out}"
+    )
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    source = Path(args.checkpoint)
+    out = _checkpoint_out(args.out, args.overwrite)
+    if (
+        source.resolve() == out.resolve()
+        or io.sidecar_path(source).resolve() == io.sidecar_path(out).resolve()
+    ):
+        raise UsageError(
+            "--out must differ from --checkpoint: the input checkpoint is never overwritten"
+        )
+    entry = METHODS.get(args.method)
+    values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
+    cfg = make_config(entry.meta["config"], values, parse=True)
+    model, meta = io.load_checkpoint(source)
+    data = load_dataset(args.data, args.data_root)
+    if meta["arch_args"].get("num_classes") != data.num_classes:
+        raise UsageError(
+            f"checkpoint has {meta['arch_args'].get('num_classes')} classes but data set {args.data!r} has {data.num_classes}"
+        )
+    classes = _parse_classes(args.classes)
+    splits = _splits_for(data, classes)
+    reference = None
+    if args.reference:
+        ref_model, _ = io.load_checkpoint(args.reference)
+        reference = evaluate(
+            ref_model,
+            forget=splits.forget,
+            retain=splits.retain,
+            test_retain=splits.test_retain,
+            test_forget=splits.test_forget,
+            device=args.device,
+        )
+    needs_retain = "retain" in entry.meta["needs"]
+    result = unlearn(
+        model,
+        splits.forget,
+        splits.retain if needs_retain else None,
+        method=entry.name,
+        device=args.device,
+        progress=_progress_factory(not args.quiet)(entry.name),
+        **config_dict(cfg),
+    )
+    metrics = evaluate(
+        result.model,
+        forget=splits.forget,
+        retain=splits.retain,
+        test_retain=splits.test_retain,
+        test_forget=splits.test_forget,
+        reference=reference,
+        device=args.device,
+    )
+    metrics["seconds"] = result.seconds
+    new_meta = {
+        "arch": meta["arch"],
+        "arch_args": meta["arch_args"],
+        "dataset": args.data,
+        "forget": ClassForget(classes).to_dict(),
+        "method": entry.name,
+        "config": config_dict(result.config),
+        "metrics": metrics,
+        "certificate": result.certificate,
+        "history": result.history,
+        "source_checkpoint": str(source),
+        "environment": io.environment(),
+    }
+    io.save_checkpoint(out, result.model, new_meta)
+    shown = ", ".join(
+        f"{k} {metrics[k]:.2f}"
+        for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
+        if k in metrics
+    )
+    print(f"{entry.name}: {shown}; {result.seconds:.2f} s; saved {out} and {io.sidecar_path(out)}")
+    if result.certificate is not None:
+        c = result.certificate
+        print(
+            f"certificate: {'certified' if c['certified'] else 'NOT certified'}; ||theta - theta_0|| = {c['distance']:.4g}"
+            + (f" <= {c['final_bound']:.4g}" if c["final_bound"] is not None else "")
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiment import run_class_forgetting
+    from .report import markdown_table, plot_confidence, plot_per_class_accuracy, report_markdown
+
+    out = io.check_new_path(args.out, overwrite=args.overwrite)
+    data = load_dataset("digits")
+    ClassForget(args.forget_class).validate(data.num_classes)
+    resolve_device(args.device)
+    experiment = run_class_forgetting(
+        data,
+        [args.forget_class],
+        arch=args.arch,
+        seed=args.seed,
+        device=args.device,
+        progress=_progress_factory(not args.quiet),
+    )
+    results = {**experiment.results, "environment": io.environment()}
+    command = (
+        "famr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if sys.argv[1:2] == ["demo"]
+        else "famr demo"
+    )
+    with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
+        (tmp / "results.json").write_text(io.json_text(results))
+        (tmp / "report.md").write_text(report_markdown(results, command))
+        plot_per_class_accuracy(results).savefig(tmp / "per_class_accuracy.png", dpi=110)
+        plot_confidence(experiment.confidences).savefig(tmp / "confidence.png", dpi=110)
+    print(markdown_table(results["runs"]))
+    famr_run = results["runs"].get("famr")
+    if famr_run and "certificate" in famr_run:
+        c = famr_run["certificate"]
+        print(
+            f"\nFAMR certificate: {'certified' if c['certified'] else 'NOT certified'}; "
+            f"||theta - theta_0|| = {c['distance']:.4g} <= {c['final_bound']:.4g} (a priori {c['a_priori_bound']:.4g})"
+        )
+    print(f"\nwrote {out}/results.json, report.md, per_class_accuracy.png, confidence.png")
+    return 0
+
+
+HANDLERS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "forget": cmd_forget,
+    "methods": cmd_methods,
+    "metrics": cmd_metrics,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return HANDLERS[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        message = " ".join(str(err).split())
+        print(f"famr: error: {message}", file=sys.stderr)
+        return 2
+    except DivergenceError as err:
+        print(f"famr: run diverged, nothing written: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("famr: interrupted, nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Dataclass configs shared by every method, with validation and dict/CLI mapping.
+
+Every method config derives from :class:`OptimConfig`, the options of the single optimisation
+loop (:mod:`famr.loop`). Values are validated on construction so that a bad number fails before
+any work starts, with a message that names the bad value and the valid range or choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "onecycle")
+BATCHNORM_MODES = ("eval", "train")
+AUGMENTATIONS = ("none", "crop_flip")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    _require(
+        value in choices, f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}"
+    )
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (or >= 0)."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    bound = ">= 0" if allow_zero else "> 0"
+    _require(ok, f"{name}={value!r} is not valid; it must be a finite number {bound}")
+
+
+@dataclass
+class OptimConfig:
+    """Options of the optimisation loop, shared by training and every unlearning method.
+
+    Attributes:
+        epochs: Passes over the method's driving data set (the forget set for forget-only
+            methods, the retain set for retain-driven ones).
+        max_steps: Optional cap on the total number of optimiser steps.
+        batch_size: Examples per batch of each data stream.
+        optimizer: ``"sgd"`` (with ``momentum``/``nesterov``) or ``"adam"``.
+        lr: Peak learning rate.
+        momentum: SGD momentum (ignored by Adam).
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: Decoupled-from-nothing classic L2 weight decay of the optimiser.
+        schedule: ``"constant"``, ``"cosine"`` (to zero) or ``"onecycle"`` (linear warm-up over
+            the first 20 % of steps, then linear decay to zero).
+        grad_clip: Clip the global gradient norm to this value; ``None`` disables clipping.
+        params: Which parameters are updated: ``"all"``, ``"head"`` (the last ``nn.Linear``
+            of the model), or a regular expression matched (``re.search``) against parameter
+            names.
+        batchnorm: ``"eval"`` keeps BatchNorm layers in eval mode (running statistics frozen
+            and used for normalisation); ``"train"`` updates them from each batch.
+        augment: Batched augmentation of the driving images: ``"none"`` or ``"crop_flip"``.
+        bf16: Run forward passes under bfloat16 autocast.
+        seed: Seed for shuffling, random labels and initialisation.
+    """
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    grad_clip: float | None = None
+    params: str = "all"
+    batchnorm: str = "eval"
+    augment: str = "none"
+    bf16: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.epochs, int) and self.epochs >= 1,
+            f"epochs={self.epochs!r} is not valid; it must be an integer >= 1",
+        )
+        _require(
+            self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
+            f"max_steps={self.max_steps!r} is not valid; it must be None or an integer >= 1",
+        )
+        _require(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            f"batch_size={self.batch_size!r} is not valid; it must be an integer >= 1",
+        )
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_positive("lr", self.lr)
+        check_positive("momentum", self.momentum, allow_zero=True)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+        _require(
+            isinstance(self.params, str) and bool(self.params),
+            f"params={self.params!r} is not valid; use 'all', 'head' or a name pattern",
+        )
+        check_choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
+        check_choice("augment", self.augment, AUGMENTATIONS)
+        _require(
+            isinstance(self.seed, int) and self.seed >= 0,
+            f"seed={self.seed!r} is not valid; it must be an integer >= 0",
+        )
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    """Defaults for training a classifier from scratch (also used by ``retrain``).
+
+    A short, strong schedule: SGD with Nesterov momentum, one-cycle learning rate, BatchNorm
+    statistics updated from the data.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    batchnorm: str = "train"
+
+
+def field_names(cls: type) -> list[str]:
+    """The field names of a config dataclass, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _parse(text: str, annotation: Any) -> Any:
+    """Parse a command-line string into the type named by a dataclass annotation."""
+    hint = annotation
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    if base is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not a boolean; use true or false")
+    if base is int:
+        return int(text)
+    if base is float:
+        return float(text)
+    return text
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    # ``from __future__ import annotations`` leaves annotations as strings; resolve them.
+    return typing.get_type_hints(cls)
+
+
+def make_config(cls: type[C], values: dict[str, Any] | None = None, *, parse: bool = False) -> C:
+    """Build config ``cls`` from ``values``, rejecting unknown keys with the valid ones listed.
+
+    Args:
+        cls: A config dataclass.
+        values: Field values. Unknown keys raise ``ValueError``.
+        parse: Parse string values according to the field types (for CLI ``key=value``).
+
+    Returns:
+        The validated config instance.
+    """
+    values = dict(values or {})
+    valid = field_names(cls)
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"valid keys: {', '.join(valid)}"
+        )
+    if parse:
+        hints = _type_hints(cls)
+        for key, value in list(values.items()):
+            if isinstance(value, str):
+                try:
+                    values[key] = _parse(value, hints[key])
+                except ValueError as err:
+                    raise ValueError(f"config key {key}={value!r}: {err}") from None
+    return cls(**values)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,193 @@
+"""The I/O layer, used by the CLI and the benchmarks (the core library never writes files).
+
+Checkpoints are a safetensors file of weights plus a JSON sidecar (``<name>.json``) holding the
+architecture and its arguments, the data set, the forget spec, the config and metrics. Loading
+never unpickles anything. Every write goes to a temporary name in the destination folder and
+is renamed into place, so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import create_model
+
+FORMAT_VERSION = 1
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar of checkpoint ``path`` (``model.safetensors`` -> ``model.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def check_new_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"output {str(path)!r} already exists; pass --overwrite to replace it"
+        )
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become strings so the file stays standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def json_text(data: Any) -> str:
+    """Pretty, standard JSON (no NaN literals)."""
+    return json.dumps(_clean(data), indent=2, sort_keys=False) + "\n"
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    with _temporary_beside(path) as tmp:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Save ``model``'s weights to ``path`` (safetensors) and ``meta`` to its JSON sidecar.
+
+    Args:
+        path: Destination ``.safetensors`` file.
+        model: The model (its ``state_dict`` is saved, including buffers).
+        meta: Must hold ``arch`` and ``arch_args`` (with ``num_classes``, ``in_channels``).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    for key in ("arch", "arch_args"):
+        if key not in meta:
+            raise ValueError(f"checkpoint metadata needs {key!r}")
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with _temporary_beside(path) as tmp_weights, _temporary_beside(sidecar_path(path)) as tmp_meta:
+        save_file(tensors, str(tmp_weights))
+        tmp_meta.write_text(json_text({"format_version": FORMAT_VERSION, **meta}))
+        os.replace(tmp_weights, path)
+        os.replace(tmp_meta, sidecar_path(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint's JSON sidecar."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise FileNotFoundError(
+            f"checkpoint metadata {str(side)!r} not found (needed beside {str(path)!r})"
+        )
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint metadata {str(side)!r} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or "arch" not in meta or "arch_args" not in meta:
+        raise ValueError(f"checkpoint metadata {str(side)!r} lacks 'arch' / 'arch_args'")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at ``path`` and return it with its metadata.
+
+    Raises:
+        FileNotFoundError: The weights or the sidecar are missing.
+        ValueError: The file is not a valid safetensors file, or its tensors do not match the
+            architecture named in the sidecar.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    meta = read_metadata(path)
+    args = dict(meta["arch_args"])
+    model = create_model(meta["arch"], **args)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not a readable safetensors file: {err}"
+        ) from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match architecture {meta['arch']!r} {args}: {first} {detail}"
+        ) from None
+    return model.eval(), meta
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Fill a fresh temporary folder, then move it to ``path`` only if the block succeeds.
+
+    An existing ``path`` is replaced only with ``overwrite`` (and only after the new content is
+    complete); on any error the destination is left exactly as it was.
+    """
+    path = Path(path)
+    check_new_path(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "previous")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts stored with every run."""
+    import platform
+
+    import numpy
+    import sklearn
+
+    return {
+        "famr": __import__("famr").__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }

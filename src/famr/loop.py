@@ -1,0 +1,259 @@
+"""The one optimisation loop that training and every unlearning method reuse.
+
+A method supplies an ``objective(batch) -> terms`` closure and data streams; the loop owns the
+optimiser, the learning-rate schedule, autocast, BatchNorm mode, parameter selection, the l2
+weight anchor, gradient clipping, update masks, divergence checks, progress reporting and the
+per-epoch history.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+import torch
+from torch import Tensor, nn
+
+from .config import OptimConfig
+from .losses import add_anchor_gradient_, squared_distance
+
+Batch = dict[str, tuple[Tensor, Tensor]]
+Objective = Callable[[Batch], dict[str, Tensor]]
+Progress = Callable[[int, int], None]
+
+
+class DivergenceError(RuntimeError):
+    """The objective became NaN or infinite; the run stopped and no model should be kept."""
+
+
+def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Parameter]]:
+    """The named parameters that ``spec`` selects for updating.
+
+    Args:
+        model: The network.
+        spec: ``"all"``; ``"head"`` for the parameters of the last ``nn.Linear`` module in
+            registration order (the classifier of torchvision ResNets, VGGs, CIFAR ResNets and
+            famr's own models); or a regular expression searched in each parameter name.
+
+    Returns:
+        ``(name, parameter)`` pairs in model order.
+
+    Raises:
+        ValueError: The spec selects nothing (the message lists the parameter names).
+    """
+    named = list(model.named_parameters())
+    if spec == "all":
+        chosen = named
+    elif spec == "head":
+        linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("params='head' needs an nn.Linear classifier; the model has none")
+        prefix = linears[-1] + "." if linears[-1] else ""
+        chosen = [(n, p) for n, p in named if n.startswith(prefix) and "." not in n[len(prefix) :]]
+    else:
+        try:
+            pattern = re.compile(spec)
+        except re.error as err:
+            raise ValueError(f"params={spec!r} is not a valid regular expression: {err}") from None
+        chosen = [(n, p) for n, p in named if pattern.search(n)]
+    if not chosen:
+        names = ", ".join(n for n, _ in named[:12]) + (", ..." if len(named) > 12 else "")
+        raise ValueError(f"params={spec!r} selects no parameter; parameter names: {names}")
+    return chosen
+
+
+def set_train_mode(model: nn.Module, batchnorm: str) -> None:
+    """Put ``model`` in train mode; with ``batchnorm="eval"`` BatchNorm layers stay in eval.
+
+    Why eval by default for unlearning: in train mode BatchNorm normalises with the statistics
+    of the current batch and overwrites its running statistics with them. When the batches come
+    from the forget set alone (one class), those statistics describe one class, and the model
+    would be re-calibrated to it and lose accuracy on everything else for a reason unrelated
+    to forgetting.
+    """
+    model.train()
+    if batchnorm == "eval":
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _schedule(name: str, total: int) -> Callable[[int], float]:
+    if name == "constant":
+        return lambda step: 1.0
+    if name == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    warm = max(1, int(0.2 * total))  # onecycle: linear up, then linear down to zero
+
+    def onecycle(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return onecycle
+
+
+def _optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+@dataclass
+class Streams:
+    """The data a method iterates: one driving stream and others cycled alongside it.
+
+    One epoch is one pass over ``driver``; each step also draws the next batch of every stream
+    in ``cycled`` (restarting it when exhausted), so a method that needs forget and retain
+    batches together gets both in every step.
+    """
+
+    driver_name: str
+    driver: Iterable[tuple[Tensor, Tensor]]
+    cycled: dict[str, Iterable[tuple[Tensor, Tensor]]] = field(default_factory=dict)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.driver)  # type: ignore[arg-type]
+
+    def epoch(self, iterators: dict[str, Iterator]) -> Iterator[Batch]:
+        for batch in self.driver:
+            out = {self.driver_name: batch}
+            for name, stream in self.cycled.items():
+                try:
+                    out[name] = next(iterators[name])
+                except (StopIteration, KeyError):
+                    iterators[name] = iter(stream)
+                    out[name] = next(iterators[name])
+            yield out
+
+
+def optimise(
+    model: nn.Module,
+    objective: Objective,
+    streams: Streams,
+    cfg: OptimConfig,
+    *,
+    device: torch.device,
+    anchor_lam: float = 0.0,
+    update_mask: dict[str, Tensor] | None = None,
+    progress: Progress | None = None,
+) -> list[dict[str, float]]:
+    """Minimise ``objective`` (plus an optional l2 weight anchor) over ``streams``.
+
+    Args:
+        model: Network to update in place (already on ``device``).
+        objective: Maps a batch dict to loss terms; the key ``"loss"`` is minimised, every
+            other key is only logged.
+        streams: The data to iterate.
+        cfg: Loop options (optimiser, schedule, parameters, BatchNorm mode, ...).
+        device: Where the computation runs (for autocast).
+        anchor_lam: Strength of the anchor ``(lam/2) ||theta - theta_start||^2`` over the
+            updated parameters, where ``theta_start`` are their values on entry. Its gradient
+            is added with fused ops after back-propagation (no extra pass over the network).
+        update_mask: Optional ``{parameter name: bool tensor}``; entries where the mask is
+            false never move: their gradients are zeroed and, after each step, their values are
+            restored, so momentum and weight decay cannot move them either.
+        progress: Called as ``progress(step, total_steps)`` after every step.
+
+    Returns:
+        One dict per epoch: the mean of each logged term, ``"anchor"`` and ``"objective"``
+        (mean loss + anchor) when an anchor is used, ``"distance"`` = ``||theta -
+        theta_start||`` over the updated parameters at the end of the epoch, ``"lr"``.
+
+    Raises:
+        DivergenceError: The loss became NaN or infinite (the message names the step).
+    """
+    chosen = select_parameters(model, cfg.params)
+    names = [n for n, _ in chosen]
+    params = [p for _, p in chosen]
+    saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for _, p in model.named_parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    start = [p.detach().clone() for p in params]
+    masks = {}
+    if update_mask:
+        unknown = sorted(set(update_mask) - set(names))
+        if unknown:
+            raise ValueError(f"update_mask names parameters that are not updated: {unknown}")
+        masks = {
+            i: update_mask[n].to(device=p.device, dtype=torch.bool)
+            for i, (n, p) in enumerate(chosen)
+            if n in update_mask
+        }
+
+    optimizer = _optimizer(params, cfg)
+    per_epoch = streams.steps_per_epoch()
+    total = (
+        per_epoch * cfg.epochs
+        if cfg.max_steps is None
+        else min(per_epoch * cfg.epochs, cfg.max_steps)
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.schedule, total))
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+    history: list[dict[str, float]] = []
+    iterators: dict[str, Iterator] = {}
+    step = 0
+    try:
+        set_train_mode(model, cfg.batchnorm)
+        for epoch in range(cfg.epochs):
+            sums: dict[str, float] = {}
+            count = 0
+            lr = optimizer.param_groups[0]["lr"]
+            for batch in islice(streams.epoch(iterators), max(0, total - step)):
+                with autocast:
+                    terms = objective(batch)
+                loss = terms["loss"]
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise DivergenceError(
+                        f"the objective became {value} at step {step + 1} (epoch {epoch + 1}); "
+                        "lower lr, set grad_clip, or raise the anchor strength"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                add_anchor_gradient_(params, start, anchor_lam)
+                for i, mask in masks.items():
+                    params[i].grad.mul_(mask)
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                if masks:
+                    with torch.no_grad():
+                        for i, mask in masks.items():
+                            params[i].copy_(torch.where(mask, params[i], start[i]))
+                scheduler.step()
+                for key, term in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(term.detach())
+                count += 1
+                step += 1
+                if progress is not None:
+                    progress(step, total)
+            if count == 0:
+                break
+            record = {k: v / count for k, v in sums.items() if k != "loss"}
+            record["loss"] = sums["loss"] / count
+            distance_sq = float(squared_distance(params, start))
+            if anchor_lam:
+                record["anchor"] = 0.5 * anchor_lam * distance_sq
+                record["objective"] = record["loss"] + record["anchor"]
+            record["distance"] = math.sqrt(distance_sq)
+            record["lr"] = lr
+            record["epoch"] = epoch + 1
+            history.append(record)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved_flags[n])
+        model.eval()
+    return history

@@ -1,0 +1,101 @@
+"""Unlearning methods: one file each, registered with ``@register_method``, auto-discovered.
+
+A method is a plain function ``fn(model, data, cfg, *, device, progress) -> history`` that
+updates ``model`` in place (``famr.unlearn`` hands it a copy) through :func:`famr.loop.optimise`,
+and returns the per-epoch history.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..config import OptimConfig
+from ..data.tensors import TensorBatches, augmentation
+from ..registry import Registry
+
+METHODS: Registry = Registry("method")
+DATA_NAMES = ("forget", "retain")
+
+
+def register_method(
+    name: str,
+    *,
+    config: type[OptimConfig],
+    needs: Sequence[str] = ("forget",),
+    paper: str = "",
+    certificate: bool = False,
+    summary: str = "",
+) -> Callable:
+    """Register an unlearning method.
+
+    Args:
+        name: Registry key (full words).
+        config: The method's config dataclass (documented defaults).
+        needs: Data the method requires: ``"forget"`` and/or ``"retain"``.
+        paper: Citation of the method's source.
+        certificate: Whether ``unlearn`` attaches the FAMR deviation certificate (methods that
+            minimise the anchored FAMR objective).
+        summary: One-line description for listings (default: the docstring's first line).
+    """
+    bad = [n for n in needs if n not in DATA_NAMES]
+    if bad:
+        raise ValueError(f"needs={bad} is not valid; choose from {DATA_NAMES}")
+    return METHODS.register(
+        name,
+        config=config,
+        needs=tuple(needs),
+        paper=paper,
+        certificate=certificate,
+        **({"summary": summary} if summary else {}),
+    )
+
+
+@dataclass
+class MethodData:
+    """What a method sees of the request: tensors on the device and class facts.
+
+    Attributes:
+        forget: ``(images, labels)`` to forget.
+        retain: ``(images, labels)`` to keep, or ``None`` when not given.
+        num_classes: Number of model outputs K.
+        forget_classes: The distinct labels present in the forget set.
+    """
+
+    forget: tuple[Tensor, Tensor]
+    retain: tuple[Tensor, Tensor] | None
+    num_classes: int
+    forget_classes: list[int]
+
+    def batches(self, name: str, cfg: OptimConfig, *, shuffle: bool = True) -> TensorBatches:
+        """Batches of stream ``name`` with the config's batch size, augmentation and seed."""
+        images, labels = getattr(self, name)
+        # One generator per stream, seeded from cfg.seed, so runs are reproducible.
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + DATA_NAMES.index(name))
+        return TensorBatches(
+            images, labels, cfg.batch_size, shuffle, generator, augmentation(cfg.augment)
+        )
+
+    def retained_classes(self) -> Tensor:
+        """Boolean ``(K,)`` mask of the classes absent from the forget set."""
+        mask = torch.ones(self.num_classes, dtype=torch.bool)
+        mask[self.forget_classes] = False
+        return mask
+
+
+def list_methods() -> list[str]:
+    """Registered method names."""
+    return METHODS.names()
+
+
+def _discover() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()

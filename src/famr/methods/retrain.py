@@ -1,0 +1,50 @@
+"""Retrain from scratch on the retain set: the gold standard every method is measured against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..config import TrainConfig
+from ..training import fit_cross_entropy
+from . import MethodData, register_method
+
+
+def reinitialize(model: nn.Module) -> None:
+    """Re-initialise every submodule that owns parameters or buffers, in place.
+
+    Raises:
+        ValueError: A submodule has its own parameters but no ``reset_parameters()`` (it would
+            silently keep its trained weights).
+    """
+    for name, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        elif own:
+            raise ValueError(
+                f"cannot re-initialise submodule {name!r} ({type(module).__name__}): "
+                "it has parameters but no reset_parameters()"
+            )
+
+
+@dataclass
+class RetrainConfig(TrainConfig):
+    """The training schedule (it should match the one that trained the original model)."""
+
+
+@register_method(
+    "retrain",
+    config=RetrainConfig,
+    needs=("retain",),
+    paper="Retraining from scratch without the forget set (exact unlearning)",
+)
+def retrain(model, data: MethodData, cfg: RetrainConfig, *, device, progress=None):
+    """Re-initialise every layer and train on the retain set only."""
+    reinitialize(model)
+    return fit_cross_entropy(
+        model, data.retain, cfg, device=device, stream="retain", progress=progress
+    )

@@ -1,0 +1,153 @@
+"""Results -> Markdown tables and matplotlib figures (returned, not written: the CLI saves them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+COLUMNS = [
+    ("forget_acc", "forget acc", "{:.1f}"),
+    ("retain_acc", "retain acc", "{:.1f}"),
+    ("test_retain_acc", "test acc (retained)", "{:.1f}"),
+    ("test_forget_acc", "test acc (forgotten)", "{:.1f}"),
+    ("ua", "UA", "{:.1f}"),
+    ("mia_efficacy", "MIA-efficacy", "{:.1f}"),
+    ("avg_gap", "avg gap", "{:.2f}"),
+    ("tow", "ToW", "{:.3f}"),
+    ("seconds", "seconds", "{:.2f}"),
+    ("time_ratio", "time / retrain", "{:.3f}"),
+]
+
+
+def markdown_table(
+    runs: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS
+) -> str:
+    """One row per run, one column per metric (``-`` where a run lacks the metric)."""
+    header = "| run | " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|---|" + "|".join("---:" for _ in columns) + "|"
+    lines = [header, rule]
+    for name, run in runs.items():
+        cells = []
+        for key, _, fmt in columns:
+            value = run.get(key)
+            cells.append(fmt.format(value) if isinstance(value, (int, float)) else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def certificate_markdown(certificate: Mapping[str, Any]) -> str:
+    """A short Markdown summary of a FAMR deviation certificate."""
+
+    def num(key: str) -> str:
+        value = certificate.get(key)
+        return "n/a (lam = 0)" if value is None else f"{value:.4g}"
+
+    verdict = (
+        "certified"
+        if certificate["certified"]
+        else "NOT certified (the objective did not decrease)"
+    )
+    return "\n".join(
+        [
+            f"- verdict: **{verdict}**",
+            f"- lambda: {certificate['lam']:.4g}",
+            f"- uniform loss L_f: {num('uniform_loss_before')} -> {num('uniform_loss_after')} "
+            f"(minimum {num('uniform_minimum')})",
+            f"- objective F: {num('objective_before')} -> {num('objective_after')}",
+            f"- ||theta - theta_0||: {num('distance')} "
+            f"(a-priori bound {num('a_priori_bound')}, bound at the final theta {num('final_bound')})",
+        ]
+    )
+
+
+def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
+    """The demo/benchmark report: setup, the comparison table, FAMR's certificate, plots."""
+    runs = results["runs"]
+    names = results.get("class_names") or []
+    forgotten = ", ".join(
+        f"{c} ({names[c]})" if c < len(names) else str(c) for c in results["forget"]["classes"]
+    )
+    parts = [
+        f"# famr report: forgetting class {forgotten} of {results['dataset']}",
+        "",
+        f"Architecture `{results['arch']}`, seed {results['seed']}, device `{results['device']}`.",
+    ]
+    if command:
+        parts += ["", f"Command: `{command}`"]
+    parts += [
+        "",
+        "Accuracies, UA and MIA-efficacy in %; avg gap in points against `retrain`; ToW in [0, 1];"
+        " `original` and `retrain` seconds are training times.",
+        "",
+        markdown_table(runs),
+    ]
+    for name, run in runs.items():
+        if "certificate" in run:
+            parts += ["", f"## Certificate: `{name}`", "", certificate_markdown(run["certificate"])]
+    parts += [
+        "",
+        "## Plots",
+        "",
+        "![per-class test accuracy](per_class_accuracy.png)",
+        "",
+        "![true-label confidence](confidence.png)",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def plot_per_class_accuracy(
+    results: Mapping[str, Any], runs: Sequence[str] = ("original", "retrain", "famr")
+):
+    """Grouped bars of per-class test accuracy for ``runs``; returns a matplotlib Figure."""
+    from matplotlib.figure import Figure
+
+    names = results.get("class_names") or [
+        str(k) for k in range(len(results["runs"]["original"]["per_class_test_acc"]))
+    ]
+    fig = Figure(figsize=(8, 3.5), tight_layout=True)
+    ax = fig.add_subplot()
+    present = [r for r in runs if r in results["runs"]]
+    width = 0.8 / max(1, len(present))
+    for i, run in enumerate(present):
+        values = results["runs"][run]["per_class_test_acc"]
+        ax.bar(
+            [k + (i - (len(present) - 1) / 2) * width for k in range(len(values))],
+            values,
+            width,
+            label=run,
+        )
+    for c in results["forget"]["classes"]:
+        ax.axvspan(c - 0.45, c + 0.45, color="grey", alpha=0.15, lw=0)
+    ax.set_xticks(range(len(names)), names, rotation=45 if max(map(len, names)) > 3 else 0)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Per-class test accuracy (forgotten class shaded)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return fig
+
+
+def plot_confidence(
+    confidences: Mapping[str, Mapping[str, Any]], runs: Sequence[str] = ("original", "famr")
+):
+    """Histograms of true-label confidence on forget vs test images, before and after FAMR."""
+    from matplotlib.figure import Figure
+
+    present = [r for r in runs if r in confidences]
+    fig = Figure(figsize=(4 * len(present), 3.2), tight_layout=True)
+    bins = [i / 25 for i in range(26)]
+    for i, run in enumerate(present):
+        ax = fig.add_subplot(1, len(present), i + 1)
+        for split, label in (
+            ("forget", "forget (train)"),
+            ("test_forget", "forgotten class (test)"),
+            ("test_retain", "retained classes (test)"),
+        ):
+            if split in confidences[run]:
+                values = confidences[run][split].float().numpy()
+                ax.hist(values, bins=bins, alpha=0.5, density=True, label=label)
+        ax.set_title(run)
+        ax.set_xlabel("softmax probability of the true label")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+    return fig

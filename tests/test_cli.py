@@ -1,0 +1,253 @@
+"""The CLI through ``main(argv)``: the happy paths and every bad input (exit 2, nothing written)."""
+
+import json
+
+import pytest
+
+from famr import io
+from famr.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    path = folder / "digits.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--arch",
+                "small_cnn",
+                "--epochs",
+                "8",
+                "--out",
+                str(path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    return path
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.rglob("*"))
+
+
+def test_methods_lists_every_method_one_line_each(capsys):
+    import famr
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == famr.list_methods()
+
+
+def test_metrics_lists_directions(capsys):
+    assert main(["metrics"]) == 0
+    assert "higher = more forgotten" in capsys.readouterr().out
+
+
+def test_train_writes_checkpoint_and_sidecar(checkpoint):
+    meta = json.loads(io.sidecar_path(checkpoint).read_text())
+    assert meta["arch"] == "small_cnn" and meta["dataset"] == "digits"
+    assert meta["metrics"]["test_acc"] > 80
+
+
+def test_forget_writes_model_and_metrics(checkpoint, tmp_path, capsys):
+    out = tmp_path / "forgot.safetensors"
+    code = main(
+        [
+            "forget",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            "digits",
+            "--classes",
+            "3",
+            "--method",
+            "famr",
+            "--lam",
+            "0.1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    meta = json.loads(io.sidecar_path(out).read_text())
+    assert meta["forget"] == {"classes": [3]} and meta["method"] == "famr"
+    assert meta["config"]["lam"] == 0.1
+    assert meta["metrics"]["test_forget_acc"] <= 5.0
+    assert meta["certificate"]["certified"] is True
+    assert "certificate: certified" in capsys.readouterr().out
+
+
+def test_forget_with_reference_reports_gaps(checkpoint, tmp_path):
+    reference = tmp_path / "retrained.safetensors"
+    assert (
+        main(
+            ["train", "--epochs", "8", "--exclude-classes", "3", "--out", str(reference), "--quiet"]
+        )
+        == 0
+    )
+    out = tmp_path / "f.safetensors"
+    assert (
+        main(
+            [
+                "forget",
+                "--checkpoint",
+                str(checkpoint),
+                "--classes",
+                "3",
+                "--reference",
+                str(reference),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(io.sidecar_path(out).read_text())["metrics"]
+    assert {"avg_gap", "tow", "ua_gap"} <= set(metrics)
+
+
+def _bad(argv, capsys, folder, match, code=2):
+    before = _files(folder)
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert match in err, err
+    assert _files(folder) == before, "a failed command must write nothing"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--classes", "12"], "unknown class id 12; valid class ids: 0..9"),
+        (["--classes", ""], "no class to forget"),
+        (["--classes", "cat"], "classes 'cat' are not valid"),
+        (["--classes", "3", "--lam", "-1"], "lam=-1.0 is not valid"),
+        (["--classes", "3", "--lam", "nan"], "lam=nan is not valid"),
+        (["--classes", "3", "--lr", "0"], "lr=0.0 is not valid"),
+        (["--classes", "3", "--method", "GA"], "unknown method 'GA'; valid choices:"),
+        (["--classes", "3", "--set", "lambda=1"], "unknown config key(s) lambda"),
+        (["--classes", "3", "--set", "epochs=many"], "epochs='many'"),
+        (["--classes", "3", "--data", "mnist"], "unknown data set 'mnist'; valid choices: digits"),
+    ],
+)
+def test_forget_bad_input(checkpoint, tmp_path, capsys, extra, match):
+    out = tmp_path / "out.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--out", str(out), "--quiet", *extra]
+    _bad(argv, capsys, tmp_path, match)
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    argv = [
+        "forget",
+        "--checkpoint",
+        str(tmp_path / "nope.safetensors"),
+        "--classes",
+        "3",
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    ]
+    _bad(argv, capsys, tmp_path, "not found")
+
+
+def test_checkpoint_that_does_not_match_architecture(checkpoint, tmp_path, capsys):
+    wrong = tmp_path / "wrong.safetensors"
+    wrong.write_bytes(checkpoint.read_bytes())
+    meta = json.loads(io.sidecar_path(checkpoint).read_text())
+    meta["arch_args"]["width"] = 8
+    io.sidecar_path(wrong).write_text(json.dumps(meta))
+    argv = [
+        "forget",
+        "--checkpoint",
+        str(wrong),
+        "--classes",
+        "3",
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    ]
+    _bad(argv, capsys, tmp_path, "does not match architecture 'small_cnn'")
+
+
+def test_existing_output_needs_overwrite(checkpoint, tmp_path, capsys):
+    out = tmp_path / "o.safetensors"
+    out.write_text("precious")
+    argv = [
+        "forget",
+        "--checkpoint",
+        str(checkpoint),
+        "--classes",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    _bad(argv, capsys, tmp_path, "already exists; pass --overwrite")
+    assert out.read_text() == "precious"
+
+
+def test_input_checkpoint_is_never_the_output(checkpoint, capsys):
+    argv = [
+        "forget",
+        "--checkpoint",
+        str(checkpoint),
+        "--classes",
+        "3",
+        "--out",
+        str(checkpoint),
+        "--overwrite",
+    ]
+    _bad(argv, capsys, checkpoint.parent, "never overwritten")
+
+
+def test_output_must_be_safetensors(checkpoint, tmp_path, capsys):
+    argv = [
+        "forget",
+        "--checkpoint",
+        str(checkpoint),
+        "--classes",
+        "3",
+        "--out",
+        str(tmp_path / "o.pt"),
+    ]
+    _bad(argv, capsys, tmp_path, "must end in .safetensors")
+
+
+def test_diverging_run_writes_no_model(checkpoint, tmp_path, capsys):
+    argv = [
+        "forget",
+        "--checkpoint",
+        str(checkpoint),
+        "--classes",
+        "3",
+        "--method",
+        "famr_literal",
+        "--lr",
+        "1e30",
+        "--out",
+        str(tmp_path / "o.safetensors"),
+        "--quiet",
+    ]
+    _bad(argv, capsys, tmp_path, "at step", code=1)
+
+
+def test_demo_bad_class_and_existing_output(tmp_path, capsys):
+    _bad(
+        ["demo", "--forget-class", "10", "--out", str(tmp_path / "d")],
+        capsys,
+        tmp_path,
+        "unknown class id 10; valid class ids: 0..9",
+    )
+    (tmp_path / "d").mkdir()
+    _bad(["demo", "--out", str(tmp_path / "d")], capsys, tmp_path, "already exists")
+
+
+def test_argparse_errors_return_2(capsys):
+    assert main(["forget"]) == 2
+    assert main(["frobnicate"]) == 2

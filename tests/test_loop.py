@@ -1,0 +1,165 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import famr
+from famr.config import OptimConfig
+from famr.data.tensors import TensorBatches
+from famr.loop import DivergenceError, Streams, optimise, select_parameters, set_train_mode
+from famr.losses import cross_entropy
+
+CPU = torch.device("cpu")
+
+
+def _setup(batch=8):
+    torch.manual_seed(0)
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    x = torch.randn(24, 1, 6, 6)
+    y = torch.arange(24) % 3
+    batches = TensorBatches(x, y, batch, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    def objective(b):
+        images, labels = b["train"]
+        loss = cross_entropy(model(images), labels)
+        return {"loss": loss}
+
+    return model, Streams("train", batches), objective
+
+
+def test_select_head_picks_last_linear_only():
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    names = [n for n, _ in select_parameters(model, "head")]
+    assert names == ["classifier.weight", "classifier.bias"]
+    assert len(select_parameters(model, "all")) == len(list(model.parameters()))
+    assert [n for n, _ in select_parameters(model, r"features\.0\.")] == [
+        "features.0.0.weight",
+        "features.0.1.weight",
+        "features.0.1.bias",
+    ]
+
+
+@pytest.mark.parametrize("spec", ["nomatch", "("])
+def test_select_bad_spec_names_the_value(spec):
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    with pytest.raises(ValueError, match="params="):
+        select_parameters(model, spec)
+
+
+def test_head_only_leaves_other_parameters_bit_identical():
+    model, streams, objective = _setup()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimise(model, objective, streams, OptimConfig(epochs=2, params="head"), device=CPU)
+    for n, p in model.named_parameters():
+        same = torch.equal(p, before[n])
+        assert same == (not n.startswith("classifier")), n
+
+
+def test_batchnorm_eval_mode_keeps_running_statistics():
+    model, streams, objective = _setup()
+    stats = {n: b.clone() for n, b in model.named_buffers()}
+    optimise(model, objective, streams, OptimConfig(epochs=1, batchnorm="eval"), device=CPU)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, stats[n]), n
+    optimise(model, objective, streams, OptimConfig(epochs=1, batchnorm="train"), device=CPU)
+    assert any(
+        not torch.equal(b, stats[n]) for n, b in model.named_buffers() if "running_mean" in n
+    )
+
+
+def test_set_train_mode():
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    set_train_mode(model, "eval")
+    assert model.training
+    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_update_mask_holds_against_momentum_and_weight_decay():
+    model, streams, objective = _setup()
+    weight = dict(model.named_parameters())["classifier.weight"]
+    mask = torch.zeros_like(weight, dtype=torch.bool)
+    mask[0] = True  # only the first row may move
+    before = weight.detach().clone()
+    cfg = OptimConfig(epochs=3, params="head", momentum=0.9, weight_decay=0.1, lr=0.1)
+    optimise(model, objective, streams, cfg, device=CPU, update_mask={"classifier.weight": mask})
+    assert torch.equal(weight[1:], before[1:])
+    assert not torch.equal(weight[0], before[0])
+
+
+def test_anchor_history_records_objective_and_distance():
+    model, streams, objective = _setup()
+    history = optimise(model, objective, streams, OptimConfig(epochs=2), device=CPU, anchor_lam=2.0)
+    assert len(history) == 2
+    last = history[-1]
+    assert last["anchor"] == pytest.approx(0.5 * 2.0 * last["distance"] ** 2)
+    assert last["objective"] == pytest.approx(last["loss"] + last["anchor"])
+
+
+def test_max_steps_caps_the_run_and_progress_reports_each_step():
+    model, streams, objective = _setup(batch=8)  # 3 steps per epoch
+    calls = []
+    optimise(
+        model,
+        objective,
+        streams,
+        OptimConfig(epochs=5, max_steps=4),
+        device=CPU,
+        progress=lambda s, t: calls.append((s, t)),
+    )
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_divergence_raises_with_the_step():
+    model, streams, _ = _setup()
+
+    def objective(b):
+        images, _ = b["train"]
+        return {"loss": model(images).sum() * float("nan")}
+
+    with pytest.raises(DivergenceError, match="step 1"):
+        optimise(model, objective, streams, OptimConfig(epochs=1), device=CPU)
+
+
+def test_requires_grad_flags_are_restored():
+    model, streams, objective = _setup()
+    dict(model.named_parameters())["features.0.0.weight"].requires_grad_(False)
+    optimise(model, objective, streams, OptimConfig(epochs=1, params="head"), device=CPU)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    assert flags.pop("features.0.0.weight") is False
+    assert all(flags.values())
+
+
+def test_schedules_known_values():
+    from famr.loop import _schedule
+
+    cosine = _schedule("cosine", 10)
+    assert (
+        cosine(0) == pytest.approx(1.0)
+        and cosine(5) == pytest.approx(0.5)
+        and cosine(10) == pytest.approx(0.0)
+    )
+    onecycle = _schedule("onecycle", 10)  # 2 warm-up steps, then linear to zero
+    assert [onecycle(s) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    assert _schedule("constant", 10)(7) == 1.0
+
+
+def test_crop_flip_preserves_content_and_varies_per_image():
+    from famr.data.tensors import crop_flip
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    out = crop_flip(x, torch.Generator().manual_seed(0), padding=0)
+    for i in range(2):  # with no padding each image is itself or its mirror
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    big = torch.rand(64, 1, 8, 8)
+    shifted = crop_flip(big, torch.Generator().manual_seed(1), padding=2)
+    assert shifted.shape == big.shape
+    assert sum(torch.equal(a, b) for a, b in zip(shifted, big, strict=True)) < 16
+
+
+def test_to_tensors_rejects_empty_dataset():
+    from famr.data.tensors import to_tensors
+
+    with pytest.raises(ValueError, match="empty"):
+        to_tensors(
+            TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.long)), name="forget"
+        )

@@ -1,0 +1,174 @@
+"""Contract tests over every registered method, and method-specific checks."""
+
+import math
+
+import pytest
+import torch
+
+import famr
+from famr.methods import METHODS
+from famr.methods.random_label import random_other_labels
+from famr.methods.retrain import reinitialize
+
+ALL = METHODS.names()
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_method_contract(method, tiny):
+    model, forget, retain = tiny
+    before = _state(model)
+    result = famr.unlearn(model, forget, retain, method=method, epochs=2, device="cpu")
+    # the input model is bit-identical
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the returned model changed
+    changed = [k for k, v in result.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, f"{method} did not change any weight"
+    # finite history, one record per epoch
+    assert len(result.history) == 2
+    for record in result.history:
+        assert all(math.isfinite(v) for v in record.values()), record
+    assert result.seconds > 0 and result.method == method
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    entry = METHODS.get(method)
+    assert entry.meta["paper"], f"{method} must cite its source"
+    assert (result.certificate is not None) == entry.meta["certificate"]
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_same_seed_gives_bit_identical_weights(method, tiny):
+    model, forget, retain = tiny
+    a = famr.unlearn(model, forget, retain, method=method, epochs=1, seed=3, device="cpu")
+    b = famr.unlearn(model, forget, retain, method=method, epochs=1, seed=3, device="cpu")
+    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+
+
+def test_unlearn_does_not_touch_global_rng(tiny):
+    model, forget, retain = tiny
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    famr.unlearn(model, forget, retain, method="random_label", epochs=1, device="cpu")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_unknown_config_key_lists_valid_keys(tiny):
+    model, forget, _ = tiny
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) lambda.*valid keys:.*lam"):
+        famr.unlearn(model, forget, method="famr", **{"lambda": 1.0})
+
+
+def test_unknown_method_lists_choices(tiny):
+    model, forget, _ = tiny
+    with pytest.raises(ValueError, match="unknown method 'GA'; valid choices: .*gradient_ascent"):
+        famr.unlearn(model, forget, method="GA")
+
+
+@pytest.mark.parametrize("method", [m for m in ALL if "retain" in METHODS.get(m).meta["needs"]])
+def test_methods_needing_retain_refuse_without_it(method, tiny):
+    model, forget, _ = tiny
+    with pytest.raises(ValueError, match="needs retain data"):
+        famr.unlearn(model, forget, method=method)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lam": -1.0},
+        {"lam": float("nan")},
+        {"lam": float("inf")},
+        {"lr": 0.0},
+        {"lr": -1e-3},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"optimizer": "rmsprop"},
+        {"target": "zero"},
+    ],
+)
+def test_bad_config_values_name_the_value(bad, tiny):
+    model, forget, _ = tiny
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=key):
+        famr.unlearn(model, forget, method="famr", **bad)
+
+
+def test_nan_weights_are_refused(tiny):
+    model, forget, _ = tiny
+    broken = famr.create_model("small_cnn", 4, in_channels=2, width=4)
+    with torch.no_grad():
+        broken.classifier.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        famr.unlearn(broken, forget)
+
+
+def test_labels_outside_model_outputs_are_refused(tiny):
+    from torch.utils.data import TensorDataset
+
+    model, forget, _ = tiny
+    x, y = forget.tensors
+    with pytest.raises(ValueError, match="labels outside 0..3"):
+        famr.unlearn(model, TensorDataset(x, y + 9))
+
+
+def test_retrain_reinitialises_every_parameter_and_buffer(digits_model):
+    trained = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    copy = famr.create_model("small_cnn", 10, in_channels=1, width=16)
+    copy.load_state_dict(trained)
+    reinitialize(copy)
+    for name, value in copy.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            assert int(value) == 0
+        else:  # every weight, bias and running statistic left its trained value
+            assert not torch.equal(value, trained[name]), name
+
+
+def test_retrain_result_differs_from_original_everywhere(digits_model, digits_splits):
+    result = famr.unlearn(
+        digits_model, digits_splits.forget, digits_splits.retain, method="retrain", epochs=1
+    )
+    for (name, p), q in zip(
+        result.model.named_parameters(), digits_model.parameters(), strict=True
+    ):
+        assert not torch.isclose(p, q).all(), name
+
+
+def test_retrain_refuses_modules_it_cannot_reset():
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+    with pytest.raises(ValueError, match="no reset_parameters"):
+        reinitialize(Odd())
+
+
+def test_random_other_labels_never_returns_the_true_label():
+    labels = torch.arange(1000) % 10
+    wrong = random_other_labels(labels, 10, torch.Generator().manual_seed(0))
+    assert not bool((wrong == labels).any())
+    assert set(wrong.tolist()) == set(range(10))
+
+
+def test_famr_history_has_the_objective_terms(tiny):
+    model, forget, _ = tiny
+    result = famr.unlearn(model, forget, method="famr", epochs=3, lam=1.0)
+    for record in result.history:
+        assert {"uniform_loss", "anchor", "objective", "distance"} <= set(record)
+    assert result.certificate["lam"] == 1.0
+
+
+def test_famr_literal_is_the_paper_form():
+    cfg = METHODS.get("famr_literal").meta["config"]()
+    assert (cfg.target, cfg.params, cfg.optimizer) == ("uniform", "all", "sgd")
+
+
+def test_famr_with_lam_zero_is_unanchored(tiny):
+    model, forget, _ = tiny
+    result = famr.unlearn(model, forget, method="famr", lam=0.0, epochs=2)
+    assert "anchor" not in result.history[-1]
+    assert result.certificate["a_priori_bound"] is None and not result.certificate["certified"]

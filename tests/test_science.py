@@ -1,0 +1,81 @@
+"""Science tests: forgetting really happens on small real data (scikit-learn digits)."""
+
+import pytest
+
+import famr
+from famr.experiment import run_class_forgetting
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    data = famr.load_dataset("digits")
+    return run_class_forgetting(
+        data,
+        [3],
+        arch="small_cnn",
+        seed=0,
+        methods={"famr": {}, "famr_retain": {}, "famr_literal": {}, "gradient_ascent": {}},
+    )
+
+
+def test_original_learns_and_retrain_never_saw_the_class(experiment):
+    runs = experiment.results["runs"]
+    assert runs["original"]["test_forget_acc"] >= 95
+    assert runs["original"]["test_retain_acc"] >= 95
+    assert runs["retrain"]["test_forget_acc"] == 0.0
+    assert runs["retrain"]["mia_efficacy"] >= 95
+
+
+def test_famr_default_forgets_the_class_and_keeps_the_rest(experiment):
+    runs = experiment.results["runs"]
+    assert runs["famr"]["test_forget_acc"] <= 5.0
+    assert runs["famr"]["forget_acc"] <= 5.0
+    assert runs["original"]["test_retain_acc"] - runs["famr"]["test_retain_acc"] <= 2.0
+    assert runs["famr"]["mia_efficacy"] >= 90
+    assert runs["famr"]["avg_gap"] <= 2.0
+    assert runs["famr"]["certificate"]["certified"]
+
+
+def test_famr_retain_forgets_and_keeps_the_rest(experiment):
+    runs = experiment.results["runs"]
+    assert runs["famr_retain"]["test_forget_acc"] <= 5.0
+    assert runs["original"]["test_retain_acc"] - runs["famr_retain"]["test_retain_acc"] <= 2.0
+
+
+def test_famr_beats_gradient_ascent_and_the_literal_form_on_avg_gap(experiment):
+    runs = experiment.results["runs"]
+    assert runs["famr"]["avg_gap"] < runs["gradient_ascent"]["avg_gap"]
+    assert runs["famr"]["avg_gap"] < runs["famr_literal"]["avg_gap"]
+
+
+def test_results_layout(experiment):
+    results = experiment.results
+    assert results["forget"] == {"classes": [3]}
+    required = {
+        "forget_acc",
+        "retain_acc",
+        "test_retain_acc",
+        "test_forget_acc",
+        "ua",
+        "mia_efficacy",
+        "avg_gap",
+        "tow",
+        "seconds",
+    }
+    for name, run in results["runs"].items():
+        assert required <= set(run), name
+
+
+def test_report_renders(experiment):
+    from famr.report import (
+        markdown_table,
+        plot_confidence,
+        plot_per_class_accuracy,
+        report_markdown,
+    )
+
+    table = markdown_table(experiment.results["runs"])
+    assert table.count("\n") == 1 + len(experiment.results["runs"])
+    assert "Certificate: `famr`" in report_markdown(experiment.results)
+    assert plot_per_class_accuracy(experiment.results).axes
+    assert plot_confidence(experiment.confidences).axes
