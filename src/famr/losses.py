@@ -1,7 +1,7 @@
 """Loss terms as small pure functions (optax style): each takes tensors and returns a scalar.
 
-Logits are cast to float32 before any log-softmax, so the terms are accurate under bf16
-autocast.
+Low-precision logits are cast to float32 before any log-softmax, so the terms are accurate
+under bf16 autocast; float64 stays float64 (for exact tests).
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def _full_precision(logits: Tensor) -> Tensor:
+    """bf16/fp16 logits become float32; float32 and float64 are kept as they are."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
 def uniform_cross_entropy(logits: Tensor, support: Tensor | None = None) -> Tensor:
@@ -30,7 +35,7 @@ def uniform_cross_entropy(logits: Tensor, support: Tensor | None = None) -> Tens
     Returns:
         The batch mean, a scalar tensor.
     """
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = F.log_softmax(_full_precision(logits), dim=1)
     if support is None:
         return -log_p.mean(dim=1).mean()
     support = support.to(device=log_p.device, dtype=torch.bool)
@@ -45,7 +50,7 @@ def uniform_minimum(num_classes: int, support: Tensor | None = None) -> float:
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of integer ``labels`` under softmax(logits)."""
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(_full_precision(logits), labels)
 
 
 def kl_from_reference(logits: Tensor, reference_logits: Tensor) -> Tensor:
@@ -54,8 +59,8 @@ def kl_from_reference(logits: Tensor, reference_logits: Tensor) -> Tensor:
     Used as the function-space anchor (``famr_retain``) and for distillation (``scrub``):
     zero exactly when the two predictive distributions agree.
     """
-    log_p = F.log_softmax(logits.float(), dim=1)
-    log_ref = F.log_softmax(reference_logits.float(), dim=1)
+    log_p = F.log_softmax(_full_precision(logits), dim=1)
+    log_ref = F.log_softmax(_full_precision(reference_logits), dim=1)
     return (log_ref.exp() * (log_ref - log_p)).sum(dim=1).mean()
 
 

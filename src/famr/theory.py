@@ -99,3 +99,123 @@ def deviation_certificate(
         "bound_holds": bool(holds),
         "certified": bool(decreased and holds),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Curvature: Hessian-vector products and conjugate gradients (no dense Hessian is ever formed).
+
+
+def loss_hvp(model: nn.Module, names: list[str], loss_fn, batches):
+    """A function ``v -> H v`` for the Hessian of the mean of ``loss_fn`` over ``batches``.
+
+    Uses forward-over-reverse differentiation (``torch.func.jvp`` of ``torch.func.grad``) on
+    the parameters ``names`` with every other parameter and buffer held fixed; the model is
+    evaluated in its current mode (use eval mode so BatchNorm uses its running statistics).
+
+    Args:
+        model: The network.
+        names: Names of the parameters the Hessian is taken over.
+        loss_fn: ``loss_fn(logits, labels) -> scalar`` (a batch mean).
+        batches: A list of ``(images, labels)``; the loss is their size-weighted mean.
+
+    Returns:
+        ``hvp(vectors) -> vectors`` over tuples of tensors shaped like the parameters.
+    """
+    from torch.func import functional_call, grad, jvp
+
+    params = dict(model.named_parameters())
+    fixed = {n: p.detach() for n, p in params.items() if n not in names}
+    fixed.update({n: b for n, b in model.named_buffers()})
+    primals = tuple(params[n].detach() for n in names)
+    total = sum(len(y) for _, y in batches)
+
+    def batch_loss(theta, x, y):
+        state = {**fixed, **dict(zip(names, theta, strict=True))}
+        return loss_fn(functional_call(model, state, (x,)), y)
+
+    def hvp(vectors):
+        out = None
+        for x, y in batches:
+            _, hv = jvp(
+                lambda t, x=x, y=y: grad(batch_loss)(t, x, y), (primals,), (tuple(vectors),)
+            )
+            weight = len(y) / total
+            out = (
+                [h * weight for h in hv]
+                if out is None
+                else [o + h * weight for o, h in zip(out, hv, strict=True)]
+            )
+        return tuple(out)
+
+    return hvp
+
+
+def _dot(a, b) -> Tensor:
+    return sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))
+
+
+def conjugate_gradient(matvec, rhs, *, damping: float = 0.0, max_iter: int = 50, tol: float = 1e-6):
+    """Solve ``(A + damping I) x = rhs`` for symmetric ``A`` given only ``matvec``.
+
+    Stops when the residual norm falls below ``tol * ||rhs||``, after ``max_iter`` iterations,
+    or when a search direction has non-positive curvature ``p^T (A + damping I) p <= 0``: then
+    the system is not positive definite, the iterate so far is returned and the info says so
+    (the caller must not treat it as a solution).
+
+    Args:
+        matvec: ``v -> A v`` over tuples of tensors.
+        rhs: The right-hand side (tuple of tensors).
+        damping: Added to the diagonal.
+        max_iter: Iteration cap.
+        tol: Relative residual tolerance.
+
+    Returns:
+        ``(x, info)`` with ``info`` = ``iterations``, ``relative_residual``,
+        ``negative_curvature`` (bool), ``converged`` (bool).
+    """
+    x = tuple(torch.zeros_like(r) for r in rhs)
+    r = tuple(t.clone() for t in rhs)
+    p = tuple(t.clone() for t in rhs)
+    rs = _dot(r, r)
+    norm_rhs = math.sqrt(float(rs)) or 1.0
+    info = {
+        "iterations": 0,
+        "relative_residual": 1.0 if float(rs) > 0 else 0.0,
+        "negative_curvature": False,
+        "converged": float(rs) == 0.0,
+    }
+    for it in range(max_iter):
+        if info["converged"]:
+            break
+        ap = tuple(a + damping * q for a, q in zip(matvec(p), p, strict=True))
+        curvature = _dot(p, ap)
+        if float(curvature) <= 0:
+            info["negative_curvature"] = True
+            break
+        alpha = rs / curvature
+        x = tuple(xi + alpha.to(xi.dtype) * pi for xi, pi in zip(x, p, strict=True))
+        r = tuple(ri - alpha.to(ri.dtype) * ai for ri, ai in zip(r, ap, strict=True))
+        rs_new = _dot(r, r)
+        info["iterations"] = it + 1
+        info["relative_residual"] = math.sqrt(float(rs_new)) / norm_rhs
+        if info["relative_residual"] < tol:
+            info["converged"] = True
+            break
+        beta = rs_new / rs
+        p = tuple(ri + beta.to(ri.dtype) * pi for ri, pi in zip(r, p, strict=True))
+        rs = rs_new
+    return x, info
+
+
+def mean_gradient(model: nn.Module, names: list[str], loss_fn, batches) -> tuple[Tensor, ...]:
+    """The gradient of the size-weighted mean loss over ``batches`` w.r.t. parameters ``names``."""
+    params = dict(model.named_parameters())
+    chosen = [params[n] for n in names]
+    total = sum(len(y) for _, y in batches)
+    out = [torch.zeros_like(p) for p in chosen]
+    for x, y in batches:
+        loss = loss_fn(model(x), y) * (len(y) / total)
+        grads = torch.autograd.grad(loss, chosen)
+        for o, g in zip(out, grads, strict=True):
+            o.add_(g)
+    return tuple(out)

@@ -6,9 +6,10 @@ names); a forget spec turns it into :class:`Splits` (forget / retain / test sets
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch.utils.data import TensorDataset
 
 from ..registry import Registry
@@ -28,6 +29,9 @@ class ImageData:
         class_names: Name of each class index.
         in_channels: Image channels.
         image_size: Image height (= width).
+        mean, std: Recommended per-channel input normalisation (``None``: none).
+        validation: Training examples held out for choosing hyperparameters (``None`` until
+            :func:`hold_out_validation` is applied).
     """
 
     name: str
@@ -36,6 +40,9 @@ class ImageData:
     class_names: list[str]
     in_channels: int
     image_size: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    validation: TensorDataset | None = None
 
     @property
     def num_classes(self) -> int:
@@ -55,12 +62,42 @@ def load_dataset(name: str, root: str | Path | None = None) -> ImageData:
     return DATASETS.get(name).obj(root)
 
 
+def hold_out_validation(data: ImageData, fraction: float = 0.1, seed: int = 0) -> ImageData:
+    """Move ``fraction`` of each training class into ``validation`` (a fixed, seeded draw).
+
+    With CIFAR-10 and ``fraction=0.1`` this is the 45k / 5k / 10k protocol of SalUn and
+    Unlearn-Sparse. Hyperparameters are chosen on ``validation``, never on the test set.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction {fraction!r} is not valid; it must lie in (0, 1)")
+    images, labels = data.train.tensors
+    generator = torch.Generator().manual_seed(seed)
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    for k in range(data.num_classes):
+        members = torch.nonzero(labels == k).flatten()
+        count = int(round(fraction * len(members)))
+        held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
+    return replace(
+        data,
+        train=TensorDataset(images[~held], labels[~held]),
+        validation=TensorDataset(images[held], labels[held]),
+    )
+
+
 def list_datasets() -> list[str]:
     """Registered data set names."""
     return DATASETS.names()
 
 
-from . import digits  # noqa: E402,F401  (registers the data sets)
+from . import cifar10, digits  # noqa: E402,F401  (registers the data sets)
 from .forget import ClassForget, Splits  # noqa: E402
 
-__all__ = ["ClassForget", "DATASETS", "ImageData", "Splits", "list_datasets", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "ClassForget",
+    "ImageData",
+    "Splits",
+    "hold_out_validation",
+    "list_datasets",
+    "load_dataset",
+]

@@ -14,6 +14,9 @@ from . import MethodData, register_method
 def reinitialize(model: nn.Module) -> None:
     """Re-initialise every submodule that owns parameters or buffers, in place.
 
+    Every submodule's ``reset_parameters()`` / ``reset_running_stats()`` runs, then the model's
+    own ``init_weights()`` if it has one.
+
     Raises:
         ValueError: A submodule has its own parameters but no ``reset_parameters()`` (it would
             silently keep its trained weights).
@@ -29,6 +32,10 @@ def reinitialize(model: nn.Module) -> None:
                 f"cannot re-initialise submodule {name!r} ({type(module).__name__}): "
                 "it has parameters but no reset_parameters()"
             )
+    # Models with their own initialisation scheme (e.g. Kaiming-normal CIFAR ResNets) apply it
+    # again, so the retrained reference starts from the same distribution as the original.
+    if hasattr(model, "init_weights"):
+        model.init_weights()
 
 
 @dataclass

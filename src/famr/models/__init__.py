@@ -41,4 +41,4 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-from . import small  # noqa: E402,F401  (registers the architectures)
+from . import cifar_resnet, small  # noqa: E402,F401  (registers the architectures)

@@ -1,0 +1,176 @@
+"""CIFAR-10 class-wise forgetting: FAMR and every baseline against retraining from scratch.
+
+Protocol (SalUn / Unlearn-Sparse): 45k train / 5k validation (10 % of each class, seed 0) /
+10k test. Per seed: train the original once; per forgotten class: retrain once on the retain
+set with the same schedule, run every method with its documented configuration (chosen on the
+validation split, see BENCHMARKS.md), evaluate all against the retrained model.
+
+    python benchmarks/cifar10_classwise.py --data-root ../shared/data/cifar10            # CPU profile
+    python benchmarks/cifar10_classwise.py --quick                                         # smoke run
+    python benchmarks/cifar10_classwise.py --profile gpu --device cuda                     # ResNet-18
+
+Trained models are cached under --cache by a hash of their full configuration, so an
+interrupted or repeated run skips finished trainings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+common.reexec_with_tcmalloc()
+
+import torch  # noqa: E402
+
+import famr  # noqa: E402
+from famr.data import hold_out_validation  # noqa: E402
+
+TRAIN_CPU = {
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "augment": "crop_flip",
+    "bf16": True,
+    "channels_last": True,
+    "batchnorm": "train",
+}
+PROFILES = {
+    "cpu": {"arch": "resnet20", "train": TRAIN_CPU},
+    "gpu": {
+        "arch": "resnet18_cifar",
+        "train": {**TRAIN_CPU, "epochs": 15, "batch_size": 256, "lr": 0.1},
+    },
+}
+TRAINING_CODE_VERSION = 1  # bump when the training code changes in a way that changes models
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-root", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
+    )
+    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--classes", type=int, nargs="+", default=[3, 8])
+    p.add_argument("--quick", action="store_true", help="2-epoch trainings, one class: a smoke run")
+    p.add_argument("--stage", choices=["train", "all"], default="all")
+    p.add_argument("--device", default=None)
+    p.add_argument("--cache", default=str(Path(__file__).resolve().parent / "cache"))
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results JSON (default benchmarks/results/cifar10_classwise_<profile>.json)",
+    )
+    return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def setup(args):
+    profile = PROFILES[args.profile]
+    train_cfg = dict(profile["train"])
+    classes = args.classes
+    if args.quick:
+        train_cfg["epochs"] = 2
+        classes = classes[:1]
+    data = hold_out_validation(famr.load_dataset("cifar10", args.data_root), fraction=0.1, seed=0)
+    arch_args = {
+        "num_classes": 10,
+        "in_channels": 3,
+        "mean": list(data.mean),
+        "std": list(data.std),
+    }
+    return profile["arch"], arch_args, train_cfg, classes, data
+
+
+def training_key(arch, arch_args, train_cfg, seed, excluded, device):
+    return {
+        "label": f"{arch} seed {seed} excluding {excluded}",
+        "arch": arch,
+        "arch_args": arch_args,
+        "train": train_cfg,
+        "seed": seed,
+        "excluded": excluded,
+        "data": "cifar10 45k/5k/10k, validation seed 0",
+        "code": TRAINING_CODE_VERSION,
+        "device": device.type,
+    }
+
+
+def train_models(args, arch, arch_args, train_cfg, classes, data, device):
+    """Original per seed and retrained reference per (seed, class), from the cache when possible."""
+    cache = Path(args.cache)
+    models = {}
+    for seed in args.seeds:
+
+        def build_original(seed=seed):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                initial = famr.create_model(arch, **arch_args)
+            log(f"training original, seed {seed}")
+            result = famr.train(initial, data.train, device=device, seed=seed, **train_cfg)
+            return result.model, {"seconds": result.seconds, "history": result.history}
+
+        original, record = common.cached_training(
+            cache, training_key(arch, arch_args, train_cfg, seed, [], device), build_original, log
+        )
+        models[(seed, None)] = (original, record)
+        for cls in classes:
+            splits = famr.ClassForget(cls).split(data.train, data.test, 10)
+
+            def build_retrain(splits=splits, seed=seed, cls=cls, original=original):
+                log(f"retraining without class {cls}, seed {seed}")
+                result = famr.unlearn(
+                    original,
+                    splits.forget,
+                    splits.retain,
+                    method="retrain",
+                    device=device,
+                    seed=seed,
+                    **train_cfg,
+                )
+                return result.model, {"seconds": result.seconds, "history": result.history}
+
+            models[(seed, cls)] = common.cached_training(
+                cache,
+                training_key(arch, arch_args, train_cfg, seed, [cls], device),
+                build_retrain,
+                log,
+            )
+    return models
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    device = famr.resolve_device(args.device)
+    arch, arch_args, train_cfg, classes, data = setup(args)
+    models = train_models(args, arch, arch_args, train_cfg, classes, data, device)
+    for (seed, cls), (model, record) in models.items():
+        acc = famr.evaluate(
+            model, test_retain=data.test, metrics=["test_retain_acc"], device=device
+        )["test_retain_acc"]
+        log(
+            f"seed {seed} excluded {cls}: test acc {acc:.2f} %, trained in {record['seconds']:.0f} s"
+        )
+    if args.stage == "train":
+        return 0
+    raise SystemExit("the methods stage is not written yet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
