@@ -135,7 +135,10 @@ def _bad(argv, capsys, folder, match, code=2):
         (["--classes", "3", "--method", "GA"], "unknown method 'GA'; valid choices:"),
         (["--classes", "3", "--set", "lambda=1"], "unknown config key(s) lambda"),
         (["--classes", "3", "--set", "epochs=many"], "epochs='many'"),
-        (["--classes", "3", "--data", "mnist"], "unknown data set 'mnist'; valid choices: cifar10, digits"),
+        (
+            ["--classes", "3", "--data", "mnist"],
+            "unknown data set 'mnist'; valid choices: cifar10, digits",
+        ),
     ],
 )
 def test_forget_bad_input(checkpoint, tmp_path, capsys, extra, match):

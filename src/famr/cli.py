@@ -148,6 +148,32 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--quiet", action="store_true")
     _add_config_flags(fg)
 
+    im = sub.add_parser("import", help="convert another code base's weights into a famr checkpoint")
+    im.add_argument(
+        "--weights",
+        required=True,
+        help=".safetensors, or a torch.save file of tensors (read with weights_only)",
+    )
+    im.add_argument("--arch", required=True, help=f"architecture: {', '.join(list_models())}")
+    im.add_argument("--num-classes", type=int, default=10)
+    im.add_argument("--in-channels", type=int, default=3)
+    im.add_argument(
+        "--mean", help="input normalisation mean, comma separated (e.g. 0.4914,0.4822,0.4465)"
+    )
+    im.add_argument("--std", help="input normalisation std, comma separated")
+    im.add_argument(
+        "--strip-prefix", default="", help="remove this key prefix, e.g. module. (DataParallel)"
+    )
+    im.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="replace a key prefix (repeatable)",
+    )
+    im.add_argument("--out", required=True, help="output .safetensors path")
+    im.add_argument("--overwrite", action="store_true")
+
     sub.add_parser("methods", help="list the unlearning methods")
     sub.add_parser("metrics", help="list the metrics and their directions")
     return parser
@@ -166,6 +192,44 @@ def _checkpoint_out(path: str, overwrite: bool) -> Path:
 
 def _splits_for(data, classes: list[int]) -> Splits:
     return ClassForget(classes).split(data.train, data.test, data.num_classes)
+
+
+def _floats(text: str | None, name: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--{name} {text!r} is not valid; give numbers separated by commas"
+        ) from None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .models.external import load_external
+
+    out = _checkpoint_out(args.out, args.overwrite)
+    renames = []
+    for item in args.rename:
+        if "=" not in item:
+            raise UsageError(f"--rename {item!r} is not valid; use OLD=NEW")
+        renames.append(tuple(item.split("=", 1)))
+    arch_args: dict[str, Any] = {"num_classes": args.num_classes, "in_channels": args.in_channels}
+    for name in ("mean", "std"):
+        values = _floats(getattr(args, name), name)
+        if values is not None:
+            arch_args[name] = values
+    model = create_model(args.arch, **arch_args)
+    load_external(model, args.weights, strip_prefix=args.strip_prefix, renames=renames)
+    meta = {
+        "arch": args.arch,
+        "arch_args": arch_args,
+        "imported_from": str(args.weights),
+        "key_mapping": {"strip_prefix": args.strip_prefix, "renames": renames},
+    }
+    io.save_checkpoint(out, model, meta)
+    print(f"imported {args.weights} as {args.arch}; saved {out}")
+    return 0
 
 
 def cmd_methods(_: argparse.Namespace) -> int:
@@ -195,7 +259,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.exclude_classes:
         excluded = _parse_classes(args.exclude_classes)
         dataset = _splits_for(data, excluded).retain
-    arch_args = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    arch_args: dict[str, Any] = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    if data.mean is not None:
+        arch_args.update(mean=list(data.mean), std=list(data.std))
     import torch
 
     with torch.random.fork_rng(devices=[]):

@@ -29,6 +29,14 @@ class DivergenceError(RuntimeError):
     """The objective became NaN or infinite; the run stopped and no model should be kept."""
 
 
+def head_name(model: nn.Module) -> str:
+    """The name of the model's classifier: its last ``nn.Linear`` in registration order."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("params='head' needs an nn.Linear classifier; the model has none")
+    return linears[-1]
+
+
 def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Parameter]]:
     """The named parameters that ``spec`` selects for updating.
 
@@ -48,10 +56,8 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
     if spec == "all":
         chosen = named
     elif spec == "head":
-        linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError("params='head' needs an nn.Linear classifier; the model has none")
-        prefix = linears[-1] + "." if linears[-1] else ""
+        name = head_name(model)
+        prefix = name + "." if name else ""
         chosen = [(n, p) for n, p in named if n.startswith(prefix) and "." not in n[len(prefix) :]]
     else:
         try:

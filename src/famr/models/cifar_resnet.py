@@ -66,15 +66,16 @@ class CifarResNet(nn.Module):
         self.normalize = _normalize(in_channels, mean, std)
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        layers = []
+        # Names follow the common public CIFAR ResNet code (conv1, bn1, layer1.., linear;
+        # shortcut.0/.1 for 1x1 shortcuts) so their checkpoints load after a prefix strip.
+        self.stages = len(widths)
         cin = widths[0]
         for i, (width, count) in enumerate(zip(widths, blocks, strict=True)):
             stage = []
             for j in range(count):
                 stage.append(_Block(cin, width, 2 if (j == 0 and i > 0) else 1, option))
                 cin = width
-            layers.append(nn.Sequential(*stage))
-        self.layers = nn.Sequential(*layers)
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
         self.linear = nn.Linear(cin, num_classes)
         self.init_weights()
 
@@ -90,7 +91,8 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
-        out = self.layers(out)
+        for i in range(self.stages):
+            out = getattr(self, f"layer{i + 1}")(out)
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)
 

@@ -1,0 +1,106 @@
+"""Loading weights saved by other code bases: key mapping without unpickling arbitrary objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors from a ``.safetensors`` file or a ``torch.save`` file read with ``weights_only=True``.
+
+    A ``torch.save`` file that holds a dict with a ``state_dict`` / ``model`` / ``net`` entry
+    (a common training-checkpoint layout) is unwrapped. Nothing but tensors and plain containers
+    is ever loaded: a pickle carrying code is refused.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not a readable weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(
+                f"weights file {str(path)!r} is not a readable safetensors file: {err}"
+            ) from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for hostile or broken files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"weights file {str(path)!r} was refused (only tensors are loaded): {first}"
+        ) from None
+    for key in ("state_dict", "model", "net"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"weights file {str(path)!r} does not hold a mapping of names to tensors")
+    return dict(obj)
+
+
+def map_keys(
+    state: Mapping[str, Tensor], *, strip_prefix: str = "", renames: Sequence[tuple[str, str]] = ()
+) -> dict[str, Tensor]:
+    """Strip ``strip_prefix`` (e.g. DataParallel's ``module.``) and apply prefix ``renames``.
+
+    Each ``(old, new)`` in ``renames`` replaces a key's leading ``old`` with ``new``; the first
+    match wins.
+    """
+    out = {}
+    for key, value in state.items():
+        if strip_prefix and key.startswith(strip_prefix):
+            key = key[len(strip_prefix) :]
+        for old, new in renames:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+def load_external(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    strip_prefix: str = "",
+    renames: Sequence[tuple[str, str]] = (),
+) -> nn.Module:
+    """Load another code base's weights into ``model`` (strictly: every key must match).
+
+    Input normalisation is part of famr's models (``mean``/``std`` architecture arguments), so
+    a checkpoint trained on normalised inputs needs the same ``mean``/``std`` when the model is
+    built; buffers ``normalize.mean``/``normalize.std`` absent from the file are kept.
+
+    Raises:
+        ValueError: Keys or shapes do not match (the message lists a few of each).
+    """
+    state = map_keys(read_state_dict(path), strip_prefix=strip_prefix, renames=renames)
+    own = model.state_dict()
+    for key in ("normalize.mean", "normalize.std"):
+        if key in own and key not in state:
+            state[key] = own[key]
+    state = {
+        k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)
+    }
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"weights {str(path)!r} do not match the architecture: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, wrong shape {bad_shape[:4]}; "
+            "use strip_prefix / renames to map the keys"
+        )
+    model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,59 @@
+"""The head-only fast path gives the same result as full forward passes."""
+
+import pytest
+import torch
+from torch import nn
+
+import famr
+from famr.methods.head import can_cache, head_inputs
+
+
+@pytest.mark.parametrize("method", ["famr", "famr_retain"])
+def test_cached_features_equal_full_forward(tiny, method):
+    model, forget, retain = tiny
+    kwargs = {"params": "head", "epochs": 3, "lr": 0.01, "batch_size": 8}
+    fast = famr.unlearn(model, forget, retain, method=method, cache_features=True, **kwargs)
+    slow = famr.unlearn(model, forget, retain, method=method, cache_features=False, **kwargs)
+    for (name, p), q in zip(fast.model.named_parameters(), slow.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert fast.history[-1]["uniform_loss"] == pytest.approx(
+        slow.history[-1]["uniform_loss"], rel=1e-5
+    )
+    if fast.certificate is not None:
+        assert fast.certificate["distance"] == pytest.approx(slow.certificate["distance"], rel=1e-5)
+
+
+def test_fast_path_conditions():
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    cfg = famr.METHODS.get("famr").meta["config"]
+    assert can_cache(model, cfg())
+    assert not can_cache(model, cfg(params="all"))
+    assert not can_cache(model, cfg(augment="crop_flip"))
+    assert not can_cache(model, cfg(batchnorm="train"))
+    dropout = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4, 3))
+    assert not can_cache(dropout, cfg())
+
+
+def test_head_inputs_are_the_penultimate_features():
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4).eval()
+    x = torch.randn(5, 1, 6, 6)
+    features = head_inputs(model, model.classifier, x, batch_size=2)
+    torch.testing.assert_close(model.classifier(features), model(x))
+
+
+def test_model_with_an_operation_after_the_head_uses_full_forward(tiny):
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Flatten()
+            self.classifier = nn.Linear(32, 4)
+
+        def forward(self, x):
+            return 3.0 * self.classifier(self.body(x))
+
+    _, forget, _ = tiny
+    torch.manual_seed(0)
+    model = Scaled()
+    fast = famr.unlearn(model, forget, cache_features=True, epochs=2)
+    slow = famr.unlearn(model, forget, cache_features=False, epochs=2)
+    torch.testing.assert_close(fast.model.classifier.weight, slow.model.classifier.weight)
