@@ -79,3 +79,27 @@ def environment() -> dict[str, Any]:
     info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     info["famr"] = famr.__version__
     return info
+
+
+def update_benchmarks_md(section: str, text: str, path: Path | None = None) -> None:
+    """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` in
+    BENCHMARKS.md (appending the section when absent), so tables are written by the scripts."""
+    path = path or Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        _, after = rest.split(end, 1)
+        new = before + block + after
+    else:
+        new = current.rstrip() + "\n\n" + block + "\n"
+    io.write_text_atomic(path, new)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return {"mean": mean, "std": var**0.5, "n": n}

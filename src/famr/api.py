@@ -208,6 +208,33 @@ def predict(
     return SplitOutputs(torch.cat(chunks), labels.cpu())
 
 
+def choose_metrics(available: set[str], metrics: list[str] | None = None) -> list[Entry]:
+    """The metric entries to compute given the available splits (all that fit, or ``metrics``)."""
+    if metrics is None:
+        return [e for e in METRICS if set(e.meta["splits"]) <= available]
+    chosen = [METRICS.get(name) for name in metrics]
+    for e in chosen:
+        missing = sorted(set(e.meta["splits"]) - available)
+        if missing:
+            raise ValueError(f"metric {e.name!r} needs the split(s) {missing}")
+    return chosen
+
+
+def metrics_from_outputs(
+    outputs: dict[str, SplitOutputs],
+    metrics: list[str] | None = None,
+    reference: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Compute metrics from precomputed model outputs per split (see :func:`evaluate`)."""
+    results: dict[str, float] = {}
+    for e in choose_metrics(set(outputs), metrics):
+        value = e.obj(outputs)
+        results.update(value if isinstance(value, dict) else {e.name: value})
+    if reference is not None:
+        results.update(gaps(results, reference))
+    return results
+
+
 def evaluate(
     model: nn.Module,
     *,
@@ -241,14 +268,7 @@ def evaluate(
         "test_forget": test_forget,
     }
     available = {name for name, ds in given.items() if ds is not None}
-    if metrics is None:
-        chosen = [e for e in METRICS if set(e.meta["splits"]) <= available]
-    else:
-        chosen = [METRICS.get(name) for name in metrics]
-        for e in chosen:
-            missing = sorted(set(e.meta["splits"]) - available)
-            if missing:
-                raise ValueError(f"metric {e.name!r} needs the split(s) {missing}")
+    chosen = choose_metrics(available, metrics)
     needed = {s for e in chosen for s in e.meta["splits"]}
     dev = resolve_device(device)
     model_device = next(model.parameters()).device
@@ -256,10 +276,4 @@ def evaluate(
     outputs = {
         s: predict(model, given[s], device=dev, batch_size=batch_size) for s in sorted(needed)
     }
-    results: dict[str, float] = {}
-    for e in chosen:
-        value = e.obj(outputs)
-        results.update(value if isinstance(value, dict) else {e.name: value})
-    if reference is not None:
-        results.update(gaps(results, reference))
-    return results
+    return metrics_from_outputs(outputs, [e.name for e in chosen], reference)

@@ -419,6 +419,7 @@ HANDLERS = {
     "demo": cmd_demo,
     "train": cmd_train,
     "forget": cmd_forget,
+    "import": cmd_import,
     "methods": cmd_methods,
     "metrics": cmd_metrics,
 }

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .api import Result, evaluate, predict, resolve_device, train, unlearn
+from .api import Result, metrics_from_outputs, predict, resolve_device, train, unlearn
 from .config import config_dict
 from .data import ClassForget, ImageData, Splits
 from .loop import Progress
@@ -39,23 +39,120 @@ class Experiment:
     confidences: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
-def per_class_accuracy(model: nn.Module, data: ImageData, device: torch.device) -> list[float]:
-    """Test accuracy (percent) of each class."""
-    out = predict(model, data.test, device=device)
-    correct = out.correct.float()
-    return [100.0 * float(correct[out.labels == k].mean()) for k in range(data.num_classes)]
+def _evaluate_run(
+    model: nn.Module, splits: Splits, data: ImageData, device: torch.device, reference: dict | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metrics, per-class test accuracy and confidences, from one forward pass per split."""
+    named = {
+        "forget": splits.forget,
+        "retain": splits.retain,
+        "test_retain": splits.test_retain,
+        "test_forget": splits.test_forget,
+    }
+    outputs = {k: predict(model, ds, device=device) for k, ds in named.items() if ds is not None}
+    entry: dict[str, Any] = metrics_from_outputs(outputs, reference=reference)
+    per_class = [0.0] * data.num_classes
+    for split in ("test_retain", "test_forget"):
+        if split in outputs:
+            out = outputs[split]
+            for k in out.labels.unique().tolist():
+                per_class[k] = 100.0 * float(out.correct[out.labels == k].float().mean())
+    entry["per_class_test_acc"] = per_class
+    confidences = {
+        k: outputs[k].true_label_confidence
+        for k in ("forget", "test_forget", "test_retain")
+        if k in outputs
+    }
+    return entry, confidences
 
 
-def _metrics(model: nn.Module, splits: Splits, device, reference=None) -> dict[str, float]:
-    return evaluate(
-        model,
-        forget=splits.forget,
-        retain=splits.retain,
-        test_retain=splits.test_retain,
-        test_forget=splits.test_forget,
-        reference=reference,
-        device=device,
-    )
+def compare_methods(
+    original: Result,
+    retrained: Result,
+    splits: Splits,
+    data: ImageData,
+    methods: dict[str, dict[str, Any]],
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Experiment:
+    """Evaluate the original and retrained models, run every method, compare all to retraining.
+
+    Args:
+        original: The trained model (its ``seconds`` is the training time).
+        retrained: The reference retrained without the forget set.
+        splits: The request's splits.
+        data: The data set (for class names and per-class accuracy).
+        methods: ``{run name: config}``; a config may name its method with ``"method"``
+            (default: the run name), so one method can appear under several configurations.
+        seed: Seed of every run (unless a config sets one).
+        device: Where to run.
+        progress: ``progress(label)`` returns a ``(step, total)`` callback for that run.
+        log: Optional ``log(message)`` called after each run.
+
+    Returns:
+        An :class:`Experiment` whose ``runs`` hold metrics, gaps, ``seconds`` and ``time_ratio``.
+    """
+    dev = resolve_device(device)
+    track = progress or (lambda label: None)
+    experiment = Experiment(results={}, models={})
+    runs: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, result: Result, reference: dict | None) -> dict[str, Any]:
+        entry, confidences = _evaluate_run(result.model, splits, data, dev, reference)
+        entry.update(
+            method=result.method,
+            seconds=result.seconds,
+            config=config_dict(result.config),
+            history=result.history,
+        )
+        if result.certificate is not None:
+            entry["certificate"] = result.certificate
+        experiment.models[name] = result.model
+        experiment.confidences[name] = confidences
+        runs[name] = entry
+        if log is not None:
+            log(
+                f"{name}: "
+                + ", ".join(
+                    f"{k} {entry[k]:.2f}"
+                    for k in ("forget_acc", "test_retain_acc", "mia_efficacy", "avg_gap", "seconds")
+                    if k in entry
+                )
+            )
+        return entry
+
+    record("original", original, None)
+    reference = record("retrain", retrained, None)
+    reference_metrics = {k: v for k, v in reference.items() if isinstance(v, float)}
+    for name in ("original", "retrain"):
+        runs[name].update(gaps(runs[name], reference_metrics))
+    for name, overrides in methods.items():
+        config = dict(overrides)
+        method = config.pop("method", name)
+        result = unlearn(
+            original.model,
+            splits.forget,
+            splits.retain,
+            method=method,
+            device=dev,
+            progress=track(name),
+            **{"seed": seed, **config},
+        )
+        record(name, result, reference_metrics)
+    for entry in runs.values():
+        entry["time_ratio"] = entry["seconds"] / runs["retrain"]["seconds"]
+    experiment.results = {
+        "dataset": data.name,
+        "forget": {"classes": list(splits.forget_classes)},
+        "class_names": data.class_names,
+        "seed": seed,
+        "device": str(dev),
+        "runs": runs,
+    }
+    return experiment
 
 
 def run_class_forgetting(
@@ -70,7 +167,7 @@ def run_class_forgetting(
     device: str | torch.device | None = None,
     progress: ProgressFactory | None = None,
 ) -> Experiment:
-    """Forget ``classes`` with every method in ``methods`` and compare against retraining.
+    """Train, retrain without ``classes``, and compare every method in ``methods`` to retraining.
 
     Args:
         data: The data set.
@@ -78,8 +175,8 @@ def run_class_forgetting(
         arch: Architecture name; ``arch_args`` its extra arguments.
         train_config: :class:`famr.TrainConfig` fields for the original model and the
             retrained reference (the same schedule for both).
-        methods: ``{method name: config overrides}`` (default: every method but ``retrain``
-            with its default config).
+        methods: ``{run name: config}`` as in :func:`compare_methods` (default: every method
+            but ``retrain`` with its default config).
         seed: Seed of the original model's initialisation and of every run.
         device: Where to run.
         progress: ``progress(label)`` returns a ``(step, total)`` callback for that run.
@@ -88,8 +185,7 @@ def run_class_forgetting(
         An :class:`Experiment`.
     """
     dev = resolve_device(device)
-    spec = ClassForget(classes)
-    splits = spec.split(data.train, data.test, data.num_classes)
+    splits = ClassForget(classes).split(data.train, data.test, data.num_classes)
     train_config = {"seed": seed, **(train_config or {})}
     if methods is None:
         methods = {name: {} for name in METHODS.names() if name != "retrain"}
@@ -99,36 +195,10 @@ def run_class_forgetting(
         **(arch_args or {}),
     }
     track = progress or (lambda label: None)
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         initial = create_model(arch, **arch_args)
-    runs: dict[str, dict[str, Any]] = {}
-    experiment = Experiment(results={}, models={})
-
-    def record(name: str, result: Result, reference: dict | None) -> dict[str, Any]:
-        metrics = _metrics(result.model, splits, dev, reference)
-        entry = {**metrics, "seconds": result.seconds, "config": config_dict(result.config)}
-        entry["per_class_test_acc"] = per_class_accuracy(result.model, data, dev)
-        entry["history"] = result.history
-        if result.certificate is not None:
-            entry["certificate"] = result.certificate
-        experiment.models[name] = result.model
-        forget_out = predict(result.model, splits.forget, device=dev)
-        conf = {"forget": forget_out.true_label_confidence}
-        if splits.test_forget is not None:
-            conf["test_forget"] = predict(
-                result.model, splits.test_forget, device=dev
-            ).true_label_confidence
-        conf["test_retain"] = predict(
-            result.model, splits.test_retain, device=dev
-        ).true_label_confidence
-        experiment.confidences[name] = conf
-        runs[name] = entry
-        return entry
-
     original = train(initial, data.train, device=dev, progress=track("original"), **train_config)
-    record("original", original, None)
     retrained = unlearn(
         original.model,
         splits.forget,
@@ -138,32 +208,8 @@ def run_class_forgetting(
         progress=track("retrain"),
         **train_config,
     )
-    reference = record("retrain", retrained, None)
-    reference_metrics = {k: v for k, v in reference.items() if isinstance(v, float)}
-    for name in ("original", "retrain"):
-        runs[name].update(gaps(runs[name], reference_metrics))
-    for name, overrides in methods.items():
-        result = unlearn(
-            original.model,
-            splits.forget,
-            splits.retain,
-            method=name,
-            device=dev,
-            progress=track(name),
-            **{"seed": seed, **overrides},
-        )
-        record(name, result, reference_metrics)
-    for entry in runs.values():
-        entry["time_ratio"] = entry["seconds"] / runs["retrain"]["seconds"]
-
-    experiment.results = {
-        "dataset": data.name,
-        "arch": arch,
-        "arch_args": arch_args,
-        "forget": spec.to_dict(),
-        "class_names": data.class_names,
-        "seed": seed,
-        "device": str(dev),
-        "runs": runs,
-    }
+    experiment = compare_methods(
+        original, retrained, splits, data, methods, seed=seed, device=dev, progress=progress
+    )
+    experiment.results = {**experiment.results, "arch": arch, "arch_args": arch_args}
     return experiment

@@ -70,7 +70,7 @@ def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
     parts = [
         f"# famr report: forgetting class {forgotten} of {results['dataset']}",
         "",
-        f"Architecture `{results['arch']}`, seed {results['seed']}, device `{results['device']}`.",
+        f"Architecture `{results.get('arch', '?')}`, seed {results['seed']}, device `{results['device']}`.",
     ]
     if command:
         parts += ["", f"Command: `{command}`"]

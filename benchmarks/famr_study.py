@@ -1,0 +1,184 @@
+"""Choose FAMR's and the baselines' CIFAR-10 configurations on the validation split.
+
+Never looks at the test set or at a retrained model. For each forget class, the forget set is
+the class's 4,500 training images; "validation" scores are measured on the 5,000 held-out
+training images (the class's 500 = val_forget, the others' 4,500 = val_retain):
+
+    score = val_forget_acc + (original val_retain_acc - val_retain_acc)    (points, lower = better)
+
+averaged over the forget classes; MIA-efficacy uses retain-set members vs validation
+non-members. Writes benchmarks/results/famr_study_<profile>.json, which
+cifar10_classwise.py reads for its configurations.
+
+    python benchmarks/famr_study.py --data-root ../shared/data/cifar10
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+common.reexec_with_tcmalloc()
+
+import torch  # noqa: E402
+from cifar10_classwise import log, parse_args, setup, train_models  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
+
+import famr  # noqa: E402
+from famr import io  # noqa: E402
+
+LAST_STAGE = r"^(layer3|linear)\."
+GRID = {
+    # no retain data
+    "famr": [
+        {"params": "head", "target": t, "lam": lam, "lr": lr, "epochs": ep}
+        for t in ("retained", "uniform")
+        for lam in (0.01, 0.1, 1.0)
+        for lr in (0.01, 0.001)
+        for ep in (10, 30)
+    ]
+    + [
+        {
+            "params": p,
+            "target": "retained",
+            "lam": lam,
+            "lr": lr,
+            "epochs": 3,
+            "cache_features": False,
+        }
+        for p in (LAST_STAGE, "all")
+        for lam in (0.1, 1.0)
+        for lr in (1e-3, 1e-4)
+    ]
+    + [
+        {
+            "params": "all",
+            "target": "retained",
+            "lam": 0.1,
+            "lr": 1e-4,
+            "epochs": 3,
+            "batchnorm": "train",
+        }
+    ],
+    "famr_literal": [{"lam": lam} for lam in (1.0, 10.0, 100.0, 1000.0)],
+    "uniform_kl": [{"lr": lr} for lr in (1e-3, 1e-4)],
+    "gradient_ascent": [{"lr": lr} for lr in (1e-3, 1e-4)],
+    # with retain data
+    "famr_retain": [
+        {"params": "head", "beta": beta, "lam": lam, "lr": lr, "epochs": ep}
+        for beta in (1.0, 10.0)
+        for lam in (0.0, 0.1)
+        for lr in (0.01, 0.001)
+        for ep in (10, 30)
+    ]
+    + [
+        {"params": p, "lr": lr, "epochs": 3, "cache_features": False}
+        for p in (LAST_STAGE, "all")
+        for lr in (3e-4, 1e-4)
+    ],
+    "neggrad_plus": [{"lr": lr} for lr in (0.01, 0.001)],
+    "random_label": [{"lr": lr} for lr in (0.01, 0.001)],
+    "salun": [{"lr": lr} for lr in (0.01, 0.001)],
+}
+NO_RETAIN = ("famr", "famr_literal", "uniform_kl", "gradient_ascent")
+
+
+def main() -> int:
+    args = parse_args()
+    device = famr.resolve_device(args.device)
+    arch, arch_args, train_cfg, classes, data = setup(args)
+    original, _ = train_models(args, arch, arch_args, train_cfg, [], data, device)[
+        (args.seeds[0], None)
+    ]
+    vx, vy = data.validation.tensors
+    rows = []
+    for cls in classes:
+        splits = famr.ClassForget(cls).split(data.train, data.validation, 10)
+        rx, ry = splits.retain.tensors
+        keep = torch.randperm(len(ry), generator=torch.Generator().manual_seed(0))[:5000]
+        members = TensorDataset(rx[keep], ry[keep])
+
+        def score(model, splits=splits, members=members):
+            return famr.evaluate(
+                model,
+                forget=splits.forget,
+                retain=members,
+                test_retain=splits.test_retain,
+                test_forget=splits.test_forget,
+                device=device,
+            )
+
+        base = score(original)
+        log(
+            f"class {cls}: original val_forget {base['test_forget_acc']:.2f} val_retain {base['test_retain_acc']:.2f}"
+        )
+        for method, configs in GRID.items():
+            for config in configs:
+                start = time.perf_counter()
+                result = famr.unlearn(
+                    original,
+                    splits.forget,
+                    splits.retain,
+                    method=method,
+                    device=device,
+                    seed=0,
+                    **config,
+                )
+                m = score(result.model)
+                row = {
+                    "class": cls,
+                    "method": method,
+                    "config": config,
+                    "seconds": result.seconds,
+                    "val_forget_acc": m["test_forget_acc"],
+                    "val_retain_drop": base["test_retain_acc"] - m["test_retain_acc"],
+                    "mia_efficacy": m["mia_efficacy"],
+                    "forget_acc": m["forget_acc"],
+                }
+                row["score"] = row["val_forget_acc"] + row["val_retain_drop"]
+                rows.append(row)
+                log(
+                    f"{cls} {method} {config}: val_forget {row['val_forget_acc']:.2f} drop {row['val_retain_drop']:.2f} "
+                    f"mia {row['mia_efficacy']:.1f} {result.seconds:.1f}s ({time.perf_counter() - start:.0f}s)"
+                )
+
+    chosen = {}
+    for method, configs in GRID.items():
+
+        def mean(key, config, method=method):
+            values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
+            return sum(values) / len(values)
+
+        ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
+        chosen[method] = {
+            "config": ranked[0],
+            "score": mean("score", ranked[0]),
+            "val_forget_acc": mean("val_forget_acc", ranked[0]),
+            "val_retain_drop": mean("val_retain_drop", ranked[0]),
+            "mia_efficacy": mean("mia_efficacy", ranked[0]),
+            "seconds": mean("seconds", ranked[0]),
+        }
+        log(f"chosen {method}: {chosen[method]}")
+    out = Path(__file__).resolve().parent / "results" / f"famr_study_{args.profile}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": "python benchmarks/famr_study.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": common.environment(),
+        "classes": classes,
+        "rule": __doc__.split("\n\n")[1],
+        "chosen": chosen,
+        "rows": rows,
+    }
+    io.write_text_atomic(out, io.json_text(payload))
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Speed facts behind the CIFAR-10 numbers: the data path alone vs a whole training step, and
+one FAMR step (uniform loss + fused l2-anchor gradient) vs one plain SGD step on the same batch.
+
+    python benchmarks/speed.py --data-root ../shared/data/cifar10
+
+Medians over repeated steps, measured side by side in one run; results go to
+benchmarks/results/speed_cpu.json and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+common.reexec_with_tcmalloc()
+
+import torch  # noqa: E402
+
+import famr  # noqa: E402
+from famr import io  # noqa: E402
+from famr.config import OptimConfig  # noqa: E402
+from famr.data.tensors import TensorBatches, crop_flip, to_float  # noqa: E402
+from famr.loop import Streams, optimise  # noqa: E402
+from famr.losses import anchor_penalty, cross_entropy, uniform_cross_entropy  # noqa: E402
+
+
+def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps=30):
+    """Median seconds per optimiser step (after 5 warm-up steps)."""
+    stamps = []
+    batches = TensorBatches(images, labels, cfg.batch_size, True, torch.Generator().manual_seed(0))
+    params = [p for p in model.parameters()]
+    start = [p.detach().clone() for p in params]
+
+    def objective(batch):
+        x, y = batch["train"]
+        logits = model(x)
+        if objective_kind == "sgd":
+            loss = cross_entropy(logits, y)
+        elif objective_kind == "famr":
+            loss = uniform_cross_entropy(logits)
+        else:  # the anchor as a plain autograd term over every parameter
+            loss = uniform_cross_entropy(logits) + anchor_penalty(params, start, 0.1)
+        return {"loss": loss}
+
+    optimise(
+        model,
+        objective,
+        Streams("train", batches),
+        OptimConfig(**{**cfg.__dict__, "max_steps": steps + 5}),
+        device=torch.device("cpu"),
+        anchor_lam=anchor_lam,
+        progress=lambda s, t: stamps.append(time.perf_counter()),
+    )
+    return statistics.median(b - a for a, b in zip(stamps[5:-1], stamps[6:], strict=True))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument(
+        "--data-root", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
+    )
+    p.add_argument("--batch-size", type=int, default=128)
+    args = p.parse_args()
+    data = famr.load_dataset("cifar10", args.data_root)
+    x, y = data.train.tensors
+    n = args.batch_size * 40
+    x, y = x[:n], y[:n]
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for i in range(0, n, args.batch_size):
+            to_float(crop_flip(x[i : i + args.batch_size], g))
+        times.append(time.perf_counter() - t)
+    data_path = n / statistics.median(times)
+    results = {"data_path_images_per_s": data_path, "batch_size": args.batch_size, "rows": []}
+    for label, flags in (
+        ("fp32", {}),
+        ("bf16 + channels_last", {"bf16": True, "channels_last": True}),
+    ):
+        cfg = OptimConfig(batch_size=args.batch_size, lr=1e-3, epochs=1, **flags)
+        torch.manual_seed(0)
+        model = famr.create_model("resnet20", 10, mean=data.mean, std=data.std)
+        sgd = step_times(model, x, y, "sgd", cfg)
+        famr_fused = step_times(model, x, y, "famr", cfg, anchor_lam=0.1)
+        famr_graph = step_times(model, x, y, "famr_graph", cfg)
+        row = {
+            "precision": label,
+            "sgd_step_s": sgd,
+            "famr_step_s": famr_fused,
+            "famr_autograd_anchor_step_s": famr_graph,
+            "train_images_per_s": args.batch_size / sgd,
+            "famr_over_sgd": famr_fused / sgd,
+            "autograd_anchor_over_sgd": famr_graph / sgd,
+        }
+        results["rows"].append(row)
+        print(row, flush=True)
+    env = common.environment()
+    payload = {
+        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": env,
+        **results,
+    }
+    out = Path(__file__).resolve().parent / "results" / "speed_cpu.json"
+    io.write_text_atomic(out, io.json_text(payload))
+    lines = [
+        "## Speed: data path, training step, FAMR step (ResNet-20, CPU)",
+        "",
+        f"Command: `{payload['command']}`; {env['cpu_count']}-core {env['machine']} CPU, torch {env['torch']}, "
+        f"{payload['date']}, LD_PRELOAD={env['ld_preload'] or 'none'}. Medians over 30 steps of batch {args.batch_size}.",
+        "",
+        f"Data path alone (batched random crop + flip + uint8->float): **{data_path:,.0f} images/s**.",
+        "",
+        "| precision | train step (images/s) | plain SGD step (ms) | FAMR step, fused anchor (ms) | ratio | FAMR step, autograd anchor (ms) | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['precision']} | {r['train_images_per_s']:,.0f} | {1e3 * r['sgd_step_s']:.1f} | "
+            f"{1e3 * r['famr_step_s']:.1f} | {r['famr_over_sgd']:.3f} | {1e3 * r['famr_autograd_anchor_step_s']:.1f} | "
+            f"{r['autograd_anchor_over_sgd']:.3f} |"
+        )
+    common.update_benchmarks_md("speed_cpu", "\n".join(lines))
+    print(f"wrote {out} and BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
