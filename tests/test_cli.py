@@ -254,3 +254,128 @@ def test_demo_bad_class_and_existing_output(tmp_path, capsys):
 def test_argparse_errors_return_2(capsys):
     assert main(["forget"]) == 2
     assert main(["frobnicate"]) == 2
+
+
+def test_certify_writes_json_and_markdown(checkpoint, tmp_path, capsys):
+    unlearned = tmp_path / "u.safetensors"
+    assert (
+        main(
+            [
+                "forget",
+                "--checkpoint",
+                str(checkpoint),
+                "--classes",
+                "3",
+                "--out",
+                str(unlearned),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "cert"
+    assert (
+        main(
+            [
+                "certify",
+                "--original",
+                str(checkpoint),
+                "--unlearned",
+                str(unlearned),
+                "--classes",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    payload = json.loads((out / "certificate.json").read_text())
+    cert = payload["certificate"]
+    assert cert["certified"] and cert["lam"] == 0.1 and payload["target"] == "retained"
+    assert cert["head_only"] and cert["newton"]["cosine"] > 0.5
+    assert set(cert["output_deviation"]) == {"retain", "test_retain", "test_forget"}
+    assert all(b["holds"] for b in cert["head_logit_bound"].values())
+    assert "Newton (influence) step" in (out / "certificate.md").read_text()
+    assert "verdict: **certified**" in capsys.readouterr().out
+
+
+def test_certify_needs_lambda_for_non_famr_runs(checkpoint, tmp_path, capsys):
+    unlearned = tmp_path / "ga.safetensors"
+    assert (
+        main(
+            [
+                "forget",
+                "--checkpoint",
+                str(checkpoint),
+                "--classes",
+                "3",
+                "--method",
+                "gradient_ascent",
+                "--out",
+                str(unlearned),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    _bad(
+        [
+            "certify",
+            "--original",
+            str(checkpoint),
+            "--unlearned",
+            str(unlearned),
+            "--classes",
+            "3",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capsys,
+        tmp_path,
+        "records no lambda",
+    )
+
+
+def test_sweep_lambda(checkpoint, tmp_path):
+    out = tmp_path / "sweep"
+    assert (
+        main(
+            [
+                "sweep-lambda",
+                "--checkpoint",
+                str(checkpoint),
+                "--classes",
+                "3",
+                "--lams",
+                "0.1,10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["lam"] for r in rows] == [0.1, 10.0]
+    assert rows[0]["distance"] > rows[1]["distance"]  # a stronger anchor moves less
+    assert (out / "lambda_path.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("lams", ["abc", "-1,1", "nan", ""])
+def test_sweep_lambda_bad_grid(checkpoint, tmp_path, capsys, lams):
+    _bad(
+        [
+            "sweep-lambda",
+            "--checkpoint",
+            str(checkpoint),
+            "--classes",
+            "3",
+            f"--lams={lams}",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capsys,
+        tmp_path,
+        "--lams",
+    )

@@ -18,7 +18,7 @@ from .methods import METHODS, MethodData
 from .metrics import METRICS, SplitOutputs
 from .metrics.gaps import gaps
 from .registry import Entry
-from .theory import deviation_certificate
+from .theory import certify
 from .training import fit_cross_entropy
 
 
@@ -148,8 +148,16 @@ def unlearn(
     if original is not None:
         from .methods.famr import target_support
 
+        start = time.perf_counter()
+        checks = {}
+        if retain_t is not None:  # output deviation on (a sample of) retained images
+            keep = torch.randperm(
+                len(retain_t[1]), generator=torch.Generator().manual_seed(cfg.seed)
+            )[:2000]
+            checks["retain"] = retain_t[0][keep.to(dev)]
         support = target_support(cfg, data)
-        certificate = deviation_certificate(original, work, forget_t[0], cfg.lam, support, k)
+        certificate = certify(original, work, forget_t[0], cfg.lam, support, k, check_images=checks)
+        certificate["seconds"] = time.perf_counter() - start
     return Result(work, entry.name, cfg, history, seconds, certificate)
 
 

@@ -1,7 +1,7 @@
 """Command line: ``famr demo | train | forget | methods | metrics``.
 
 Thin handlers over the API. Exit codes: 0 success, 2 bad input (nothing written), 1 a run
-that diverged (nothing written), 130 interrupted.
+that diverged (nothing written), 3 ``certify`` found the run not certified, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from .loop import DivergenceError
 from .methods import METHODS
 from .metrics import METRICS
 from .models import create_model, list_models
+
+DEMO_LAMS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 class UsageError(ValueError):
@@ -174,6 +176,43 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--out", required=True, help="output .safetensors path")
     im.add_argument("--overwrite", action="store_true")
 
+    ce = sub.add_parser("certify", help="write the FAMR certificate of an unlearned checkpoint")
+    _add_data_flags(ce)
+    ce.add_argument("--original", required=True, help="checkpoint before unlearning")
+    ce.add_argument("--unlearned", required=True, help="checkpoint after unlearning")
+    ce.add_argument("--classes", required=True, help="the forgotten class ids, comma separated")
+    ce.add_argument(
+        "--lam",
+        type=float,
+        help="anchor strength (default: from the unlearned checkpoint's config)",
+    )
+    ce.add_argument(
+        "--target",
+        choices=["uniform", "retained"],
+        help="uniform target (default: from its config)",
+    )
+    ce.add_argument(
+        "--out", required=True, help="output folder for certificate.json and certificate.md"
+    )
+    ce.add_argument("--overwrite", action="store_true")
+
+    sw = sub.add_parser(
+        "sweep-lambda", help="run FAMR over a lambda grid; plot forgetting vs retention"
+    )
+    _add_data_flags(sw)
+    sw.add_argument("--checkpoint", required=True)
+    sw.add_argument("--classes", required=True)
+    sw.add_argument("--lams", default="0.01,0.1,1,10,100", help="comma-separated lambda grid")
+    sw.add_argument(
+        "--method", default="famr", choices=["famr", "famr_literal", "famr_retain", "famr_newton"]
+    )
+    sw.add_argument(
+        "--out", required=True, help="output folder for sweep.json, sweep.md, lambda_path.png"
+    )
+    sw.add_argument("--overwrite", action="store_true")
+    sw.add_argument("--config")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE")
+
     sub.add_parser("methods", help="list the unlearning methods")
     sub.add_parser("metrics", help="list the metrics and their directions")
     return parser
@@ -229,6 +268,112 @@ def cmd_import(args: argparse.Namespace) -> int:
     }
     io.save_checkpoint(out, model, meta)
     print(f"imported {args.weights} as {args.arch}; saved {out}")
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from .report import certificate_markdown
+    from .theory import certify
+
+    out = io.check_new_path(args.out, overwrite=args.overwrite)
+    original, _ = io.load_checkpoint(args.original)
+    unlearned, meta = io.load_checkpoint(args.unlearned)
+    config = meta.get("config") or {}
+    lam = args.lam if args.lam is not None else config.get("lam")
+    target = args.target or config.get("target", "uniform")
+    if lam is None:
+        raise UsageError("the unlearned checkpoint records no lambda (not a FAMR run); pass --lam")
+    if not (isinstance(lam, (int, float)) and lam == lam and lam >= 0 and lam != float("inf")):
+        raise UsageError(f"lam={lam!r} is not valid; it must be a finite number >= 0")
+    data = load_dataset(args.data, args.data_root)
+    classes = _parse_classes(args.classes)
+    splits = _splits_for(data, classes)
+    support = None
+    if target == "retained":
+        import torch
+
+        support = torch.ones(data.num_classes, dtype=torch.bool)
+        support[classes] = False
+    checks = {
+        "retain": splits.retain.tensors[0][:2000],
+        "test_retain": splits.test_retain.tensors[0],
+    }
+    if splits.test_forget is not None:
+        checks["test_forget"] = splits.test_forget.tensors[0]
+    cert = certify(
+        original,
+        unlearned,
+        splits.forget.tensors[0],
+        float(lam),
+        support,
+        data.num_classes,
+        check_images=checks,
+    )
+    payload = {
+        "original": str(args.original),
+        "unlearned": str(args.unlearned),
+        "forget": {"classes": classes},
+        "target": target,
+        "certificate": cert,
+    }
+    lines = [
+        f"# FAMR certificate: {args.unlearned}",
+        "",
+        certificate_markdown(cert),
+        "",
+        "## Output deviation",
+        "",
+        "| data | mean KL | max KL | changed predictions |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, dev in cert["output_deviation"].items():
+        lines.append(
+            f"| {name} | {dev['mean_kl']:.4g} | {dev['max_kl']:.4g} | {100 * dev['changed_predictions']:.2f} % |"
+        )
+    if "newton" in cert and "cosine" in cert["newton"]:
+        n = cert["newton"]
+        lines += [
+            "",
+            "## Newton (influence) step vs the achieved solution",
+            "",
+            f"- cosine {n['cosine']:.4f}, relative error {n['relative_error']:.4g}",
+            f"- objective at the Newton step {n['objective_at_newton_step']:.6g} vs achieved {cert['objective_after']:.6g}",
+        ]
+    with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
+        (tmp / "certificate.json").write_text(io.json_text(payload))
+        (tmp / "certificate.md").write_text("\n".join(lines) + "\n")
+    print(certificate_markdown(cert))
+    print(f"wrote {out}/certificate.json and certificate.md")
+    return 0 if cert["certified"] else 3
+
+
+def cmd_sweep_lambda(args: argparse.Namespace) -> int:
+    from .experiment import lambda_path
+    from .report import lambda_path_markdown, plot_lambda_path
+
+    out = io.check_new_path(args.out, overwrite=args.overwrite)
+    lams = _floats(args.lams, "lams") or []
+    bad = [v for v in lams if not (v == v and 0 <= v < float("inf"))]
+    if not lams or bad:
+        raise UsageError(
+            f"--lams {args.lams!r} is not valid; give finite numbers >= 0, e.g. 0.01,0.1,1"
+        )
+    entry = METHODS.get(args.method)
+    values = _config_values(args, ())
+    config = config_dict(make_config(entry.meta["config"], values, parse=True))
+    config.pop("lam")
+    model, _ = io.load_checkpoint(args.checkpoint)
+    data = load_dataset(args.data, args.data_root)
+    splits = _splits_for(data, _parse_classes(args.classes))
+    rows = lambda_path(model, splits, lams, method=args.method, device=args.device, **config)
+    with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
+        (tmp / "sweep.json").write_text(
+            io.json_text({"method": args.method, "config": config, "rows": rows})
+        )
+        (tmp / "sweep.md").write_text(lambda_path_markdown(rows) + "\n")
+        plot_lambda_path(rows).savefig(tmp / "lambda_path.png", dpi=110)
+    print(lambda_path_markdown(rows))
+    print(f"wrote {out}/sweep.json, sweep.md, lambda_path.png")
     return 0
 
 
@@ -392,7 +537,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         device=args.device,
         progress=_progress_factory(not args.quiet),
     )
-    results = {**experiment.results, "environment": io.environment()}
+    from .experiment import lambda_path
+    from .report import lambda_path_markdown, plot_lambda_path
+
+    splits = ClassForget(args.forget_class).split(data.train, data.test, data.num_classes)
+    path = lambda_path(
+        experiment.models["original"], splits, DEMO_LAMS, device=args.device, seed=args.seed
+    )
+    results = {**experiment.results, "lambda_path": path, "environment": io.environment()}
     command = (
         "famr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if sys.argv[1:2] == ["demo"]
@@ -400,9 +552,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
         (tmp / "results.json").write_text(io.json_text(results))
-        (tmp / "report.md").write_text(report_markdown(results, command))
+        report = report_markdown(results, command)
+        report += (
+            "\n## The lambda path of `famr`\n\n"
+            + lambda_path_markdown(path)
+            + "\n\n![lambda path](lambda_path.png)\n"
+        )
+        (tmp / "report.md").write_text(report)
         plot_per_class_accuracy(results).savefig(tmp / "per_class_accuracy.png", dpi=110)
         plot_confidence(experiment.confidences).savefig(tmp / "confidence.png", dpi=110)
+        plot_lambda_path(path).savefig(tmp / "lambda_path.png", dpi=110)
     print(markdown_table(results["runs"]))
     famr_run = results["runs"].get("famr")
     if famr_run and "certificate" in famr_run:
@@ -411,7 +570,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"\nFAMR certificate: {'certified' if c['certified'] else 'NOT certified'}; "
             f"||theta - theta_0|| = {c['distance']:.4g} <= {c['final_bound']:.4g} (a priori {c['a_priori_bound']:.4g})"
         )
-    print(f"\nwrote {out}/results.json, report.md, per_class_accuracy.png, confidence.png")
+    print(
+        f"\nwrote {out}/results.json, report.md, per_class_accuracy.png, confidence.png, lambda_path.png"
+    )
     return 0
 
 
@@ -420,6 +581,8 @@ HANDLERS = {
     "train": cmd_train,
     "forget": cmd_forget,
     "import": cmd_import,
+    "certify": cmd_certify,
+    "sweep-lambda": cmd_sweep_lambda,
     "methods": cmd_methods,
     "metrics": cmd_metrics,
 }

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .api import Result, metrics_from_outputs, predict, resolve_device, train, unlearn
+from .api import Result, evaluate, metrics_from_outputs, predict, resolve_device, train, unlearn
 from .config import config_dict
 from .data import ClassForget, ImageData, Splits
 from .loop import Progress
@@ -213,3 +213,47 @@ def run_class_forgetting(
     )
     experiment.results = {**experiment.results, "arch": arch, "arch_args": arch_args}
     return experiment
+
+
+def lambda_path(
+    model: nn.Module,
+    splits: Splits,
+    lams: Sequence[float],
+    *,
+    method: str = "famr",
+    device: str | torch.device | None = None,
+    **config: Any,
+) -> list[dict[str, Any]]:
+    """Run ``method`` (a FAMR variant) at every anchor strength in ``lams`` and measure the trade-off.
+
+    Returns:
+        One row per lambda: forgetting (``forget_acc``, ``test_forget_acc``, ``mia_efficacy``),
+        retention (``retain_acc``, ``test_retain_acc``), ``distance`` = ||theta - theta_0||, the
+        certificate's ``a_priori_bound`` and ``final_bound``, ``certified`` and ``seconds``.
+    """
+    rows = []
+    for lam in lams:
+        result = unlearn(
+            model, splits.forget, splits.retain, method=method, device=device, lam=lam, **config
+        )
+        metrics = evaluate(
+            result.model,
+            forget=splits.forget,
+            retain=splits.retain,
+            test_retain=splits.test_retain,
+            test_forget=splits.test_forget,
+            device=device,
+        )
+        cert = result.certificate or {}
+        rows.append(
+            {
+                "lam": lam,
+                **metrics,
+                "seconds": result.seconds,
+                **{
+                    k: cert.get(k)
+                    for k in ("distance", "a_priori_bound", "final_bound", "certified")
+                },
+            }
+        )
+    return rows

@@ -151,3 +151,59 @@ def plot_confidence(
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
     return fig
+
+
+def plot_lambda_path(rows: Sequence[Mapping[str, Any]]):
+    """Forgetting vs retention along the lambda path, and ||theta - theta_0|| with its bound."""
+    from matplotlib.figure import Figure
+
+    lams = [r["lam"] for r in rows]
+    fig = Figure(figsize=(10, 3.6), tight_layout=True)
+    left = fig.add_subplot(1, 2, 1)
+    for key, label, style in (
+        ("test_forget_acc", "test acc, forgotten class", "o-"),
+        ("forget_acc", "forget-set acc", "o--"),
+        ("mia_efficacy", "MIA-efficacy", "s-"),
+        ("test_retain_acc", "test acc, retained classes", "^-"),
+        ("retain_acc", "retain-set acc", "^--"),
+    ):
+        if all(key in r for r in rows):
+            left.plot(lams, [r[key] for r in rows], style, label=label)
+    left.set_xscale("log")
+    left.set_xlabel("anchor strength lambda")
+    left.set_ylabel("%")
+    left.set_title("Forgetting vs retention")
+    left.legend(fontsize=7)
+    right = fig.add_subplot(1, 2, 2)
+    right.plot(lams, [r["distance"] for r in rows], "o-", label="||theta - theta_0|| (achieved)")
+    for key, label, style in (
+        ("final_bound", "bound at the final theta", "v--"),
+        ("a_priori_bound", "a-priori bound", "x:"),
+    ):
+        pts = [(r["lam"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            right.plot(*zip(*pts, strict=True), style, label=label)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("anchor strength lambda")
+    right.set_title("Distance moved and the certificate bound")
+    right.legend(fontsize=7)
+    return fig
+
+
+def lambda_path_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A table of the lambda path."""
+    cols = [
+        ("lam", "lambda", "{:g}"),
+        ("forget_acc", "forget acc", "{:.1f}"),
+        ("test_forget_acc", "test acc (forgotten)", "{:.1f}"),
+        ("mia_efficacy", "MIA-efficacy", "{:.1f}"),
+        ("retain_acc", "retain acc", "{:.1f}"),
+        ("test_retain_acc", "test acc (retained)", "{:.1f}"),
+        ("distance", "||theta-theta_0||", "{:.4g}"),
+        ("final_bound", "bound", "{:.4g}"),
+        ("a_priori_bound", "a-priori bound", "{:.4g}"),
+    ]
+    return markdown_table({f"{r['lam']:g}": r for r in rows}, cols[1:]).replace(
+        "| run |", "| lambda |"
+    )

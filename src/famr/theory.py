@@ -219,3 +219,289 @@ def mean_gradient(model: nn.Module, names: list[str], loss_fn, batches) -> tuple
         for o, g in zip(out, grads, strict=True):
             o.add_(g)
     return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The influence-function link: FAMR's optimum as a damped Newton step.
+
+
+def newton_step(
+    model: nn.Module,
+    names: list[str],
+    loss_fn,
+    batches,
+    lam: float,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-8,
+) -> tuple[tuple[Tensor, ...], dict]:
+    """The damped Newton step ``delta = -(H_f(theta_0) + lam I)^-1 grad L_f(theta_0)``.
+
+    Setting grad F(theta*) = 0 for F = L_f + (lam/2)||theta - theta_0||^2 and expanding
+    grad L_f to first order around theta_0 gives theta* - theta_0 ~= delta: the influence-
+    function estimate of FAMR's optimum. H_f is applied through Hessian-vector products and
+    the system solved by conjugate gradients; negative curvature (H_f + lam I not positive
+    definite, possible for small lam on a deep network) is detected and reported in ``info``.
+
+    Returns:
+        ``(delta, info)``: the step over parameters ``names`` and the CG info plus
+        ``gradient_norm`` and ``predicted_decrease`` (the quadratic model's F(theta_0) - F(theta_0 + delta)).
+    """
+    gradient = mean_gradient(model, names, loss_fn, batches)
+    hvp = loss_hvp(model, names, loss_fn, batches)
+    solution, info = conjugate_gradient(hvp, gradient, damping=lam, max_iter=max_iter, tol=tol)
+    delta = tuple(-s for s in solution)
+    # quadratic model: F(theta_0 + d) - F(theta_0) ~= g.d + 1/2 d.(H + lam I).d = 1/2 g.d at the solution
+    info["gradient_norm"] = float(_dot(gradient, gradient)) ** 0.5
+    info["predicted_decrease"] = -0.5 * float(_dot(gradient, delta))
+    return delta, info
+
+
+def displacement(original: nn.Module, updated: nn.Module, names: list[str]) -> tuple[Tensor, ...]:
+    """``theta - theta_0`` over parameters ``names``."""
+    before = dict(original.named_parameters())
+    after = dict(updated.named_parameters())
+    return tuple((after[n] - before[n]).detach() for n in names)
+
+
+def step_agreement(predicted: tuple[Tensor, ...], achieved: tuple[Tensor, ...]) -> dict[str, float]:
+    """Cosine and relative error between two displacement vectors (predicted vs achieved)."""
+    dot = float(_dot(predicted, achieved))
+    norm_p = float(_dot(predicted, predicted)) ** 0.5
+    norm_a = float(_dot(achieved, achieved)) ** 0.5
+    diff = tuple(p - a for p, a in zip(predicted, achieved, strict=True))
+    return {
+        "cosine": dot / (norm_p * norm_a) if norm_p > 0 and norm_a > 0 else 0.0,
+        "relative_error": float(_dot(diff, diff)) ** 0.5 / norm_a if norm_a > 0 else float("inf"),
+        "predicted_norm": norm_p,
+        "achieved_norm": norm_a,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Output deviation.
+
+
+@torch.no_grad()
+def output_deviation(
+    original: nn.Module, updated: nn.Module, images: Tensor, *, batch_size: int = 512
+) -> dict:
+    """How much the predictions moved on ``images``: KL(p_theta0 || p_theta) and changed labels.
+
+    Returns:
+        ``mean_kl``, ``max_kl`` (nats) and ``changed_predictions`` (fraction of arg-max changes).
+    """
+    kls, changed = [], 0
+    original.eval()
+    updated.eval()
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        a, b = original(x).double(), updated(x).double()
+        log_a, log_b = torch.log_softmax(a, 1), torch.log_softmax(b, 1)
+        kls.append((log_a.exp() * (log_a - log_b)).sum(1))
+        changed += int((a.argmax(1) != b.argmax(1)).sum())
+    kl = torch.cat(kls)
+    return {
+        "mean_kl": float(kl.mean()),
+        "max_kl": float(kl.max()),
+        "changed_predictions": changed / len(images),
+    }
+
+
+@torch.no_grad()
+def head_logit_bound(
+    original_head: nn.Linear, updated_head: nn.Linear, features: Tensor
+) -> dict[str, float]:
+    """The exact head-only bound ``|delta logits(x)| <= ||dW||_2 ||phi(x)|| + ||db||``, checked.
+
+    With only the linear classifier moved, ``delta logits(x) = dW phi(x) + db``, so its
+    Euclidean norm is at most the spectral norm of dW times ||phi(x)|| plus ||db||.
+
+    Returns:
+        ``max_logit_change`` (max over x of ||delta logits||), ``max_bound``, ``holds``
+        (every example within its own bound), ``spectral_norm`` of dW, ``bias_change``.
+    """
+    dw = (updated_head.weight - original_head.weight).double()
+    db = torch.zeros(dw.shape[0], dtype=torch.float64)
+    if updated_head.bias is not None:
+        db = (updated_head.bias - original_head.bias).double()
+    phi = features.double()
+    change = (phi @ dw.T + db).norm(dim=1)
+    spectral = float(torch.linalg.matrix_norm(dw, ord=2))
+    bound = spectral * phi.norm(dim=1) + float(db.norm())
+    return {
+        "max_logit_change": float(change.max()),
+        "max_bound": float(bound.max()),
+        "holds": bool((change <= bound * (1 + 1e-9) + 1e-12).all()),
+        "spectral_norm": spectral,
+        "bias_change": float(db.norm()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The exact case: head-only FAMR on frozen features is lam-strongly convex.
+
+
+def solve_head_exactly(
+    head: nn.Linear,
+    features: Tensor,
+    lam: float,
+    support: Tensor | None = None,
+    *,
+    max_iter: int = 500,
+) -> nn.Linear:
+    """Minimise F(W, b) = mean CE(u, softmax(W phi + b)) + (lam/2)||(W, b) - (W_0, b_0)||^2 exactly.
+
+    The uniform cross-entropy is convex in the logits, the logits are linear in (W, b), and the
+    anchor adds lam I to the Hessian: F is lam-strongly convex with a unique minimiser, found
+    here by L-BFGS (strong Wolfe line search) in float64 to gradient norm ~1e-10.
+
+    Returns:
+        A new ``nn.Linear`` (float64) at the optimum.
+    """
+    import copy
+
+    solved = copy.deepcopy(head).double()
+    anchor = [p.detach().clone() for p in solved.parameters()]
+    phi = features.double()
+    opt = torch.optim.LBFGS(
+        list(solved.parameters()),
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = uniform_cross_entropy(solved(phi), support)
+        loss = loss + 0.5 * lam * sum(
+            ((p - a) ** 2).sum() for p, a in zip(solved.parameters(), anchor, strict=True)
+        )
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    return solved
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole certificate.
+
+
+def certify(
+    original: nn.Module,
+    updated: nn.Module,
+    forget_images: Tensor,
+    lam: float,
+    support: Tensor | None,
+    num_classes: int,
+    *,
+    check_images: dict[str, Tensor] | None = None,
+    newton: bool | None = None,
+    cg_iterations: int = 100,
+) -> dict:
+    """The FAMR certificate: deviation bounds, output deviation, and the Newton-step link.
+
+    Args:
+        original: theta_0.
+        updated: theta after unlearning.
+        forget_images: The forget set's images.
+        lam: The anchor strength of the run.
+        support: The uniform target's support (``None`` = all K classes).
+        num_classes: K.
+        check_images: ``{name: images}`` on which to report output deviation (e.g. retain and
+            test images); the head-only logit bound is checked on them too.
+        newton: Compare the achieved displacement with the damped Newton step (default: when
+            only the classifier head moved, where it is cheap and the problem is convex).
+        cg_iterations: CG iterations for the Newton step.
+
+    Returns:
+        :func:`deviation_certificate`'s fields plus ``output_deviation`` per check set,
+        ``head_only``, ``head_logit_bound`` and ``newton`` (agreement, predicted vs achieved
+        objective decrease, CG info) where computed.
+    """
+    from .loop import head_name
+    from .methods.head import head_inputs
+
+    out = deviation_certificate(original, updated, forget_images, lam, support, num_classes)
+    moved = set(out["distance_per_parameter"])
+    head = head_name(updated)
+    prefix = head + "." if head else ""
+    head_only = bool(moved) and all(
+        n.startswith(prefix) and "." not in n[len(prefix) :] for n in moved
+    )
+    out["head_only"] = head_only
+    out["output_deviation"] = {
+        name: output_deviation(original, updated, images)
+        for name, images in (check_images or {}).items()
+    }
+    original_head = original.get_submodule(head)
+    updated_head = updated.get_submodule(head)
+    if head_only and isinstance(original_head, nn.Linear):
+        bounds = {}
+        for name, images in {"forget": forget_images, **(check_images or {})}.items():
+            bounds[name] = head_logit_bound(
+                original_head, updated_head, head_inputs(original, original_head, images)
+            )
+        out["head_logit_bound"] = bounds
+    if newton is None:
+        newton = head_only
+    if newton and lam > 0:
+        out["newton"] = _newton_report(
+            original, updated, forget_images, lam, support, head_only, cg_iterations
+        )
+    return out
+
+
+def _newton_report(
+    original, updated, forget_images, lam, support, head_only, cg_iterations
+) -> dict:
+    import copy
+
+    from .loop import head_name
+    from .methods.head import head_inputs
+
+    def loss_fn(logits, _):
+        return uniform_cross_entropy(logits, support)
+
+    if head_only:
+        name = head_name(original)
+        model = copy.deepcopy(original.get_submodule(name)).double()
+        target = copy.deepcopy(updated.get_submodule(name)).double()
+        x = head_inputs(original, original.get_submodule(name), forget_images).double()
+    else:
+        model, target = copy.deepcopy(original), updated
+        x = (
+            forget_images.float().div(255.0)
+            if forget_images.dtype == torch.uint8
+            else forget_images.float()
+        )
+    model.eval()
+    names = [n for n, _ in model.named_parameters()]
+    batches = [(x[i : i + 512], torch.zeros(len(x[i : i + 512]))) for i in range(0, len(x), 512)]
+    delta, info = newton_step(model, names, loss_fn, batches, lam, max_iter=cg_iterations)
+    report = {
+        "cg_iterations": info["iterations"],
+        "cg_relative_residual": info["relative_residual"],
+        "negative_curvature": info["negative_curvature"],
+    }
+    if info["negative_curvature"]:
+        report["note"] = "H_f + lam I is not positive definite: no Newton prediction"
+        return report
+    achieved = displacement(model, target, names)
+    report.update(step_agreement(delta, achieved))
+    # objective F at theta_0 + delta (predicted optimum) vs at the achieved theta
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n, d in zip(names, delta, strict=True):
+            params[n].add_(d)
+        newton_loss = sum(float(loss_fn(model(b), None)) * len(b) for b, _ in batches) / len(x)
+        newton_objective = newton_loss + 0.5 * lam * float(_dot(delta, delta))
+    report["objective_at_newton_step"] = newton_objective
+    report["predicted_decrease"] = info["predicted_decrease"]
+    return report
