@@ -238,11 +238,18 @@ def method_configs(args) -> dict[str, dict]:
         runs[name] = {"method": name}
     if args.quick:
         runs = {k: v for k, v in runs.items() if not k.startswith("famr_literal_lam1")}
-    for config in runs.values():
-        params = config.get("params", famr.METHODS.get(config["method"]).meta["config"]().params)
-        if params != "head":
-            config.update(SPEED)
-    return runs
+    return {name: with_speed(config["method"], config) for name, config in runs.items()}
+
+
+def with_speed(method: str, config: dict) -> dict:
+    """Speed flags: bf16 + channels_last for whole-network runs; bf16 feature extraction for
+    head-only FAMR runs (their body runs once, under autocast)."""
+    cfg = famr.METHODS.get(method).meta["config"]()
+    if config.get("params", cfg.params) == "head":
+        return (
+            {**config, "bf16": True} if hasattr(cfg, "cache_features") else config
+        )  # bf16 features
+    return {**config, **SPEED}
 
 
 SUMMARY_KEYS = (

@@ -23,6 +23,34 @@ def test_cached_features_equal_full_forward(tiny, method):
         assert fast.certificate["distance"] == pytest.approx(slow.certificate["distance"], rel=1e-5)
 
 
+@pytest.mark.parametrize("method", ["famr", "famr_retain", "famr_newton"])
+def test_fast_path_is_taken_and_runs_the_body_once_per_image(tiny, method):
+    model, forget, retain = tiny
+    calls = []
+
+    def count(module, inputs, output):
+        calls.append(len(inputs[0]))
+
+    handle = model.features.register_forward_hook(count)
+    try:
+        famr.unlearn(
+            model,
+            forget,
+            retain,
+            method=method,
+            params="head",
+            epochs=5,
+            certificate=False,
+            **({"buffer_size": 8} if method == "famr_retain" else {}),
+        )
+    finally:
+        handle.remove()
+    # the deep copy inside unlearn carries the hook: one pass over the forget set (+ buffer),
+    # one probe of 8 images and the K-probe forward, never one pass per step
+    per_image = len(forget) + (8 if method == "famr_retain" else 0)
+    assert sum(calls) <= per_image + 8 + 1, calls
+
+
 def test_fast_path_conditions():
     model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
     cfg = famr.METHODS.get("famr").meta["config"]

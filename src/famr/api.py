@@ -139,7 +139,8 @@ def unlearn(
     forget_t = _tensors_on(forget, "forget", dev, k)
     retain_t = _tensors_on(retain, "retain", dev, k) if retain is not None else None
     data = MethodData(forget_t, retain_t, k, sorted(set(forget_t[1].tolist())))
-    original = copy.deepcopy(work) if entry.meta["certificate"] else None
+    wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
+    original = copy.deepcopy(work) if wants_certificate else None
     history, seconds = _seeded_run(
         cfg.seed, dev, lambda: entry.obj(work, data, cfg, device=dev, progress=progress)
     )

@@ -141,10 +141,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + " ..."
         raise ValueError(
-            f"checkpoint {str(path)!r} does not match architecture {meta['arch']!r} {args}: {first} {detail}"
+            f"checkpoint {str(path)!r} does not match architecture {meta['arch']!r} {args}: {detail}"
         ) from None
     return model.eval(), meta
 

@@ -74,10 +74,23 @@ def deviation_certificate(
         (``None`` when lam = 0, where no bound exists), ``bound_holds`` and ``certified``
         (F decreased and the distance is within the final bound).
     """
-    minimum = uniform_minimum(num_classes, support)
     before = mean_uniform_loss(original, forget_images, support)
     after = mean_uniform_loss(updated, forget_images, support)
     distance, per_layer = parameter_distances(original, updated)
+    return bounds_report(
+        before, after, distance, per_layer, lam, uniform_minimum(num_classes, support)
+    )
+
+
+def bounds_report(
+    before: float,
+    after: float,
+    distance: float,
+    per_layer: dict[str, float],
+    lam: float,
+    minimum: float,
+) -> dict:
+    """The deviation bounds from L_f(theta_0), L_f(theta), ||theta - theta_0|| and lambda."""
     objective_after = after + 0.5 * lam * distance**2
     # Tolerance for float32 evaluation noise of L_f.
     decreased = objective_after <= before + 1e-6 * max(1.0, abs(before))
@@ -407,6 +420,9 @@ def certify(
 ) -> dict:
     """The FAMR certificate: deviation bounds, output deviation, and the Newton-step link.
 
+    When only the linear classifier moved, everything is computed from the frozen body's
+    features (one forward pass per image set, float64 head arithmetic).
+
     Args:
         original: theta_0.
         updated: theta after unlearning.
@@ -421,67 +437,90 @@ def certify(
         cg_iterations: CG iterations for the Newton step.
 
     Returns:
-        :func:`deviation_certificate`'s fields plus ``output_deviation`` per check set,
-        ``head_only``, ``head_logit_bound`` and ``newton`` (agreement, predicted vs achieved
-        objective decrease, CG info) where computed.
+        :func:`deviation_certificate`'s fields plus ``head_only``, ``output_deviation`` per
+        check set, ``head_logit_bound`` (head-only) and ``newton`` (agreement, objective at the
+        Newton step, CG info) where computed.
     """
     from .loop import head_name
     from .methods.head import head_inputs
 
-    out = deviation_certificate(original, updated, forget_images, lam, support, num_classes)
-    moved = set(out["distance_per_parameter"])
-    head = head_name(updated)
-    prefix = head + "." if head else ""
-    head_only = bool(moved) and all(
-        n.startswith(prefix) and "." not in n[len(prefix) :] for n in moved
+    checks = check_images or {}
+    distance, per_layer = parameter_distances(original, updated)
+    name = head_name(updated)
+    prefix = name + "." if name else ""
+    head_only = bool(per_layer) and all(
+        n.startswith(prefix) and "." not in n[len(prefix) :] for n in per_layer
     )
+    minimum = uniform_minimum(num_classes, support)
+    if head_only:
+        head0 = original.get_submodule(name)
+        head1 = updated.get_submodule(name)
+        features = {
+            k: head_inputs(original, head0, v).double()
+            for k, v in {"forget": forget_images, **checks}.items()
+        }
+        h0, h1 = _double(head0), _double(head1)
+        with torch.no_grad():
+            before = float(uniform_cross_entropy(h0(features["forget"]), support))
+            after = float(uniform_cross_entropy(h1(features["forget"]), support))
+        out = bounds_report(before, after, distance, per_layer, lam, minimum)
+        out["output_deviation"] = {
+            k: _logit_deviation(h0(features[k]), h1(features[k])) for k in checks
+        }
+        out["head_logit_bound"] = {
+            k: head_logit_bound(head0, head1, f) for k, f in features.items()
+        }
+    else:
+        before = mean_uniform_loss(original, forget_images, support)
+        after = mean_uniform_loss(updated, forget_images, support)
+        out = bounds_report(before, after, distance, per_layer, lam, minimum)
+        out["output_deviation"] = {
+            k: output_deviation(original, updated, v) for k, v in checks.items()
+        }
     out["head_only"] = head_only
-    out["output_deviation"] = {
-        name: output_deviation(original, updated, images)
-        for name, images in (check_images or {}).items()
-    }
-    original_head = original.get_submodule(head)
-    updated_head = updated.get_submodule(head)
-    if head_only and isinstance(original_head, nn.Linear):
-        bounds = {}
-        for name, images in {"forget": forget_images, **(check_images or {})}.items():
-            bounds[name] = head_logit_bound(
-                original_head, updated_head, head_inputs(original, original_head, images)
-            )
-        out["head_logit_bound"] = bounds
     if newton is None:
         newton = head_only
     if newton and lam > 0:
-        out["newton"] = _newton_report(
-            original, updated, forget_images, lam, support, head_only, cg_iterations
-        )
+        if head_only:
+            out["newton"] = _newton_report(
+                h0, _double(head1), features["forget"], lam, support, cg_iterations
+            )
+        else:
+            x = (
+                forget_images.float().div(255.0)
+                if forget_images.dtype == torch.uint8
+                else forget_images.float()
+            )
+            out["newton"] = _newton_report(original, updated, x, lam, support, cg_iterations)
     return out
 
 
-def _newton_report(
-    original, updated, forget_images, lam, support, head_only, cg_iterations
-) -> dict:
+def _double(module: nn.Module) -> nn.Module:
     import copy
 
-    from .loop import head_name
-    from .methods.head import head_inputs
+    return copy.deepcopy(module).double().eval()
+
+
+@torch.no_grad()
+def _logit_deviation(before: Tensor, after: Tensor) -> dict:
+    log_a, log_b = torch.log_softmax(before, 1), torch.log_softmax(after, 1)
+    kl = (log_a.exp() * (log_a - log_b)).sum(1)
+    changed = (before.argmax(1) != after.argmax(1)).double().mean()
+    return {
+        "mean_kl": float(kl.mean()),
+        "max_kl": float(kl.max()),
+        "changed_predictions": float(changed),
+    }
+
+
+def _newton_report(model, target, x, lam, support, cg_iterations) -> dict:
+    """Damped Newton step from ``model`` on inputs ``x`` vs the achieved ``target`` parameters."""
+    import copy
 
     def loss_fn(logits, _):
         return uniform_cross_entropy(logits, support)
 
-    if head_only:
-        name = head_name(original)
-        model = copy.deepcopy(original.get_submodule(name)).double()
-        target = copy.deepcopy(updated.get_submodule(name)).double()
-        x = head_inputs(original, original.get_submodule(name), forget_images).double()
-    else:
-        model, target = copy.deepcopy(original), updated
-        x = (
-            forget_images.float().div(255.0)
-            if forget_images.dtype == torch.uint8
-            else forget_images.float()
-        )
-    model.eval()
+    model = copy.deepcopy(model).eval()
     names = [n for n, _ in model.named_parameters()]
     batches = [(x[i : i + 512], torch.zeros(len(x[i : i + 512]))) for i in range(0, len(x), 512)]
     delta, info = newton_step(model, names, loss_fn, batches, lam, max_iter=cg_iterations)
@@ -493,15 +532,12 @@ def _newton_report(
     if info["negative_curvature"]:
         report["note"] = "H_f + lam I is not positive definite: no Newton prediction"
         return report
-    achieved = displacement(model, target, names)
-    report.update(step_agreement(delta, achieved))
-    # objective F at theta_0 + delta (predicted optimum) vs at the achieved theta
+    report.update(step_agreement(delta, displacement(model, target, names)))
     with torch.no_grad():
         params = dict(model.named_parameters())
         for n, d in zip(names, delta, strict=True):
-            params[n].add_(d)
+            params[n].add_(d.to(params[n].dtype))
         newton_loss = sum(float(loss_fn(model(b), None)) * len(b) for b, _ in batches) / len(x)
-        newton_objective = newton_loss + 0.5 * lam * float(_dot(delta, delta))
-    report["objective_at_newton_step"] = newton_objective
+    report["objective_at_newton_step"] = newton_loss + 0.5 * lam * float(_dot(delta, delta))
     report["predicted_decrease"] = info["predicted_decrease"]
     return report

@@ -19,6 +19,7 @@ from ..loop import Streams, optimise
 from ..losses import kl_from_reference, uniform_cross_entropy
 from . import MethodData, register_method
 from .famr import PAPER, FamrConfig, target_support
+from .head import cached_head_problem
 
 
 @dataclass
@@ -67,6 +68,9 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     buffer = MethodData(
         data.forget, (images[keep], labels[keep]), data.num_classes, data.forget_classes
     )
+    cached = cached_head_problem(model, buffer, cfg, retain=True) if cfg.cache_features else None
+    if cached is not None:
+        model, buffer, cfg = cached  # the head on frozen features of the forget set and buffer
     original = copy.deepcopy(model).eval()
 
     def objective(batch):

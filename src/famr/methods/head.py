@@ -32,8 +32,14 @@ def can_cache(model: nn.Module, cfg: OptimConfig) -> bool:
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, head: nn.Module, images: Tensor, batch_size: int = 512) -> Tensor:
-    """The inputs the model feeds its ``head`` for ``images`` (eval mode, float32)."""
+def head_inputs(
+    model: nn.Module, head: nn.Module, images: Tensor, batch_size: int = 512, *, bf16: bool = False
+) -> Tensor:
+    """The inputs the model feeds its ``head`` for ``images`` (eval mode, returned as float32).
+
+    With ``bf16`` the body runs under bfloat16 autocast (as the full-forward path does with
+    ``bf16=True``), about four times faster on a CPU with bf16 support.
+    """
     captured: list[Tensor] = []
     hook = head.register_forward_pre_hook(
         lambda _, inputs: captured.append(inputs[0].detach().float())
@@ -43,40 +49,46 @@ def head_inputs(model: nn.Module, head: nn.Module, images: Tensor, batch_size: i
     try:
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size]
-            model(x.float().div(255.0) if x.dtype == torch.uint8 else x.float())
+            with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
+                model(x.float().div(255.0) if x.dtype == torch.uint8 else x.float())
     finally:
         hook.remove()
         model.train(was_training)
     return torch.cat(captured)
 
 
-def cached_head_problem(model: nn.Module, data: MethodData, cfg: OptimConfig):
+def cached_head_problem(
+    model: nn.Module, data: MethodData, cfg: OptimConfig, *, retain: bool = False
+):
     """``(head, data on features, cfg for the head)`` when the fast path applies, else ``None``.
 
     The path is taken only if the head really is the model's last operation: on a few forget
     images, ``head(features)`` must reproduce ``model(images)``; otherwise the run uses full
-    forward passes (and says so in the log).
+    forward passes (and says so in the log). Retain features are computed only when
+    ``retain`` is true (methods that use retain data).
     """
     if not can_cache(model, cfg):
         return None
     head = model.get_submodule(head_name(model))
-    forget_features = head_inputs(model, head, data.forget[0])
+    forget_features = head_inputs(model, head, data.forget[0], bf16=cfg.bf16)
     with torch.no_grad():
         probe = data.forget[0][:8]
         probe = probe.float().div(255.0) if probe.dtype == torch.uint8 else probe.float()
-        direct = model.eval()(probe)
-        via_head = head(forget_features[:8])
+        with torch.autocast(device_type=probe.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            direct = model.eval()(probe).float()
+        via_head = head(forget_features[:8]).float()
+    tolerance = 5e-2 if cfg.bf16 else 1e-4  # bf16 keeps about three significant digits
     if direct.shape != via_head.shape or not torch.allclose(
-        direct.float(), via_head.float(), rtol=1e-4, atol=1e-4
+        direct, via_head, rtol=tolerance, atol=tolerance
     ):
         logger.info(
             "the last nn.Linear is not the model's final operation; using full forward passes"
         )
         return None
-    retain = None
-    if data.retain is not None:
-        retain = (head_inputs(model, head, data.retain[0]), data.retain[1])
+    retain_features = None
+    if retain and data.retain is not None:
+        retain_features = (head_inputs(model, head, data.retain[0], bf16=cfg.bf16), data.retain[1])
     features = MethodData(
-        (forget_features, data.forget[1]), retain, data.num_classes, data.forget_classes
+        (forget_features, data.forget[1]), retain_features, data.num_classes, data.forget_classes
     )
     return head, features, replace(cfg, params="all", channels_last=False)
