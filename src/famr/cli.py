@@ -466,10 +466,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         ref_model, _ = io.load_checkpoint(args.reference)
         reference = evaluate(
             ref_model,
-            forget=splits.forget,
-            retain=splits.retain,
-            test_retain=splits.test_retain,
-            test_forget=splits.test_forget,
+            **splits.evaluation_sets(),
             device=args.device,
         )
     needs_retain = "retain" in entry.meta["needs"]
@@ -484,10 +481,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     )
     metrics = evaluate(
         result.model,
-        forget=splits.forget,
-        retain=splits.retain,
-        test_retain=splits.test_retain,
-        test_forget=splits.test_forget,
+        **splits.evaluation_sets(),
         reference=reference,
         device=args.device,
     )

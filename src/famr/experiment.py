@@ -43,12 +43,7 @@ def _evaluate_run(
     model: nn.Module, splits: Splits, data: ImageData, device: torch.device, reference: dict | None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Metrics, per-class test accuracy and confidences, from one forward pass per split."""
-    named = {
-        "forget": splits.forget,
-        "retain": splits.retain,
-        "test_retain": splits.test_retain,
-        "test_forget": splits.test_forget,
-    }
+    named = splits.evaluation_sets()
     outputs = {k: predict(model, ds, device=device) for k, ds in named.items() if ds is not None}
     entry: dict[str, Any] = metrics_from_outputs(outputs, reference=reference)
     per_class = [0.0] * data.num_classes
@@ -238,10 +233,7 @@ def lambda_path(
         )
         metrics = evaluate(
             result.model,
-            forget=splits.forget,
-            retain=splits.retain,
-            test_retain=splits.test_retain,
-            test_forget=splits.test_forget,
+            **splits.evaluation_sets(),
             device=device,
         )
         cert = result.certificate or {}

@@ -30,6 +30,15 @@ class Splits:
     test_forget: TensorDataset | None
     forget_classes: list[int]
 
+    def evaluation_sets(self) -> dict[str, TensorDataset | None]:
+        """The four evaluation splits by name, as ``famr.evaluate`` takes them."""
+        return {
+            "forget": self.forget,
+            "retain": self.retain,
+            "test_retain": self.test_retain,
+            "test_forget": self.test_forget,
+        }
+
 
 def _subset(images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> TensorDataset:
     return TensorDataset(images[mask], labels[mask])

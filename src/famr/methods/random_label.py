@@ -29,14 +29,10 @@ class RandomLabelConfig(OptimConfig):
     batchnorm: str = "train"
 
 
-@register_method(
-    "random_label",
-    config=RandomLabelConfig,
-    needs=("forget", "retain"),
-    paper="Golatkar et al. CVPR 2020; Fan et al. SalUn, ICLR 2024 (RL baseline)",
-)
-def random_label(model, data: MethodData, cfg: RandomLabelConfig, *, device, progress=None):
-    """CE(forget with fresh random other labels each batch) + CE(retain)."""
+def run_random_label(
+    model, data: MethodData, cfg: RandomLabelConfig, *, device, progress=None, update_mask=None
+):
+    """CE(forget with fresh random other labels each batch) + CE(retain), optionally masked."""
     generator = torch.Generator().manual_seed(cfg.seed + 17)
 
     def objective(batch):
@@ -54,4 +50,17 @@ def random_label(model, data: MethodData, cfg: RandomLabelConfig, *, device, pro
     streams = Streams(
         "forget", data.batches("forget", cfg), {"retain": data.batches("retain", cfg)}
     )
-    return optimise(model, objective, streams, cfg, device=device, progress=progress)
+    return optimise(
+        model, objective, streams, cfg, device=device, update_mask=update_mask, progress=progress
+    )
+
+
+@register_method(
+    "random_label",
+    config=RandomLabelConfig,
+    needs=("forget", "retain"),
+    paper="Golatkar et al. CVPR 2020; Fan et al. SalUn, ICLR 2024 (RL baseline)",
+)
+def random_label(model, data: MethodData, cfg: RandomLabelConfig, *, device, progress=None):
+    """CE(forget with fresh random other labels each batch) + CE(retain)."""
+    return run_random_label(model, data, cfg, device=device, progress=progress)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from ..config import check_positive
-from ..loop import Streams, optimise, select_parameters
+from ..loop import select_parameters
 from ..losses import cross_entropy
 from . import MethodData, register_method
-from .random_label import RandomLabelConfig, random_other_labels
+from .random_label import RandomLabelConfig, run_random_label
 
 
 @dataclass
@@ -60,23 +60,4 @@ def saliency_mask(model, data: MethodData, cfg: SalUnConfig) -> dict[str, torch.
 def salun(model, data: MethodData, cfg: SalUnConfig, *, device, progress=None):
     """Random-label unlearning on the salient weights only; the rest never move."""
     mask = saliency_mask(model, data, cfg)
-    generator = torch.Generator().manual_seed(cfg.seed + 17)
-
-    def objective(batch):
-        forget_images, forget_labels = batch["forget"]
-        retain_images, retain_labels = batch["retain"]
-        wrong = random_other_labels(forget_labels, data.num_classes, generator)
-        forget_ce = cross_entropy(model(forget_images), wrong)
-        retain_ce = cross_entropy(model(retain_images), retain_labels)
-        return {
-            "loss": forget_ce + retain_ce,
-            "forget_cross_entropy": forget_ce,
-            "retain_cross_entropy": retain_ce,
-        }
-
-    streams = Streams(
-        "forget", data.batches("forget", cfg), {"retain": data.batches("retain", cfg)}
-    )
-    return optimise(
-        model, objective, streams, cfg, device=device, update_mask=mask, progress=progress
-    )
+    return run_random_label(model, data, cfg, device=device, progress=progress, update_mask=mask)
