@@ -126,3 +126,26 @@ def test_negative_curvature_is_reported_by_famr_newton():
             target="uniform",
             cg_iterations=300,
         )
+
+
+def test_newton_step_is_exact_on_a_quadratic():
+    # least squares on a linear model: L is quadratic, so one damped Newton step lands exactly
+    # on argmin L(theta) + (lam/2)||theta - theta_0||^2, whose closed form is a linear solve
+    torch.manual_seed(0)
+    x = torch.randn(30, 5, dtype=torch.float64)
+    t = torch.randn(30, 2, dtype=torch.float64)
+    model = nn.Linear(5, 2, bias=False).double()
+    w0 = model.weight.detach().clone()
+    lam = 0.3
+
+    def loss_fn(out, target):
+        return 0.5 * ((out - target) ** 2).sum(1).mean()
+
+    delta, info = newton_step(model, ["weight"], loss_fn, [(x, t)], lam, tol=1e-14)
+    # closed form: (X^T X / n + lam I) W^T = X^T T / n + lam W0^T
+    n = len(x)
+    w_star = torch.linalg.solve(
+        x.T @ x / n + lam * torch.eye(5, dtype=torch.float64), x.T @ t / n + lam * w0.T
+    ).T
+    torch.testing.assert_close(w0 + delta[0], w_star)
+    assert info["converged"]
