@@ -70,15 +70,16 @@ def num_outputs(model: nn.Module, sample: Tensor) -> int:
     return k
 
 
-def _tensors_on(
-    dataset: Dataset, name: str, device: torch.device, k: int | None
-) -> tuple[Tensor, Tensor]:
+def _tensors_on(dataset: Dataset, name: str, device: torch.device) -> tuple[Tensor, Tensor]:
     images, labels = to_tensors(dataset, name=name)
-    if k is not None and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    return images.to(device), labels.to(device)
+
+
+def _check_labels(labels: Tensor, name: str, k: int) -> None:
+    if int(labels.min()) < 0 or int(labels.max()) >= k:
         raise ValueError(
             f"the {name} set has labels outside 0..{k - 1} (the model has {k} outputs)"
         )
-    return images.to(device), labels.to(device)
 
 
 def _method(method: str | Entry) -> Entry:
@@ -134,10 +135,12 @@ def unlearn(
     dev = resolve_device(device)
     _check_finite(model)
     work = copy.deepcopy(model).to(dev)
-    forget_t = _tensors_on(forget, "forget", dev, None)
+    forget_t = _tensors_on(forget, "forget", dev)
     k = num_outputs(work, forget_t[0])
-    forget_t = _tensors_on(forget, "forget", dev, k)
-    retain_t = _tensors_on(retain, "retain", dev, k) if retain is not None else None
+    _check_labels(forget_t[1], "forget", k)
+    retain_t = _tensors_on(retain, "retain", dev) if retain is not None else None
+    if retain_t is not None:
+        _check_labels(retain_t[1], "retain", k)
     data = MethodData(forget_t, retain_t, k, sorted(set(forget_t[1].tolist())))
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None
@@ -185,9 +188,8 @@ def train(
     cfg = make_config(TrainConfig, config)
     dev = resolve_device(device)
     work = copy.deepcopy(model).to(dev)
-    data = _tensors_on(dataset, "training", dev, None)
-    k = num_outputs(work, data[0])
-    data = _tensors_on(dataset, "training", dev, k)
+    data = _tensors_on(dataset, "training", dev)
+    _check_labels(data[1], "training", num_outputs(work, data[0]))
     history, seconds = _seeded_run(
         cfg.seed, dev, lambda: fit_cross_entropy(work, data, cfg, device=dev, progress=progress)
     )
