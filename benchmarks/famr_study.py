@@ -24,7 +24,7 @@ import common  # noqa: E402
 
 common.reexec_with_tcmalloc()
 
-from cifar10_classwise import log, parse_args, setup, train_models, with_speed  # noqa: E402
+from cifar10_classwise import log, parse_args, setup, trained_model, with_speed  # noqa: E402
 
 import famr  # noqa: E402
 from famr import io  # noqa: E402
@@ -88,9 +88,7 @@ def main() -> int:
     args = parse_args()
     device = famr.resolve_device(args.device)
     arch, arch_args, train_cfg, classes, data = setup(args)
-    original, _ = train_models(args, arch, arch_args, train_cfg, [], data, device)[
-        (args.seeds[0], None)
-    ]
+    original, _ = trained_model(args, arch, arch_args, train_cfg, data, device, args.seeds[0])
     rows = []
     for cls in classes:
         splits = famr.ClassForget(cls).split(data.train, data.validation, 10)
