@@ -74,3 +74,13 @@ def test_atomic_directory_replaces_only_with_overwrite(tmp_path):
 
 def test_json_text_has_no_nan_literal():
     assert "NaN" not in io.json_text({"x": float("nan"), "y": [float("inf")]})
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "x.json"
+    io.write_text_atomic(path, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
