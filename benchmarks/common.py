@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +57,23 @@ def cached_training(
     """
     name = config_hash(key)
     path = cache / f"{name}.safetensors"
+    lock = cache / f"{name}.lock"
+    # Another process training the same model holds the lock: wait for its result.
+    while lock.exists() and not path.exists():
+        log(f"waiting for another process to finish {key.get('label', name)}")
+        time.sleep(30)
     if path.exists() and io.sidecar_path(path).exists():
         model, meta = io.load_checkpoint(path)
         log(f"cache hit {path.name}: {key.get('label', '')}")
         return model, {**meta["record"], "cached": True}
-    model, record = build()
-    io.save_checkpoint(
-        path,
-        model,
-        {"arch": key["arch"], "arch_args": key["arch_args"], "key": key, "record": record},
-    )
+    cache.mkdir(parents=True, exist_ok=True)
+    lock.touch()
+    try:
+        model, record = build()
+        meta = {"arch": key["arch"], "arch_args": key["arch_args"], "key": key, "record": record}
+        io.save_checkpoint(path, model, meta)
+    finally:
+        lock.unlink(missing_ok=True)
     return model, {**record, "cached": False}
 
 
