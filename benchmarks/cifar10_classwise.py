@@ -288,14 +288,15 @@ TABLE = [
 
 def write_results(args, arch, train_cfg, runs, blocks) -> None:
     names = list(blocks[0]["runs"])
-    summary = {
-        name: {
-            k: common.mean_std([b["runs"][name][k] for b in blocks])
-            for k in SUMMARY_KEYS
-            if k in blocks[0]["runs"][name]
+    summary = {}
+    for name in names:
+        values = {
+            k: [b["runs"][name][k] for b in blocks if k in b["runs"][name]] for k in SUMMARY_KEYS
         }
-        for name in names
-    }
+        summary[name] = {k: common.mean_std(v) for k, v in values.items() if v}
+        diverged = sum("diverged" in b["runs"][name] for b in blocks)
+        if diverged:
+            summary[name]["diverged_blocks"] = diverged
     original = summary["original"]["test_retain_acc"]["mean"]
     command = "python benchmarks/cifar10_classwise.py " + " ".join(sys.argv[1:])
     payload = {
@@ -336,6 +337,9 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
     ]
     for name in names:
         cells = []
+        if "diverged_blocks" in summary[name] and len(summary[name]) == 1:
+            lines.append(f"| {name} | diverged (NaN objective) |" + " |" * (len(TABLE) - 1))
+            continue
         for key, _ in TABLE:
             if key not in summary[name]:
                 cells.append("-")

@@ -1,6 +1,7 @@
 """Science tests: forgetting really happens on small real data (scikit-learn digits)."""
 
 import pytest
+import torch
 
 import famr
 from famr.experiment import run_class_forgetting
@@ -79,3 +80,21 @@ def test_report_renders(experiment):
     assert "Certificate: `famr`" in report_markdown(experiment.results)
     assert plot_per_class_accuracy(experiment.results).axes
     assert plot_confidence(experiment.confidences).axes
+
+
+def test_a_diverging_method_is_recorded_not_fatal():
+    from famr.experiment import compare_methods
+
+    data = famr.load_dataset("digits")
+    splits = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
+    torch.manual_seed(0)
+    model = famr.create_model("small_cnn", 10, in_channels=1, width=8)
+    original = famr.train(model, data.train, epochs=2)
+    retrained = famr.unlearn(original.model, splits.forget, splits.retain, method="retrain", epochs=2)
+    experiment = compare_methods(
+        original, retrained, splits, data,
+        {"broken": {"method": "famr_literal", "lr": 1e30}, "famr": {}},
+    )
+    runs = experiment.results["runs"]
+    assert "at step" in runs["broken"]["diverged"]
+    assert runs["famr"]["time_ratio"] > 0  # the runs after it still ran

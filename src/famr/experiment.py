@@ -16,7 +16,7 @@ from torch import nn
 from .api import Result, evaluate, metrics_from_outputs, predict, resolve_device, train, unlearn
 from .config import config_dict
 from .data import ClassForget, ImageData, Splits
-from .loop import Progress
+from .loop import DivergenceError, Progress
 from .methods import METHODS
 from .metrics.gaps import gaps
 from .models import create_model
@@ -127,18 +127,26 @@ def compare_methods(
     for name, overrides in methods.items():
         config = dict(overrides)
         method = config.pop("method", name)
-        result = unlearn(
-            original.model,
-            splits.forget,
-            splits.retain,
-            method=method,
-            device=dev,
-            progress=track(name),
-            **{"seed": seed, **config},
-        )
+        try:
+            result = unlearn(
+                original.model,
+                splits.forget,
+                splits.retain,
+                method=method,
+                device=dev,
+                progress=track(name),
+                **{"seed": seed, **config},
+            )
+        except DivergenceError as err:
+            # a baseline that diverges is a result to report, not a reason to lose the others
+            runs[name] = {"method": method, "config": config, "diverged": str(err)}
+            if log is not None:
+                log(f"{name}: diverged: {err}")
+            continue
         record(name, result, reference_metrics)
     for entry in runs.values():
-        entry["time_ratio"] = entry["seconds"] / runs["retrain"]["seconds"]
+        if "seconds" in entry:
+            entry["time_ratio"] = entry["seconds"] / runs["retrain"]["seconds"]
     experiment.results = {
         "dataset": data.name,
         "forget": {"classes": list(splits.forget_classes)},
