@@ -90,9 +90,14 @@ def test_a_diverging_method_is_recorded_not_fatal():
     torch.manual_seed(0)
     model = famr.create_model("small_cnn", 10, in_channels=1, width=8)
     original = famr.train(model, data.train, epochs=2)
-    retrained = famr.unlearn(original.model, splits.forget, splits.retain, method="retrain", epochs=2)
+    retrained = famr.unlearn(
+        original.model, splits.forget, splits.retain, method="retrain", epochs=2
+    )
     experiment = compare_methods(
-        original, retrained, splits, data,
+        original,
+        retrained,
+        splits,
+        data,
         {"broken": {"method": "famr_literal", "lr": 1e30}, "famr": {}},
     )
     runs = experiment.results["runs"]
