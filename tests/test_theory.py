@@ -74,3 +74,13 @@ def test_mean_uniform_loss_matches_direct_computation():
     x, _ = forget.tensors
     direct = -torch.log_softmax(model(x), 1).mean().item()
     assert mean_uniform_loss(model, x, None, batch_size=7) == pytest.approx(direct, rel=1e-6)
+
+
+def test_certificate_losses_scale_uint8_images_like_training():
+    # uint8 images (the CIFAR data path) must be evaluated as x / 255, as in training
+    torch.manual_seed(0)
+    model = famr.create_model("small_cnn", 4, in_channels=3, width=4).eval()
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    assert mean_uniform_loss(model, images, None) == pytest.approx(
+        mean_uniform_loss(model, images.float() / 255.0, None), rel=1e-6
+    )

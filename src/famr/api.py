@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .config import OptimConfig, TrainConfig, make_config
-from .data.tensors import to_tensors
+from .data.tensors import to_float, to_tensors
 from .loop import Progress
 from .methods import METHODS, MethodData
 from .metrics import METRICS, SplitOutputs
@@ -65,7 +65,7 @@ def num_outputs(model: nn.Module, sample: Tensor) -> int:
     """The number of classes K a classifier outputs (one forward pass in eval mode)."""
     was_training = model.training
     model.eval()
-    k = int(model(sample[:1].float()).shape[1])
+    k = int(model(to_float(sample[:1])).shape[1])
     model.train(was_training)
     return k
 
@@ -213,7 +213,7 @@ def predict(
     chunks = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(dev)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        x = to_float(x)
         chunks.append(model(x).float().cpu())
     model.train(was_training)
     return SplitOutputs(torch.cat(chunks), labels.cpu())

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .data.tensors import to_float
 from .losses import uniform_cross_entropy, uniform_minimum
 
 
@@ -30,7 +31,7 @@ def mean_uniform_loss(
     model.eval()
     total = 0.0
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].float()
+        x = to_float(images[start : start + batch_size])
         total += float(uniform_cross_entropy(model(x), support)) * len(x)
     model.train(was_training)
     return total / len(images)
@@ -309,7 +310,7 @@ def output_deviation(
     updated.eval()
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
-        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        x = to_float(x)
         a, b = original(x).double(), updated(x).double()
         log_a, log_b = torch.log_softmax(a, 1), torch.log_softmax(b, 1)
         kls.append((log_a.exp() * (log_a - log_b)).sum(1))
@@ -486,11 +487,7 @@ def certify(
                 h0, _double(head1), features["forget"], lam, support, cg_iterations
             )
         else:
-            x = (
-                forget_images.float().div(255.0)
-                if forget_images.dtype == torch.uint8
-                else forget_images.float()
-            )
+            x = to_float(forget_images)
             out["newton"] = _newton_report(original, updated, x, lam, support, cg_iterations)
     return out
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.tensors import to_float
 from ..loop import DivergenceError, select_parameters
 from ..losses import uniform_cross_entropy
 from ..theory import newton_step
@@ -64,7 +65,7 @@ def famr_newton(model, data: MethodData, cfg: FamrNewtonConfig, *, device, progr
         : cfg.samples
     ]
     x = images[keep.to(images.device)]
-    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    x = to_float(x)
     # (images, labels) batches; the uniform target ignores labels, so the forget labels ride along
     y = labels[keep.to(labels.device)]
     batches = [

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import OptimConfig
+from ..data.tensors import to_float
 from ..loop import head_name
 from . import MethodData
 
@@ -50,7 +51,7 @@ def head_inputs(
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size]
             with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
-                model(x.float().div(255.0) if x.dtype == torch.uint8 else x.float())
+                model(to_float(x))
     finally:
         hook.remove()
         model.train(was_training)
@@ -73,7 +74,7 @@ def cached_head_problem(
     forget_features = head_inputs(model, head, data.forget[0], bf16=cfg.bf16)
     with torch.no_grad():
         probe = data.forget[0][:8]
-        probe = probe.float().div(255.0) if probe.dtype == torch.uint8 else probe.float()
+        probe = to_float(probe)
         with torch.autocast(device_type=probe.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             direct = model.eval()(probe).float()
         via_head = head(forget_features[:8]).float()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import OptimConfig, check_positive
+from ..data.tensors import to_float
 from ..loop import select_parameters
 from ..losses import cross_entropy
 from ..theory import conjugate_gradient, loss_hvp, mean_gradient
@@ -62,7 +63,7 @@ def _sample(data, count: int, batch_size: int, seed: int):
         labels.device
     )
     x, y = images[keep], labels[keep]
-    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    x = to_float(x)
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
 
 
