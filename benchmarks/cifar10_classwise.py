@@ -133,10 +133,12 @@ def trained_model(args, arch, arch_args, train_cfg, data, device, seed, excluded
             return result.model, {"seconds": result.seconds, "history": result.history}
 
     else:
-        original, _ = trained_model(args, arch, arch_args, train_cfg, data, device, seed)
-        splits = famr.ClassForget(excluded).split(data.train, data.test, 10)
 
         def build():
+            # the original is needed only to retrain (its architecture and init scheme), so a
+            # cache hit never loads or re-evaluates it
+            original, _ = trained_model(args, arch, arch_args, train_cfg, data, device, seed)
+            splits = famr.ClassForget(excluded).split(data.train, data.test, 10)
             log(f"retraining without class {excluded}, seed {seed}")
             result = famr.unlearn(
                 original,
