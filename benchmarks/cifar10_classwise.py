@@ -313,6 +313,8 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         "configs": runs,
         "blocks": blocks,
         "summary": summary,
+        # the whole process so far: data set, original, retrained models, every method's run
+        "peak_rss_mib": common.peak_rss_mib(),
     }
     out = Path(
         args.out
@@ -332,7 +334,8 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         f"on all 10 classes, {original:.2f} % on the retained ones. Configurations: `configs` in the JSON; "
         "UA, RA, TA, MIA-efficacy in %, avg gap in points against `retrain`, TA forgotten = test "
         "accuracy on the forgotten class, seconds of the method alone (training time for `original` "
-        "and `retrain`).",
+        "and `retrain`). Peak resident memory of the benchmark process: "
+        f"{payload['peak_rss_mib']:.0f} MiB (the uint8 data set on the device, models, every run).",
         "",
         "| run | " + " | ".join(t for _, t in TABLE) + " |",
         "|---|" + "---:|" * len(TABLE),

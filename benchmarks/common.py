@@ -89,6 +89,13 @@ def environment() -> dict[str, Any]:
     return info
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def update_benchmarks_md(section: str, text: str, path: Path | None = None) -> None:
     """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` in
     BENCHMARKS.md (appending the section when absent), so tables are written by the scripts."""

@@ -77,7 +77,7 @@ def test_forget_writes_model_and_metrics(checkpoint, tmp_path, capsys):
     )
     assert code == 0
     meta = json.loads(io.sidecar_path(out).read_text())
-    assert meta["forget"] == {"classes": [3]} and meta["method"] == "famr"
+    assert meta["forget"] == {"kind": "classes", "classes": [3]} and meta["method"] == "famr"
     assert meta["config"]["lam"] == 0.1
     assert meta["metrics"]["test_forget_acc"] <= 5.0
     assert meta["certificate"]["certified"] is True

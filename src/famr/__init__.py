@@ -9,7 +9,15 @@ The flat public API::
 
 from .api import Result, evaluate, predict, resolve_device, train, unlearn
 from .config import OptimConfig, TrainConfig
-from .data import ClassForget, ImageData, Splits, list_datasets, load_dataset
+from .data import (
+    ClassForget,
+    ImageData,
+    RandomForget,
+    SampleForget,
+    Splits,
+    list_datasets,
+    load_dataset,
+)
 from .loop import DivergenceError
 from .methods import METHODS, list_methods
 from .metrics import METRICS, list_metrics
@@ -23,6 +31,8 @@ __all__ = [
     "METHODS",
     "METRICS",
     "ClassForget",
+    "RandomForget",
+    "SampleForget",
     "DivergenceError",
     "ImageData",
     "OptimConfig",

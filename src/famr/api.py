@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,7 @@ def unlearn(
     method: str | Entry = "famr",
     device: str | torch.device | None = None,
     progress: Progress | None = None,
+    forget_classes: Sequence[int] | None = None,
     **config: Any,
 ) -> Result:
     """Remove what ``model`` learned from ``forget``.
@@ -117,6 +119,9 @@ def unlearn(
         method: A registered method name (see :func:`list_methods`) or its registry entry.
         device: Where to run (default: CUDA if available, else CPU).
         progress: Optional ``progress(step, total)`` callback.
+        forget_classes: The classes removed entirely (FAMR's ``"retained"`` target spreads over
+            the others). Default: the labels present in ``forget`` (right for class requests);
+            pass ``[]`` (``Splits.forget_classes``) for sample forgetting, where every class stays.
         **config: Fields of the method's config dataclass; unknown keys raise ``ValueError``
             listing the valid ones.
 
@@ -141,7 +146,13 @@ def unlearn(
     retain_t = _tensors_on(retain, "retain", dev) if retain is not None else None
     if retain_t is not None:
         _check_labels(retain_t[1], "retain", k)
-    data = MethodData(forget_t, retain_t, k, sorted(set(forget_t[1].tolist())))
+    if forget_classes is None:
+        forget_classes = sorted(set(forget_t[1].tolist()))
+    else:
+        forget_classes = sorted({int(c) for c in forget_classes})
+        if forget_classes:
+            _check_labels(torch.tensor(forget_classes, dtype=torch.long), "forget_classes", k)
+    data = MethodData(forget_t, retain_t, k, forget_classes)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None
     history, seconds = _seeded_run(

@@ -1,24 +1,30 @@
-"""Command line: ``famr demo | train | forget | methods | metrics``.
+"""Command line: ``famr demo | train | forget | verify | import | certify | sweep-lambda | ...``.
 
 Thin handlers over the API. Exit codes: 0 success, 2 bad input (nothing written), 1 a run
-that diverged (nothing written), 3 ``certify`` found the run not certified, 130 interrupted.
+that diverged (nothing written), 3 ``certify`` found the run not certified, 4 ``verify`` found
+a mismatch, 130 interrupted by SIGINT or SIGTERM (nothing written: outputs are committed
+together, only once complete).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import io
 from .api import evaluate, resolve_device, train, unlearn
 from .config import TrainConfig, config_dict, make_config
-from .data import ClassForget, load_dataset
-from .data.forget import Splits
+from .data import ClassForget, RandomForget, SampleForget, forget_spec_from_dict, load_dataset
+from .data.forget import ForgetSpec, Splits
 from .loop import DivergenceError
 from .methods import METHODS
 from .metrics import METRICS
@@ -29,6 +35,13 @@ DEMO_LAMS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 class UsageError(ValueError):
     """Bad command-line input."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit 2), like every other famr error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _progress_factory(enabled: bool):
@@ -108,7 +121,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``famr`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="famr", description="Post-hoc machine unlearning for image classifiers."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,7 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "--checkpoint", required=True, help="input .safetensors checkpoint (never modified)"
     )
-    fg.add_argument("--classes", required=True, help="class ids to forget, comma separated")
+    what = fg.add_mutually_exclusive_group(required=True)
+    what.add_argument("--classes", help="class ids to forget, comma separated")
+    what.add_argument(
+        "--indices",
+        help="training examples to forget: a file of training-set indices (integers separated "
+        "by spaces, commas or new lines, or a JSON list), or random:FRACTION (e.g. random:0.1)",
+    )
+    fg.add_argument(
+        "--forget-seed",
+        type=int,
+        default=0,
+        help="seed of the random:FRACTION choice (default 0)",
+    )
+    fg.add_argument(
+        "--audit",
+        help="audit record of this request (default: OUT with .audit.json; checked by famr verify)",
+    )
     fg.add_argument("--method", default="famr", help=f"method: {', '.join(METHODS.names())}")
     fg.add_argument("--lam", type=float, help="FAMR anchor strength lambda")
     fg.add_argument("--reference", help="checkpoint of a retrained reference, for gaps to retrain")
@@ -196,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ce.add_argument("--overwrite", action="store_true")
 
+    ve = sub.add_parser(
+        "verify",
+        help="check an audit record: file hashes, the forget set, and the forget metrics",
+    )
+    ve.add_argument("record", help="the .audit.json written by famr forget")
+    ve.add_argument("--data-root", help="data folder (default: the one in the record)")
+    ve.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    ve.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="largest accepted difference of a re-evaluated metric, in points (default 0.01)",
+    )
+
     sw = sub.add_parser(
         "sweep-lambda", help="run FAMR over a lambda grid; plot forgetting vs retention"
     )
@@ -231,6 +274,64 @@ def _checkpoint_out(path: str, overwrite: bool) -> Path:
 
 def _splits_for(data, classes: list[int]) -> Splits:
     return ClassForget(classes).split(data.train, data.test, data.num_classes)
+
+
+def _read_indices(path: str) -> list[int]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"--indices file {path!r} not found (or give random:FRACTION, e.g. random:0.1)"
+        )
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--indices file {path!r} is not a readable text file: {err}") from None
+    if text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--indices file {path!r} is not a valid JSON list: {err}") from None
+        if not isinstance(values, list):
+            raise UsageError(f"--indices file {path!r} must hold a JSON list of integers")
+    else:
+        values = text.replace(",", " ").split()
+    out = []
+    for value in values:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"--indices file {path!r} holds {value!r}, which is not an integer index"
+            ) from None
+        if isinstance(value, float) or isinstance(value, bool):
+            raise UsageError(f"--indices file {path!r} holds {value!r}, which is not an integer")
+        out.append(number)
+    return out
+
+
+def _forget_spec(args: argparse.Namespace) -> ForgetSpec:
+    if args.classes is not None:
+        return ClassForget(_parse_classes(args.classes))
+    text = args.indices
+    if text.startswith("random:"):
+        try:
+            fraction = float(text.split(":", 1)[1])
+        except ValueError:
+            raise UsageError(
+                f"--indices {text!r} is not valid; give random:FRACTION with 0 < FRACTION < 1"
+            ) from None
+        spec = RandomForget(fraction, args.forget_seed)
+        spec.validate()
+        return spec
+    return SampleForget(_read_indices(text))
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` when possible (records move with their folder)."""
+    try:
+        return os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:  # another drive on Windows
+        return str(path.resolve())
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:
@@ -443,24 +544,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_forget(args: argparse.Namespace) -> int:
     source = Path(args.checkpoint)
     out = _checkpoint_out(args.out, args.overwrite)
-    if (
-        source.resolve() == out.resolve()
-        or io.sidecar_path(source).resolve() == io.sidecar_path(out).resolve()
-    ):
+    audit = Path(args.audit) if args.audit else out.with_suffix(".audit.json")
+    inputs = {source.resolve(), io.sidecar_path(source).resolve()}
+    outputs = {out.resolve(), io.sidecar_path(out).resolve(), audit.resolve()}
+    if inputs & outputs or len(outputs) < 3:
         raise UsageError(
-            "--out must differ from --checkpoint: the input checkpoint is never overwritten"
+            "--out and --audit must differ from --checkpoint, its metadata and each other: "
+            "the input checkpoint is never overwritten"
         )
+    io.check_new_path(audit, overwrite=args.overwrite)
     entry = METHODS.get(args.method)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
     cfg = make_config(entry.meta["config"], values, parse=True)
+    spec = _forget_spec(args)
     model, meta = io.load_checkpoint(source)
+    source_hashes = {
+        "sha256": io.sha256_file(source),
+        "metadata_sha256": io.sha256_file(io.sidecar_path(source)),
+    }
     data = load_dataset(args.data, args.data_root)
     if meta["arch_args"].get("num_classes") != data.num_classes:
         raise UsageError(
             f"checkpoint has {meta['arch_args'].get('num_classes')} classes but data set {args.data!r} has {data.num_classes}"
         )
-    classes = _parse_classes(args.classes)
-    splits = _splits_for(data, classes)
+    splits = spec.split(data.train, data.test, data.num_classes)
     reference = None
     if args.reference:
         ref_model, _ = io.load_checkpoint(args.reference)
@@ -477,6 +584,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         method=entry.name,
         device=args.device,
         progress=_progress_factory(not args.quiet)(entry.name),
+        forget_classes=splits.forget_classes,
         **config_dict(cfg),
     )
     metrics = evaluate(
@@ -486,32 +594,132 @@ def cmd_forget(args: argparse.Namespace) -> int:
         device=args.device,
     )
     metrics["seconds"] = result.seconds
+    request = {
+        "data": args.data,
+        "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
+        "forget": spec.to_dict(),
+        "forget_count": len(splits.forget_indices),
+        "forget_indices_sha256": splits.forget_indices_sha256(),
+        "forget_indices_hash": "sha256 of the sorted training-set indices as little-endian int64",
+    }
+    environment = io.environment()
     new_meta = {
         "arch": meta["arch"],
         "arch_args": meta["arch_args"],
         "dataset": args.data,
-        "forget": ClassForget(classes).to_dict(),
+        "forget": spec.to_dict(),
+        "forget_indices_sha256": request["forget_indices_sha256"],
         "method": entry.name,
         "config": config_dict(result.config),
+        "seed": result.config.seed,
         "metrics": metrics,
         "certificate": result.certificate,
         "history": result.history,
         "source_checkpoint": str(source),
-        "environment": io.environment(),
+        "source_sha256": source_hashes["sha256"],
+        "environment": environment,
     }
-    io.save_checkpoint(out, result.model, new_meta)
+    with io.StagedOutputs() as stage:
+        out_hashes = io.save_checkpoint(out, result.model, new_meta, stage=stage)
+        record = {
+            "famr_audit_version": 1,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+            "command": "famr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "request": request,
+            # checkpoint paths are relative to this record's folder
+            "input": {"checkpoint": _relative_to(source, audit.parent), **source_hashes},
+            "output": {"checkpoint": _relative_to(out, audit.parent), **out_hashes},
+            "method": entry.name,
+            "config": config_dict(result.config),
+            "seeds": {"method": result.config.seed, "forget": getattr(spec, "seed", None)},
+            "metrics": metrics,
+            "certificate": result.certificate,
+            "environment": environment,
+        }
+        stage.write_text(audit, io.json_text(record))
+        stage.commit()
     shown = ", ".join(
         f"{k} {metrics[k]:.2f}"
         for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
         if k in metrics
     )
-    print(f"{entry.name}: {shown}; {result.seconds:.2f} s; saved {out} and {io.sidecar_path(out)}")
+    print(f"{entry.name}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
+    print(f"audit record: {audit} (check it with: famr verify {shlex.quote(str(audit))})")
     if result.certificate is not None:
         c = result.certificate
         print(
             f"certificate: {'certified' if c['certified'] else 'NOT certified'}; ||theta - theta_0|| = {c['distance']:.4g}"
             + (f" <= {c['final_bound']:.4g}" if c["final_bound"] is not None else "")
         )
+    return 0
+
+
+VERIFIED_METRICS = ("forget_acc", "ua", "test_forget_acc", "mia_efficacy")
+
+
+def _load_record(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"audit record {path!r} not found")
+    try:
+        record = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"audit record {path!r} is not valid JSON: {err}") from None
+    keys = ("famr_audit_version", "request", "input", "output", "metrics")
+    if not isinstance(record, dict) or any(k not in record for k in keys):
+        raise UsageError(f"audit record {path!r} lacks one of {', '.join(keys)}")
+    return record
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if not (args.tolerance >= 0):  # also rejects nan
+        raise UsageError(f"--tolerance {args.tolerance!r} is not valid; it must be >= 0")
+    record = _load_record(args.record)
+    folder = Path(args.record).parent
+    request = record["request"]
+    checks: list[tuple[str, bool, str]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append((name, ok, detail))
+
+    files = {}
+    for side in ("input", "output"):
+        path = folder / record[side]["checkpoint"]
+        files[side] = path
+        for key, file in (("sha256", path), ("metadata_sha256", io.sidecar_path(path))):
+            if not file.is_file():
+                check(f"{side} {key}", False, f"{file} is missing")
+                continue
+            actual = io.sha256_file(file)
+            check(f"{side} {key}", actual == record[side][key], f"{file}: {actual}")
+    data = load_dataset(request["data"], args.data_root or request["data_root"])
+    spec = forget_spec_from_dict(request["forget"])
+    splits = spec.split(data.train, data.test, data.num_classes)
+    digest = splits.forget_indices_sha256()
+    check("forget indices sha256", digest == request["forget_indices_sha256"], digest)
+    output_intact = all(ok for name, ok, _ in checks if name.startswith("output"))
+    if not output_intact:
+        check("forget metrics", False, "not re-evaluated: the output checkpoint does not match")
+    else:
+        model, _ = io.load_checkpoint(files["output"])
+        wanted = [m for m in VERIFIED_METRICS if m in record["metrics"]]
+        measured = evaluate(model, **splits.evaluation_sets(), metrics=wanted, device=args.device)
+        for name in wanted:
+            gap = abs(measured[name] - record["metrics"][name])
+            check(
+                name,
+                gap <= args.tolerance,
+                f"{measured[name]:.4f} (recorded {record['metrics'][name]:.4f})",
+            )
+    for name, ok, detail in checks:
+        print(f"{'ok      ' if ok else 'MISMATCH'} {name}: {detail}")
+    failed = [name for name, ok, _ in checks if not ok]
+    if failed:
+        print(f"famr verify: {len(failed)} mismatch(es): {', '.join(failed)}", file=sys.stderr)
+        return 4
+    print(f"verified {args.record}: {len(checks)} checks passed")
     return 0
 
 
@@ -574,6 +782,7 @@ HANDLERS = {
     "demo": cmd_demo,
     "train": cmd_train,
     "forget": cmd_forget,
+    "verify": cmd_verify,
     "import": cmd_import,
     "certify": cmd_certify,
     "sweep-lambda": cmd_sweep_lambda,
@@ -589,6 +798,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM takes the same clean path as Ctrl-C: temporary files removed, nothing written
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return HANDLERS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
@@ -599,8 +812,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"famr: run diverged, nothing written: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("famr: interrupted, nothing written", file=sys.stderr)
+        print(
+            "famr: interrupted; outputs are only ever written whole, at the end of a run",
+            file=sys.stderr,
+        )
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":  # pragma: no cover

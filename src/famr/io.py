@@ -9,11 +9,14 @@ is renamed into place, so a crash leaves either the old file or the new one, nev
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,37 +60,112 @@ def json_text(data: Any) -> str:
     return json.dumps(_clean(data), indent=2, sort_keys=False) + "\n"
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
-def _temporary_beside(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (they are delivered right after).
+
+    Used around the final renames, so an interrupt can never land between two of them: a
+    run's outputs appear all together or not at all.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        yield Path(tmp)
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class StagedOutputs:
+    """Files written under temporary names, renamed into place together by :meth:`commit`.
+
+    Use as a context manager: leaving the block without ``commit`` (an error, an interrupt)
+    deletes every temporary file and leaves the destinations exactly as they were.
+    """
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, Path] = {}
+        self.committed = False
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def path_for(self, destination: str | Path) -> Path:
+        """A fresh temporary file beside ``destination`` to write its content to."""
+        destination = Path(destination)
+        if destination in self._staged:
+            raise ValueError(f"output {str(destination)!r} is staged twice")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+        )
+        os.close(fd)
+        # mkstemp creates the file private (0600); give it the permissions open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        self._staged[destination] = Path(tmp)
+        return Path(tmp)
+
+    def write_text(self, destination: str | Path, text: str) -> None:
+        """Stage ``text`` as the content of ``destination``."""
+        self.path_for(destination).write_text(text)
+
+    def commit(self) -> None:
+        """Rename every staged file into place, with SIGINT / SIGTERM held back meanwhile."""
+        with signals_deferred():
+            for destination, tmp in self._staged.items():
+                os.replace(tmp, destination)
+            self.committed = True
+        self._staged.clear()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for tmp in self._staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self._staged.clear()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    with _temporary_beside(path) as tmp:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    with StagedOutputs() as stage:
+        stage.write_text(path, text)
+        stage.commit()
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    *,
+    stage: StagedOutputs | None = None,
+) -> dict[str, str]:
     """Save ``model``'s weights to ``path`` (safetensors) and ``meta`` to its JSON sidecar.
+
+    The sidecar records the weights file's sha256, which :func:`load_checkpoint` checks.
 
     Args:
         path: Destination ``.safetensors`` file.
         model: The model (its ``state_dict`` is saved, including buffers).
         meta: Must hold ``arch`` and ``arch_args`` (with ``num_classes``, ``in_channels``).
+        stage: Stage both files there (committed with the caller's other outputs) instead of
+            committing them now.
+
+    Returns:
+        ``{"sha256": ..., "metadata_sha256": ...}`` of the weights and sidecar files.
     """
     from safetensors.torch import save_file
 
@@ -96,11 +174,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
         if key not in meta:
             raise ValueError(f"checkpoint metadata needs {key!r}")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with _temporary_beside(path) as tmp_weights, _temporary_beside(sidecar_path(path)) as tmp_meta:
+    with contextlib.ExitStack() as stack:
+        own = stage is None
+        staged = stack.enter_context(StagedOutputs()) if own else stage
+        tmp_weights = staged.path_for(path)
         save_file(tensors, str(tmp_weights))
-        tmp_meta.write_text(json_text({"format_version": FORMAT_VERSION, **meta}))
-        os.replace(tmp_weights, path)
-        os.replace(tmp_meta, sidecar_path(path))
+        digest = sha256_file(tmp_weights)
+        side = json_text({"format_version": FORMAT_VERSION, **meta, "weights_sha256": digest})
+        staged.write_text(sidecar_path(path), side)
+        if own:
+            staged.commit()
+    return {"sha256": digest, "metadata_sha256": hashlib.sha256(side.encode()).hexdigest()}
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -142,6 +226,18 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(
             f"checkpoint {str(path)!r} is not a readable safetensors file: {err}"
         ) from None
+    expected = meta.get("weights_sha256")
+    if expected is not None and sha256_file(path) != expected:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match its metadata: sha256 {sha256_file(path)} "
+            f"!= recorded {expected} (a corrupted or replaced weights file)"
+        )
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds non-finite (NaN/inf) values in {len(bad)} tensor(s), "
+            f"first {bad[0]!r}; refusing to use it"
+        )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
@@ -162,17 +258,24 @@ def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[P
     """
     path = Path(path)
     check_new_path(path, overwrite=overwrite)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(
+            f"output {str(path)!r} is a file; an output folder never replaces a file"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "previous")
+        old = None
+        with signals_deferred():  # the swap below is never cut in half by an interrupt
+            if path.exists():
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+                )
+                os.replace(path, old / "previous")
             os.replace(tmp, path)
+        if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

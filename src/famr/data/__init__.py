@@ -90,11 +90,24 @@ def list_datasets() -> list[str]:
 
 
 from . import cifar10, digits  # noqa: E402,F401  (registers the data sets)
-from .forget import ClassForget, Splits  # noqa: E402
+from .forget import (  # noqa: E402
+    ClassForget,
+    ForgetSpec,
+    RandomForget,
+    SampleForget,
+    Splits,
+    forget_spec_from_dict,
+    indices_sha256,
+)
 
 __all__ = [
     "DATASETS",
     "ClassForget",
+    "ForgetSpec",
+    "RandomForget",
+    "SampleForget",
+    "forget_spec_from_dict",
+    "indices_sha256",
     "ImageData",
     "Splits",
     "hold_out_validation",

@@ -1,9 +1,16 @@
-"""Forget specifications: what to forget, and the splits evaluated against a retrained model."""
+"""Forget specifications: what to forget, and the splits evaluated against a retrained model.
+
+A spec (:class:`ClassForget`, :class:`SampleForget`, :class:`RandomForget`) validates itself
+against the data, builds :class:`Splits`, and round-trips through ``to_dict`` /
+:func:`forget_spec_from_dict` so that results and audit records can name it exactly.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +28,8 @@ class Splits:
         retain: Training examples to keep (everything else in the training set).
         test_retain: Test examples of the retained classes.
         test_forget: Test examples of the forgotten classes (``None`` when there are none).
-        forget_classes: The forgotten class indices.
+        forget_classes: The classes forgotten entirely (empty for sample forgetting).
+        forget_indices: Sorted indices of the forgotten examples in the training set.
     """
 
     forget: TensorDataset
@@ -29,6 +37,11 @@ class Splits:
     test_retain: TensorDataset
     test_forget: TensorDataset | None
     forget_classes: list[int]
+    forget_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+
+    def forget_indices_sha256(self) -> str:
+        """The sha256 of the sorted forget-index list (see :func:`indices_sha256`)."""
+        return indices_sha256(self.forget_indices)
 
     def evaluation_sets(self) -> dict[str, TensorDataset | None]:
         """The four evaluation splits by name, as ``famr.evaluate`` takes them."""
@@ -38,6 +51,21 @@ class Splits:
             "test_retain": self.test_retain,
             "test_forget": self.test_forget,
         }
+
+
+def _integers(values: Sequence[Any], what: str) -> tuple[int, ...]:
+    """``values`` as ints; a bool, a fraction or a non-number is a ``ValueError``."""
+    out = []
+    for v in values:
+        ok = not isinstance(v, bool)
+        try:
+            ok = ok and float(v).is_integer()
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{what} {v!r} is not an integer")
+        out.append(int(v))
+    return tuple(out)
 
 
 def _subset(images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> TensorDataset:
@@ -56,7 +84,7 @@ class ClassForget:
 
     def __init__(self, classes: int | Sequence[int]) -> None:
         values = (classes,) if isinstance(classes, int) else tuple(classes)
-        object.__setattr__(self, "classes", tuple(int(c) for c in values))
+        object.__setattr__(self, "classes", _integers(values, "class index"))
 
     def validate(self, num_classes: int) -> None:
         """Raise ``ValueError`` for an empty, duplicated, out-of-range or all-class request."""
@@ -95,8 +123,134 @@ class ClassForget:
             test_retain=_subset(tx, ty, ~in_test_forget),
             test_forget=_subset(tx, ty, in_test_forget) if bool(in_test_forget.any()) else None,
             forget_classes=sorted(self.classes),
+            forget_indices=torch.nonzero(in_forget).flatten(),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as stored in results and checkpoints."""
-        return {"classes": list(self.classes)}
+        return {"kind": "classes", "classes": list(self.classes)}
+
+
+def indices_sha256(indices: torch.Tensor | Sequence[int]) -> str:
+    """sha256 of the sorted indices written as little-endian int64 (the audit record's hash)."""
+    values = torch.as_tensor(indices, dtype=torch.int64).flatten().sort().values
+    return hashlib.sha256(values.numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def _sample_splits(
+    indices: torch.Tensor, train: TensorDataset, test: TensorDataset, label: str
+) -> Splits:
+    x, y = to_tensors(train, name="training")
+    tx, ty = to_tensors(test, name="test")
+    n = len(y)
+    if indices.numel() == 0:
+        raise ValueError(f"{label}: no example to forget; give at least one training index")
+    bad = indices[(indices < 0) | (indices >= n)]
+    if bad.numel():
+        raise ValueError(f"{label}: index {int(bad[0])} is out of range; valid indices: 0..{n - 1}")
+    unique, counts = torch.unique(indices, return_counts=True)
+    if bool((counts > 1).any()):
+        raise ValueError(f"{label}: index {int(unique[counts > 1][0])} is listed more than once")
+    if len(unique) == n:
+        raise ValueError(f"{label}: forgetting all {n} training examples leaves nothing to retain")
+    in_forget = torch.zeros(n, dtype=torch.bool)
+    in_forget[unique] = True
+    return Splits(
+        forget=_subset(x, y, in_forget),
+        retain=_subset(x, y, ~in_forget),
+        test_retain=TensorDataset(tx, ty),
+        test_forget=None,
+        forget_classes=[],
+        forget_indices=unique,
+    )
+
+
+@dataclass(frozen=True)
+class SampleForget:
+    """Forget chosen training examples, given by their indices in the training set.
+
+    The test set is evaluated whole (no class is removed); every class stays a retained class,
+    so FAMR's ``"retained"`` target is uniform over all K classes here.
+
+    Attributes:
+        indices: Training-set indices to forget (no duplicates, all in range).
+    """
+
+    indices: tuple[int, ...]
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        object.__setattr__(self, "indices", _integers(indices, "forget index"))
+
+    def split(self, train: TensorDataset, test: TensorDataset, num_classes: int) -> Splits:
+        """The forget / retain / test splits (raises ``ValueError`` for bad indices)."""
+        del num_classes
+        return _sample_splits(
+            torch.tensor(self.indices, dtype=torch.long), train, test, "sample forget spec"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the indices themselves, sorted; audit records store only their hash)."""
+        return {"kind": "samples", "indices": sorted(self.indices)}
+
+
+@dataclass(frozen=True)
+class RandomForget:
+    """Forget a random fraction of the training set (the SalUn protocol's "random 10 %").
+
+    Attributes:
+        fraction: Share of the training examples to forget, in (0, 1).
+        seed: Seed of the choice; the same seed and training set give the same examples.
+    """
+
+    fraction: float
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for a fraction outside (0, 1) or a negative seed."""
+        if not (isinstance(self.fraction, (int, float)) and math.isfinite(self.fraction)):
+            raise ValueError(f"random fraction {self.fraction!r} is not a finite number")
+        if not 0 < self.fraction < 1:
+            raise ValueError(
+                f"random fraction {self.fraction!r} is not valid; it must lie in (0, 1)"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"forget seed {self.seed!r} is not valid; it must be an integer >= 0")
+
+    def indices(self, num_train: int) -> torch.Tensor:
+        """The chosen training indices (sorted)."""
+        self.validate()
+        count = max(1, round(self.fraction * num_train))
+        order = torch.randperm(num_train, generator=torch.Generator().manual_seed(self.seed))
+        return order[:count].sort().values
+
+    def split(self, train: TensorDataset, test: TensorDataset, num_classes: int) -> Splits:
+        """The forget / retain / test splits of this request."""
+        del num_classes
+        n = len(to_tensors(train, name="training")[1])
+        return _sample_splits(self.indices(n), train, test, "random forget spec")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as stored in results and checkpoints."""
+        return {"kind": "random", "fraction": self.fraction, "seed": self.seed}
+
+
+ForgetSpec = ClassForget | SampleForget | RandomForget
+
+
+def forget_spec_from_dict(data: dict[str, Any]) -> ForgetSpec:
+    """Rebuild a spec from its ``to_dict`` form (older records without ``kind`` are classes)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"forget spec {data!r} is not a JSON object")
+    kind = data.get("kind", "classes")
+    try:
+        if kind == "classes":
+            return ClassForget(data["classes"])
+        if kind == "samples":
+            return SampleForget(data["indices"])
+        if kind == "random":
+            return RandomForget(float(data["fraction"]), int(data.get("seed", 0)))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"forget spec {data!r} is malformed: {err}") from None
+    raise ValueError(
+        f"forget spec kind {kind!r} is not known; choose from classes, samples, random"
+    )
