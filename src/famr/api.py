@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from . import distributed
 from .config import OptimConfig, TrainConfig, make_config
 from .data.tensors import to_float, to_tensors
 from .loop import Progress
@@ -221,13 +222,20 @@ def predict(
     images, labels = to_tensors(dataset)
     was_training = model.training
     model.eval()
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(dev)
-        x = to_float(x)
-        chunks.append(model(x).float().cpu())
-    model.train(was_training)
-    return SplitOutputs(torch.cat(chunks), labels.cpu())
+
+    def logits(part: Tensor) -> Tensor:
+        chunks = [
+            model(to_float(part[start : start + batch_size].to(dev))).float()
+            for start in range(0, len(part), batch_size)
+        ]
+        return torch.cat(chunks)
+
+    try:
+        # under torchrun each rank predicts its share; every rank gets all the logits
+        out = distributed.gather_rows(logits, images)
+    finally:
+        model.train(was_training)
+    return SplitOutputs(out.cpu(), labels.cpu())
 
 
 def choose_metrics(available: set[str], metrics: list[str] | None = None) -> list[Entry]:

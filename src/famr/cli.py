@@ -9,6 +9,7 @@ together, only once complete).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import io
+from . import distributed, io
 from .api import evaluate, resolve_device, train, unlearn
 from .config import TrainConfig, config_dict, make_config
 from .data import ClassForget, RandomForget, SampleForget, forget_spec_from_dict, load_dataset
@@ -114,16 +115,25 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="digits", help="data set name (default: digits)")
+    parser.add_argument(
+        "--data", default="digits", help="data set: digits, cifar10, imagefolder (default digits)"
+    )
     parser.add_argument("--data-root", help="folder holding the data set's files")
+    parser.add_argument(
+        "--classes-file", help="imagefolder: use only the class folders listed (one per line)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="imagefolder: side of the centre-cropped images"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="imagefolder: image-decoding worker processes (default 2)"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``famr`` argument parser."""
-    parser = _Parser(
-        prog="famr", description="Post-hoc machine unlearning for image classifiers."
-    )
+    parser = _Parser(prog="famr", description="Post-hoc machine unlearning for image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -143,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--arch", default="small_cnn", help=f"architecture: {', '.join(list_models())}")
     tr.add_argument(
         "--exclude-classes", help="leave these classes out of training (retrain reference)"
+    )
+    tr.add_argument(
+        "--init", help="start from this checkpoint's weights (e.g. one made by famr import)"
     )
     tr.add_argument("--out", required=True, help="output .safetensors path")
     tr.add_argument("--overwrite", action="store_true")
@@ -202,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OLD=NEW",
         help="replace a key prefix (repeatable)",
     )
+    im.add_argument(
+        "--replace-head",
+        action="store_true",
+        help="load a classifier with another class count, then give it a fresh "
+        "--num-classes head (e.g. ImageNet weights for a 10-class task)",
+    )
+    im.add_argument("--seed", type=int, default=0, help="seed of a replaced head (default 0)")
     im.add_argument("--out", required=True, help="output .safetensors path")
     im.add_argument("--overwrite", action="store_true")
 
@@ -270,6 +290,15 @@ def _checkpoint_out(path: str, overwrite: bool) -> Path:
     io.check_new_path(out, overwrite=overwrite)
     io.check_new_path(io.sidecar_path(out), overwrite=overwrite)
     return out
+
+
+def _load_data(args: argparse.Namespace, name: str | None = None, root: str | None = None):
+    options = {
+        "classes_file": args.classes_file,
+        "image_size": args.image_size,
+        "workers": args.workers,
+    }
+    return load_dataset(name or args.data, root or args.data_root, **options)
 
 
 def _splits_for(data, classes: list[int]) -> Splits:
@@ -359,13 +388,36 @@ def cmd_import(args: argparse.Namespace) -> int:
         values = _floats(getattr(args, name), name)
         if values is not None:
             arch_args[name] = values
+    from .loop import head_name
+    from .models.external import map_keys, read_state_dict
+    from .models.hub import replace_head
+
     model = create_model(args.arch, **arch_args)
-    load_external(model, args.weights, strip_prefix=args.strip_prefix, renames=renames)
+    state = read_state_dict(args.weights)
+    replaced = None
+    if args.replace_head:
+        # build the model with the file's class count, load it, then swap in a fresh head
+        own_head = head_name(model) + ".weight"
+        prefix = getattr(model, "external_prefix", "")
+        mapped = map_keys(state, strip_prefix=args.strip_prefix, renames=renames)
+        key = next((k for k in (own_head, own_head.removeprefix(prefix)) if k in mapped), None)
+        if key is None:
+            raise UsageError(
+                f"--replace-head: the weights have no classifier {own_head!r}; map the keys "
+                "with --strip-prefix / --rename"
+            )
+        source_classes = int(mapped[key].shape[0])
+        model = create_model(args.arch, **{**arch_args, "num_classes": source_classes})
+        replaced = {"from_classes": source_classes, "seed": args.seed}
+    load_external(model, args.weights, strip_prefix=args.strip_prefix, renames=renames, state=state)
+    if replaced is not None:
+        replace_head(model, args.num_classes, seed=args.seed)
     meta = {
         "arch": args.arch,
         "arch_args": arch_args,
         "imported_from": str(args.weights),
         "key_mapping": {"strip_prefix": args.strip_prefix, "renames": renames},
+        "replaced_head": replaced,
     }
     io.save_checkpoint(out, model, meta)
     print(f"imported {args.weights} as {args.arch}; saved {out}")
@@ -386,7 +438,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise UsageError("the unlearned checkpoint records no lambda (not a FAMR run); pass --lam")
     if not (isinstance(lam, (int, float)) and lam == lam and lam >= 0 and lam != float("inf")):
         raise UsageError(f"lam={lam!r} is not valid; it must be a finite number >= 0")
-    data = load_dataset(args.data, args.data_root)
+    data = _load_data(args)
     classes = _parse_classes(args.classes)
     splits = _splits_for(data, classes)
     support = None
@@ -464,7 +516,7 @@ def cmd_sweep_lambda(args: argparse.Namespace) -> int:
     config = config_dict(make_config(entry.meta["config"], values, parse=True))
     config.pop("lam")
     model, _ = io.load_checkpoint(args.checkpoint)
-    data = load_dataset(args.data, args.data_root)
+    data = _load_data(args)
     splits = _splits_for(data, _parse_classes(args.classes))
     rows = lambda_path(model, splits, lams, method=args.method, device=args.device, **config)
     with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
@@ -499,7 +551,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = _checkpoint_out(args.out, args.overwrite)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed"))
     cfg = make_config(TrainConfig, values, parse=True)
-    data = load_dataset(args.data, args.data_root)
+    data = _load_data(args)
     dataset = data.train
     excluded: list[int] = []
     if args.exclude_classes:
@@ -510,9 +562,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         arch_args.update(mean=list(data.mean), std=list(data.std))
     import torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = create_model(args.arch, **arch_args)
+    if args.init:
+        model, init_meta = io.load_checkpoint(args.init)
+        if init_meta["arch"] != args.arch:
+            raise UsageError(
+                f"--init checkpoint is a {init_meta['arch']!r}, not --arch {args.arch!r}"
+            )
+        if init_meta["arch_args"].get("num_classes") != data.num_classes:
+            raise UsageError(
+                f"--init checkpoint has {init_meta['arch_args'].get('num_classes')} classes but "
+                f"data set {args.data!r} has {data.num_classes}"
+            )
+        arch_args = init_meta["arch_args"]
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = create_model(args.arch, **arch_args)
     result = train(
         model,
         dataset,
@@ -528,6 +593,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "arch_args": arch_args,
         "dataset": args.data,
         "excluded_classes": excluded,
+        "init_checkpoint": str(args.init) if args.init else None,
         "config": config_dict(cfg),
         "metrics": {"test_acc": test_metrics["test_retain_acc"], "seconds": result.seconds},
         "history": result.history,
@@ -562,7 +628,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         "sha256": io.sha256_file(source),
         "metadata_sha256": io.sha256_file(io.sidecar_path(source)),
     }
-    data = load_dataset(args.data, args.data_root)
+    data = _load_data(args)
     if meta["arch_args"].get("num_classes") != data.num_classes:
         raise UsageError(
             f"checkpoint has {meta['arch_args'].get('num_classes')} classes but data set {args.data!r} has {data.num_classes}"
@@ -802,8 +868,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM takes the same clean path as Ctrl-C: temporary files removed, nothing written
         previous = signal.signal(signal.SIGTERM, _interrupt)
+    started_group = False
+    quiet = contextlib.nullcontext()
     try:
-        return HANDLERS[args.command](args)
+        started_group = _start_process_group(args)
+        if not distributed.is_main():  # under torchrun only rank 0 prints and writes files
+            quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115
+            if hasattr(args, "quiet"):
+                args.quiet = True
+        with quiet:
+            return HANDLERS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         message = " ".join(str(err).split())
         print(f"famr: error: {message}", file=sys.stderr)
@@ -820,6 +894,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if started_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _start_process_group(args: argparse.Namespace) -> bool:
+    """Join the process group when run under torchrun (``WORLD_SIZE`` > 1): NCCL with one GPU
+    per process when CUDA is used, gloo on CPUs. Returns whether a group was started."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    device = resolve_device(getattr(args, "device", None))
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+        dist.init_process_group("nccl", device_id=torch.device(f"cuda:{local}"))
+    else:
+        dist.init_process_group("gloo")
+    return True
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from .models import create_model
 
 FORMAT_VERSION = 1
@@ -125,7 +126,13 @@ class StagedOutputs:
         self.path_for(destination).write_text(text)
 
     def commit(self) -> None:
-        """Rename every staged file into place, with SIGINT / SIGTERM held back meanwhile."""
+        """Rename every staged file into place, with SIGINT / SIGTERM held back meanwhile.
+
+        Under torchrun only rank 0 commits; the other ranks' staged files are discarded.
+        """
+        if not distributed.is_main():
+            self.__exit__()
+            return
         with signals_deferred():
             for destination, tmp in self._staged.items():
                 os.replace(tmp, destination)
@@ -266,6 +273,8 @@ def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[P
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        if not distributed.is_main():  # under torchrun only rank 0 writes
+            return
         old = None
         with signals_deferred():  # the swap below is never cut in half by an interrupt
             if path.exists():

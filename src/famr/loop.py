@@ -17,6 +17,7 @@ from itertools import islice
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .config import OptimConfig
 from .losses import add_anchor_gradient_, squared_distance
 
@@ -69,6 +70,31 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
         names = ", ".join(n for n, _ in named[:12]) + (", ..." if len(named) > 12 else "")
         raise ValueError(f"params={spec!r} selects no parameter; parameter names: {names}")
     return chosen
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _sum_over_ranks(
+    logged: dict[str, float] | None, params: list[nn.Parameter], some_rank_empty: bool
+) -> dict[str, float]:
+    """Sum the share-weighted gradients and logged terms over ranks.
+
+    A rank that saw no example contributes zeros; it learns the term names from rank 0 (which
+    always has the batch's first example).
+    """
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    distributed.all_reduce_sum_([p.grad for p in params])
+    if some_rank_empty:
+        keys = distributed.broadcast_object(sorted(logged) if logged is not None else None)
+    else:
+        keys = sorted(logged)
+    values = torch.tensor([logged[k] if logged else 0.0 for k in keys], dtype=torch.float64)
+    distributed.all_reduce_sum_([values])
+    return dict(zip(keys, values.tolist(), strict=True))
 
 
 def set_train_mode(model: nn.Module, batchnorm: str) -> None:
@@ -209,6 +235,12 @@ def optimise(
             if n in update_mask
         }
 
+    rank, world_size = distributed.world()
+    if world_size > 1 and cfg.batchnorm == "train" and _has_batchnorm(model):
+        raise ValueError(
+            "batchnorm='train' is not supported under data parallelism (each rank would "
+            "normalise with its own statistics); use batchnorm='eval'"
+        )
     optimizer = _optimizer(params, cfg)
     total = streams.total_steps(cfg.epochs)
     total = total if cfg.max_steps is None else min(total, cfg.max_steps)
@@ -231,17 +263,33 @@ def optimise(
                     batch = {k: (_channels_last(x), y) for k, (x, y) in batch.items()}
                 if on_step is not None:
                     on_step(step, total)
-                with autocast:
-                    terms = objective(batch)
-                loss = terms["loss"]
-                value = float(loss.detach())
+                share = 1.0
+                if world_size > 1:  # this rank's strided share of the global batch
+                    driver = (
+                        streams.driver_name if streams.driver_name in batch else next(iter(batch))
+                    )
+                    global_count = len(batch[driver][1])
+                    batch = {
+                        k: (distributed.shard(x), distributed.shard(y))
+                        for k, (x, y) in batch.items()
+                    }
+                    share = len(batch[driver][1]) / global_count
+                optimizer.zero_grad(set_to_none=True)
+                if share > 0:
+                    with autocast:
+                        terms = objective(batch)
+                    (terms["loss"] * share).backward()
+                    logged = {k: float(v.detach()) * share for k, v in terms.items()}
+                else:  # fewer examples than ranks in this batch: this rank adds nothing
+                    logged = None
+                if world_size > 1:
+                    logged = _sum_over_ranks(logged, params, global_count < world_size)
+                value = logged["loss"]
                 if not math.isfinite(value):
                     raise DivergenceError(
                         f"the objective became {value} at step {step + 1} (epoch {epoch + 1}); "
                         "lower lr, set grad_clip, or raise the anchor strength"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 add_anchor_gradient_(params, start, anchor_lam)
                 for i, mask in masks.items():
                     params[i].grad.mul_(mask)
@@ -253,8 +301,8 @@ def optimise(
                         for i, mask in masks.items():
                             params[i].copy_(torch.where(mask, params[i], start[i]))
                 scheduler.step()
-                for key, term in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(term.detach())
+                for key, term in logged.items():
+                    sums[key] = sums.get(key, 0.0) + term
                 count += 1
                 step += 1
                 if progress is not None:

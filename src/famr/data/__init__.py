@@ -6,8 +6,10 @@ names); a forget spec turns it into :class:`Splits` (forget / retain / test sets
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
@@ -49,17 +51,28 @@ class ImageData:
         return len(self.class_names)
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> ImageData:
+def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> ImageData:
     """Load registered data set ``name`` from local files under ``root`` (never downloads).
 
     Args:
         name: A registered data set (see :func:`list_datasets`).
         root: Folder holding the data, for data sets that are not embedded.
+        **options: Loader options (e.g. ``classes_file``, ``image_size`` for
+            ``imagefolder``); an option the loader does not take is a ``ValueError``.
 
     Returns:
         The data set as tensors.
     """
-    return DATASETS.get(name).obj(root)
+    loader = DATASETS.get(name).obj
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = set(inspect.signature(loader).parameters) - {"root"}
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ValueError(
+            f"data set {name!r} takes no option {', '.join(unknown)}"
+            + (f"; its options: {', '.join(sorted(accepted))}" if accepted else "")
+        )
+    return loader(root, **given)
 
 
 def hold_out_validation(data: ImageData, fraction: float = 0.1, seed: int = 0) -> ImageData:
@@ -89,7 +102,7 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-from . import cifar10, digits  # noqa: E402,F401  (registers the data sets)
+from . import cifar10, digits, imagefolder  # noqa: E402,F401  (registers the data sets)
 from .forget import (  # noqa: E402
     ClassForget,
     ForgetSpec,

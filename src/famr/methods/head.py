@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+from .. import distributed
 from ..config import OptimConfig
 from ..data.tensors import to_float
 from ..loop import head_name
@@ -47,15 +48,21 @@ def head_inputs(
     )
     was_training = model.training
     model.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size]
+
+    def features(part: Tensor) -> Tensor:
+        captured.clear()
+        for start in range(0, len(part), batch_size):
+            x = part[start : start + batch_size]
             with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
                 model(to_float(x))
+        return torch.cat(captured)
+
+    try:
+        # under torchrun each rank computes its share; every rank gets all the features
+        return distributed.gather_rows(features, images)
     finally:
         hook.remove()
         model.train(was_training)
-    return torch.cat(captured)
 
 
 def cached_head_problem(

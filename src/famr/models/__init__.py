@@ -20,7 +20,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: An
     """Build architecture ``name``.
 
     Args:
-        name: A registered architecture (see :func:`list_models`).
+        name: A registered architecture (see :func:`list_models`), or a torchvision / timm
+            model as ``torchvision:<name>`` / ``timm:<name>`` (random weights; see
+            :mod:`famr.models.hub`).
         num_classes: Output classes K.
         in_channels: Image channels.
         **kwargs: Architecture arguments (e.g. ``width``, ``mean``/``std`` for input
@@ -29,6 +31,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: An
     Returns:
         A freshly initialised model.
     """
+    from .hub import create_hub_model, is_hub_name
+
+    if is_hub_name(name):
+        return create_hub_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
     entry = MODELS.get(name)
     try:
         return entry.obj(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -75,17 +75,24 @@ def load_external(
     *,
     strip_prefix: str = "",
     renames: Sequence[tuple[str, str]] = (),
+    state: Mapping[str, Tensor] | None = None,
 ) -> nn.Module:
     """Load another code base's weights into ``model`` (strictly: every key must match).
 
     Input normalisation is part of famr's models (``mean``/``std`` architecture arguments), so
     a checkpoint trained on normalised inputs needs the same ``mean``/``std`` when the model is
     built; buffers ``normalize.mean``/``normalize.std`` absent from the file are kept.
+    torchvision / timm models (:class:`famr.models.hub.HubModel`) take the file's keys under
+    their ``net.`` prefix. ``state`` gives the already-read tensors of ``path``.
 
     Raises:
         ValueError: Keys or shapes do not match (the message lists a few of each).
     """
-    state = map_keys(read_state_dict(path), strip_prefix=strip_prefix, renames=renames)
+    raw = read_state_dict(path) if state is None else state
+    state = map_keys(raw, strip_prefix=strip_prefix, renames=renames)
+    prefix = getattr(model, "external_prefix", "")
+    if prefix and not any(k.startswith(prefix) for k in state):
+        state = {prefix + k: v for k, v in state.items()}
     own = model.state_dict()
     for key in ("normalize.mean", "normalize.std"):
         if key in own and key not in state:

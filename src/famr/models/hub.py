@@ -1,0 +1,104 @@
+"""Models from torchvision and timm, by name: ``torchvision:resnet50``, ``timm:vit_small_patch16_224``.
+
+Built with random weights (pretrained weights are never downloaded: load a local file with
+``famr import``), with famr's input normalisation in front, so every famr model takes images
+in [0, 1]. Their state-dict keys are the library's own keys under ``net.`` (``famr import``
+adds the prefix when it reads a file saved by torchvision or timm code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .small import _normalize
+
+SOURCES = ("torchvision", "timm")
+
+
+class HubModel(nn.Module):
+    """A torchvision or timm classifier behind famr's input normalisation."""
+
+    external_prefix = "net."
+
+    def __init__(self, net: nn.Module, normalize: nn.Module) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.normalize(x))
+
+
+def is_hub_name(name: str) -> bool:
+    """Whether ``name`` names a torchvision or timm model (``source:model``)."""
+    return name.partition(":")[0] in SOURCES and ":" in name
+
+
+def create_hub_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **kwargs: Any,
+) -> HubModel:
+    """Build ``torchvision:<model>`` or ``timm:<model>`` with ``num_classes`` outputs.
+
+    Raises:
+        ValueError: The library is not installed, or does not know the model (the message
+            lists some of its names).
+    """
+    source, _, arch = name.partition(":")
+    if source == "torchvision":
+        try:
+            import torchvision
+        except ImportError:
+            raise ValueError(
+                f"architecture {name!r} needs torchvision; install it (pip install torchvision)"
+            ) from None
+        known = torchvision.models.list_models(module=torchvision.models)
+        if arch not in known:
+            raise ValueError(
+                f"torchvision has no classification model {arch!r}; some valid choices: "
+                + ", ".join(known[:12])
+                + ", ..."
+            )
+        if in_channels != 3:
+            raise ValueError(f"torchvision models take 3 input channels, not {in_channels}")
+        net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    elif source == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise ValueError(
+                f"architecture {name!r} needs timm; install it (pip install timm)"
+            ) from None
+        if not timm.is_model(arch):
+            close = timm.list_models(f"*{arch.split('_')[0]}*")[:12]
+            raise ValueError(f"timm has no model {arch!r}; similar names: {', '.join(close)}")
+        net = timm.create_model(
+            arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs
+        )
+    else:
+        raise ValueError(f"model source {source!r} is not known; choose from {SOURCES}")
+    return HubModel(net, _normalize(in_channels, mean, std))
+
+
+def replace_head(model: nn.Module, num_classes: int, seed: int = 0) -> nn.Module:
+    """Replace the model's classifier (its last ``nn.Linear``) by a fresh one with
+    ``num_classes`` outputs, initialised like ``nn.Linear`` from ``seed``. In place."""
+    from ..loop import head_name
+
+    name = head_name(model)
+    old = model.get_submodule(name)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    setattr(parent, attr, new.to(device=old.weight.device, dtype=old.weight.dtype))
+    return model
