@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# torch is pinned here (the CPU build on this machine's disk); pyproject.toml keeps lower bounds.
-$(VENV)/.installed: pyproject.toml
+# Exact versions are pinned only here; pyproject.toml keeps lower bounds. torch 2.14.1 is the
+# oldest build with a working torchvision on these machines (../shared/README.md).
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+	$(BIN)/pip install --quiet -e ".[dev,vision]"
 	touch $@
 
 demo: install

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 import famr
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("FAMR_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")
