@@ -124,10 +124,8 @@ def test_tiny_imagenet_subset():
 
 # --- torchvision and timm models ------------------------------------------------------------
 
-torchvision = pytest.importorskip("torchvision")
-
-
 def test_torchvision_model_by_name_and_its_head():
+    pytest.importorskip("torchvision")
     from famr.loop import head_name
 
     model = famr.create_model("torchvision:resnet18", 7, mean=[0.5] * 3, std=[0.25] * 3)
@@ -148,6 +146,7 @@ def test_timm_model_by_name():
 
 
 def test_import_torchvision_weights_with_a_new_head(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     source = torchvision.models.resnet18(num_classes=1000)
     weights = tmp_path / "resnet18.pth"
@@ -166,6 +165,7 @@ def test_import_torchvision_weights_with_a_new_head(tmp_path):
 
 
 def test_train_and_forget_a_torchvision_model_on_an_imagefolder(tmp_path):
+    pytest.importorskip("torchvision")
     root = _tree(tmp_path / "tree", size=(24, 24))
     data = ["--data", "imagefolder", "--data-root", str(root), "--workers", "0"]
     model = tmp_path / "m.safetensors"
@@ -218,3 +218,15 @@ def test_two_processes_match_one(digits_checkpoint, tmp_path, method):
         "m.json",
         "m.safetensors",
     ]
+
+
+def test_torch_compile_option_gives_the_eager_result(tiny):
+    model, forget, retain = tiny
+    common = dict(method="famr_literal", epochs=2, batch_size=8, certificate=False)
+    eager = famr.unlearn(model, forget, **common)
+    compiled = famr.unlearn(model, forget, compile=True, **common)
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert getattr(compiled.model, "_compiled_call_impl", None) is None  # handed back eager
+    with pytest.raises(ValueError, match="compile='yes' is not valid"):
+        famr.unlearn(model, forget, compile="yes", **common)

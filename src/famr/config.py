@@ -67,6 +67,8 @@ class OptimConfig:
         bf16: Run forward passes under bfloat16 autocast.
         channels_last: Use the channels-last memory format for the model and image batches
             (with ``bf16``, about twice as fast for convolutions on a recent CPU).
+        compile: Run the model through ``torch.compile`` during the loop (in place, undone
+            afterwards); pays a one-off compilation of tens of seconds, for long runs.
         seed: Seed for shuffling, random labels and initialisation.
     """
 
@@ -85,6 +87,7 @@ class OptimConfig:
     augment: str = "none"
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,6 +116,11 @@ class OptimConfig:
         )
         check_choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         check_choice("augment", self.augment, AUGMENTATIONS)
+        for name in ("nesterov", "bf16", "channels_last", "compile"):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, bool), f"{name}={value!r} is not valid; it must be true or false"
+            )
         _require(
             isinstance(self.seed, int) and self.seed >= 0,
             f"seed={self.seed!r} is not valid; it must be an integer >= 0",

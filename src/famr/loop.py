@@ -252,6 +252,9 @@ def optimise(
     step = 0
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    compiled_before = getattr(model, "_compiled_call_impl", None)
+    if cfg.compile:
+        model.compile()  # in place: the objective's model(...) calls go through torch.compile
     try:
         set_train_mode(model, cfg.batchnorm)
         for epoch in range(cfg.epochs):
@@ -322,5 +325,7 @@ def optimise(
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(saved_flags[n])
+        if cfg.compile:  # hand the model back as it came (nn.Module.compile has no public undo)
+            model._compiled_call_impl = compiled_before
         model.eval()
     return history
