@@ -124,6 +124,7 @@ def test_tiny_imagenet_subset():
 
 # --- torchvision and timm models ------------------------------------------------------------
 
+
 def test_torchvision_model_by_name_and_its_head():
     pytest.importorskip("torchvision")
     from famr.loop import head_name

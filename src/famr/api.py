@@ -109,6 +109,7 @@ def unlearn(
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     forget_classes: Sequence[int] | None = None,
+    anchor: nn.Module | None = None,
     **config: Any,
 ) -> Result:
     """Remove what ``model`` learned from ``forget``.
@@ -123,6 +124,10 @@ def unlearn(
         forget_classes: The classes removed entirely (FAMR's ``"retained"`` target spreads over
             the others). Default: the labels present in ``forget`` (right for class requests);
             pass ``[]`` (``Splits.forget_classes``) for sample forgetting, where every class stays.
+        anchor: The l2 anchor point of anchored methods (``famr*``, ``neggrad_plus``), when it
+            is not ``model`` itself: for a sequential request, pass the original model to
+            anchor the second step to it (the certificate then bounds the distance from it).
+            Same architecture as ``model``.
         **config: Fields of the method's config dataclass; unknown keys raise ``ValueError``
             listing the valid ones.
 
@@ -153,7 +158,15 @@ def unlearn(
         forget_classes = sorted({int(c) for c in forget_classes})
         if forget_classes:
             _check_labels(torch.tensor(forget_classes, dtype=torch.long), "forget_classes", k)
-    data = MethodData(forget_t, retain_t, k, forget_classes)
+    anchor_state = None
+    if anchor is not None:
+        own = dict(work.named_parameters())
+        anchor_state = {n: p.detach().to(dev) for n, p in anchor.named_parameters()}
+        if set(own) != set(anchor_state) or any(own[n].shape != anchor_state[n].shape for n in own):
+            raise ValueError("the anchor model's parameters do not match the model's")
+        if not all(bool(v.isfinite().all()) for v in anchor_state.values()):
+            raise ValueError("the anchor model has non-finite weights")
+    data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None
     history, seconds = _seeded_run(
@@ -172,7 +185,16 @@ def unlearn(
             )[:2000]
             checks["retain"] = retain_t[0][keep.to(dev)]
         support = target_support(cfg, data)
-        certificate = certify(original, work, forget_t[0], cfg.lam, support, k, check_images=checks)
+        certificate = certify(
+            original,
+            work,
+            forget_t[0],
+            cfg.lam,
+            support,
+            k,
+            check_images=checks,
+            anchor=copy.deepcopy(anchor).to(dev) if anchor is not None else None,
+        )
         certificate["seconds"] = time.perf_counter() - start
     return Result(work, entry.name, cfg, history, seconds, certificate)
 

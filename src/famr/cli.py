@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--method", default="famr", help=f"method: {', '.join(METHODS.names())}")
     fg.add_argument("--lam", type=float, help="FAMR anchor strength lambda")
     fg.add_argument("--reference", help="checkpoint of a retrained reference, for gaps to retrain")
+    fg.add_argument(
+        "--anchor",
+        help="l2 anchor point of anchored methods (default: --checkpoint itself); for a second "
+        "request, the original model anchors the new step to it",
+    )
     fg.add_argument("--out", required=True, help="output .safetensors path")
     fg.add_argument("--overwrite", action="store_true")
     fg.add_argument("--quiet", action="store_true")
@@ -642,6 +647,15 @@ def cmd_forget(args: argparse.Namespace) -> int:
             **splits.evaluation_sets(),
             device=args.device,
         )
+    anchor_model, anchor_info = None, None
+    if args.anchor:
+        anchor_model, anchor_meta = io.load_checkpoint(args.anchor)
+        if anchor_meta["arch"] != meta["arch"] or anchor_meta["arch_args"] != meta["arch_args"]:
+            raise UsageError(
+                f"--anchor {args.anchor!r} is a {anchor_meta['arch']!r} {anchor_meta['arch_args']}, "
+                f"not the checkpoint's {meta['arch']!r} {meta['arch_args']}"
+            )
+        anchor_info = {"checkpoint": str(args.anchor), "sha256": io.sha256_file(args.anchor)}
     needs_retain = "retain" in entry.meta["needs"]
     result = unlearn(
         model,
@@ -651,8 +665,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
         device=args.device,
         progress=_progress_factory(not args.quiet)(entry.name),
         forget_classes=splits.forget_classes,
+        anchor=anchor_model,
         **config_dict(cfg),
     )
+    chain = _deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
     metrics = evaluate(
         result.model,
         **splits.evaluation_sets(),
@@ -683,6 +699,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         "history": result.history,
         "source_checkpoint": str(source),
         "source_sha256": source_hashes["sha256"],
+        "anchor": anchor_info,
+        "deviation_chain": chain,
         "environment": environment,
     }
     with io.StagedOutputs() as stage:
@@ -702,6 +720,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
             "seeds": {"method": result.config.seed, "forget": getattr(spec, "seed", None)},
             "metrics": metrics,
             "certificate": result.certificate,
+            "anchor": anchor_info,
+            "deviation_chain": chain,
             "environment": environment,
         }
         stage.write_text(audit, io.json_text(record))
@@ -720,6 +740,40 @@ def cmd_forget(args: argparse.Namespace) -> int:
             + (f" <= {c['final_bound']:.4g}" if c["final_bound"] is not None else "")
         )
     return 0
+
+
+def _deviation_chain(meta, source_sha256, anchor_info, certificate) -> dict[str, Any]:
+    """How far the output may be from the first model of a sequence of requests.
+
+    Each certified FAMR step bounds ||theta_out - theta_anchor||. Anchored to its input (the
+    default), the bounds add up along the chain by the triangle inequality; anchored to the
+    first model, the step's own bound already covers the whole distance. ``bound`` is
+    ``None`` once any step in the chain had no certificate.
+    """
+    previous = meta.get("deviation_chain") or {
+        "origin_sha256": source_sha256,
+        "steps": [],
+        "bound": 0.0,
+    }
+    bound = certificate["final_bound"] if certificate and certificate["certified"] else None
+    step = {
+        "input_sha256": source_sha256,
+        "anchor_sha256": anchor_info["sha256"] if anchor_info else source_sha256,
+        "bound": bound,
+    }
+    if bound is None:
+        total = None
+    elif anchor_info and anchor_info["sha256"] == previous["origin_sha256"]:
+        total = bound
+    elif anchor_info:
+        total = None  # anchored to a model outside the chain
+    else:
+        total = None if previous["bound"] is None else previous["bound"] + bound
+    return {
+        "origin_sha256": previous["origin_sha256"],
+        "steps": [*previous["steps"], step],
+        "bound": total,
+    }
 
 
 VERIFIED_METRICS = ("forget_acc", "ua", "test_forget_acc", "mia_efficacy")

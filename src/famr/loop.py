@@ -184,6 +184,7 @@ def optimise(
     *,
     device: torch.device,
     anchor_lam: float = 0.0,
+    anchor: dict[str, Tensor] | None = None,
     update_mask: dict[str, Tensor] | None = None,
     progress: Progress | None = None,
     on_step: Callable[[int, int], None] | None = None,
@@ -200,6 +201,8 @@ def optimise(
         anchor_lam: Strength of the anchor ``(lam/2) ||theta - theta_start||^2`` over the
             updated parameters, where ``theta_start`` are their values on entry. Its gradient
             is added with fused ops after back-propagation (no extra pass over the network).
+        anchor: ``{parameter name: tensor}``: anchor to these values instead of the values on
+            entry (e.g. the original weights during a second, sequential request).
         update_mask: Optional ``{parameter name: bool tensor}``; entries where the mask is
             false never move: their gradients are zeroed and, after each step, their values are
             restored, so momentum and weight decay cannot move them either.
@@ -210,7 +213,7 @@ def optimise(
     Returns:
         One dict per epoch: the mean of each logged term, ``"anchor"`` and ``"objective"``
         (mean loss + anchor) when an anchor is used, ``"distance"`` = ``||theta -
-        theta_start||`` over the updated parameters at the end of the epoch, ``"lr"``.
+        theta_anchor||`` (the anchor point: ``theta_start`` unless ``anchor`` is given) over the updated parameters at the end of the epoch, ``"lr"``.
 
     Raises:
         DivergenceError: The loss became NaN or infinite (the message names the step).
@@ -224,6 +227,12 @@ def optimise(
     for p in params:
         p.requires_grad_(True)
     start = [p.detach().clone() for p in params]
+    anchor_point = start
+    if anchor is not None:
+        missing = [n for n in names if n not in anchor]
+        if missing:
+            raise ValueError(f"the anchor lacks parameters {missing[:4]}")
+        anchor_point = [anchor[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
     masks = {}
     if update_mask:
         unknown = sorted(set(update_mask) - set(names))
@@ -293,7 +302,7 @@ def optimise(
                         f"the objective became {value} at step {step + 1} (epoch {epoch + 1}); "
                         "lower lr, set grad_clip, or raise the anchor strength"
                     )
-                add_anchor_gradient_(params, start, anchor_lam)
+                add_anchor_gradient_(params, anchor_point, anchor_lam)
                 for i, mask in masks.items():
                     params[i].grad.mul_(mask)
                 if cfg.grad_clip is not None:
@@ -314,7 +323,7 @@ def optimise(
                 break
             record = {k: v / count for k, v in sums.items() if k != "loss"}
             record["loss"] = sums["loss"] / count
-            distance_sq = float(squared_distance(params, start))
+            distance_sq = float(squared_distance(params, anchor_point))
             if anchor_lam:
                 record["anchor"] = 0.5 * anchor_lam * distance_sq
                 record["objective"] = record["loss"] + record["anchor"]

@@ -90,20 +90,30 @@ def bounds_report(
     per_layer: dict[str, float],
     lam: float,
     minimum: float,
+    start_distance: float = 0.0,
 ) -> dict:
-    """The deviation bounds from L_f(theta_0), L_f(theta), ||theta - theta_0|| and lambda."""
+    """The deviation bounds from L_f(theta_s), L_f(theta), ||theta - theta_a|| and lambda.
+
+    ``theta_s`` is where the run started and ``theta_a`` the anchor point, at distance
+    ``start_distance`` from it (0 in the usual case theta_a = theta_s = theta_0). Whenever
+    F(theta) <= F(theta_s), (lam/2)||theta - theta_a||^2 <= L_f(theta_s) - L_f(theta)
+    + (lam/2) start_distance^2.
+    """
+    offset = 0.5 * lam * start_distance**2
+    objective_before = before + offset
     objective_after = after + 0.5 * lam * distance**2
     # Tolerance for float32 evaluation noise of L_f.
-    decreased = objective_after <= before + 1e-6 * max(1.0, abs(before))
-    a_priori = math.sqrt(2.0 / lam * max(0.0, before - minimum)) if lam > 0 else None
-    final = math.sqrt(2.0 / lam * max(0.0, before - after)) if lam > 0 else None
+    decreased = objective_after <= objective_before + 1e-6 * max(1.0, abs(objective_before))
+    a_priori = math.sqrt(2.0 / lam * max(0.0, before - minimum + offset)) if lam > 0 else None
+    final = math.sqrt(2.0 / lam * max(0.0, before - after + offset)) if lam > 0 else None
     holds = final is not None and distance <= final * (1 + 1e-6) + 1e-9
     return {
         "lam": lam,
         "uniform_minimum": minimum,
         "uniform_loss_before": before,
         "uniform_loss_after": after,
-        "objective_before": before,
+        "objective_before": objective_before,
+        "start_distance": start_distance,
         "objective_after": objective_after,
         "objective_decreased": bool(decreased),
         "distance": distance,
@@ -418,6 +428,7 @@ def certify(
     check_images: dict[str, Tensor] | None = None,
     newton: bool | None = None,
     cg_iterations: int = 100,
+    anchor: nn.Module | None = None,
 ) -> dict:
     """The FAMR certificate: deviation bounds, output deviation, and the Newton-step link.
 
@@ -436,6 +447,9 @@ def certify(
         newton: Compare the achieved displacement with the damped Newton step (default: when
             only the classifier head moved, where it is cheap and the problem is convex).
         cg_iterations: CG iterations for the Newton step.
+        anchor: The anchor point theta_a when it is not ``original`` (a sequential request
+            anchored to the first model): distances are then measured from it, and the bound
+            accounts for the start's own distance from it (no Newton comparison).
 
     Returns:
         :func:`deviation_certificate`'s fields plus ``head_only``, ``output_deviation`` per
@@ -446,7 +460,11 @@ def certify(
     from .methods.head import head_inputs
 
     checks = check_images or {}
-    distance, per_layer = parameter_distances(original, updated)
+    start_distance = 0.0
+    if anchor is not None:
+        start_distance = parameter_distances(anchor, original)[0]
+        newton = False
+    distance, per_layer = parameter_distances(anchor or original, updated)
     name = head_name(updated)
     prefix = name + "." if name else ""
     head_only = bool(per_layer) and all(
@@ -464,7 +482,7 @@ def certify(
         with torch.no_grad():
             before = float(uniform_cross_entropy(h0(features["forget"]), support))
             after = float(uniform_cross_entropy(h1(features["forget"]), support))
-        out = bounds_report(before, after, distance, per_layer, lam, minimum)
+        out = bounds_report(before, after, distance, per_layer, lam, minimum, start_distance)
         out["output_deviation"] = {
             k: _logit_deviation(h0(features[k]), h1(features[k])) for k in checks
         }
@@ -474,7 +492,7 @@ def certify(
     else:
         before = mean_uniform_loss(original, forget_images, support)
         after = mean_uniform_loss(updated, forget_images, support)
-        out = bounds_report(before, after, distance, per_layer, lam, minimum)
+        out = bounds_report(before, after, distance, per_layer, lam, minimum, start_distance)
         out["output_deviation"] = {
             k: output_deviation(original, updated, v) for k, v in checks.items()
         }

@@ -65,12 +65,15 @@ class MethodData:
         retain: ``(images, labels)`` to keep, or ``None`` when not given.
         num_classes: Number of model outputs K.
         forget_classes: The distinct labels present in the forget set.
+        anchor: ``{parameter name: tensor}`` of the l2 anchor point, or ``None`` for the
+            model's weights on entry (the usual case).
     """
 
     forget: tuple[Tensor, Tensor]
     retain: tuple[Tensor, Tensor] | None
     num_classes: int
     forget_classes: list[int]
+    anchor: dict[str, Tensor] | None = None
 
     def batches(self, name: str, cfg: OptimConfig, *, shuffle: bool = True) -> TensorBatches:
         """Batches of stream ``name`` with the config's batch size, augmentation and seed."""

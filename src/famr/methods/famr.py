@@ -94,7 +94,14 @@ def run_famr(model, data: MethodData, cfg: FamrConfig, *, device, progress=None)
 
     streams = Streams("forget", data.batches("forget", cfg))
     return optimise(
-        model, objective, streams, cfg, device=device, anchor_lam=cfg.lam, progress=progress
+        model,
+        objective,
+        streams,
+        cfg,
+        device=device,
+        anchor_lam=cfg.lam,
+        anchor=data.anchor,
+        progress=progress,
     )
 
 

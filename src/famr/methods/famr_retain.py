@@ -10,7 +10,7 @@ the weight anchor alone cannot: a small weight change can still shift every logi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -65,9 +65,7 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     images, labels = data.retain
     generator = torch.Generator().manual_seed(cfg.seed)
     keep = torch.randperm(len(labels), generator=generator)[: cfg.buffer_size].to(images.device)
-    buffer = MethodData(
-        data.forget, (images[keep], labels[keep]), data.num_classes, data.forget_classes
-    )
+    buffer = replace(data, retain=(images[keep], labels[keep]))
     cached = cached_head_problem(model, buffer, cfg, retain=True) if cfg.cache_features else None
     if cached is not None:
         model, buffer, cfg = cached  # the head on frozen features of the forget set and buffer
@@ -86,5 +84,12 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
     )
     return optimise(
-        model, objective, streams, cfg, device=device, anchor_lam=cfg.lam, progress=progress
+        model,
+        objective,
+        streams,
+        cfg,
+        device=device,
+        anchor_lam=cfg.lam,
+        anchor=data.anchor,
+        progress=progress,
     )

@@ -96,7 +96,15 @@ def cached_head_problem(
     retain_features = None
     if retain and data.retain is not None:
         retain_features = (head_inputs(model, head, data.retain[0], bf16=cfg.bf16), data.retain[1])
+    anchor = None
+    if data.anchor is not None:  # the head's own parameter names
+        prefix = head_name(model) + "."
+        anchor = {k[len(prefix) :]: v for k, v in data.anchor.items() if k.startswith(prefix)}
     features = MethodData(
-        (forget_features, data.forget[1]), retain_features, data.num_classes, data.forget_classes
+        (forget_features, data.forget[1]),
+        retain_features,
+        data.num_classes,
+        data.forget_classes,
+        anchor,
     )
     return head, features, replace(cfg, params="all", channels_last=False)

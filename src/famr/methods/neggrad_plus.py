@@ -52,5 +52,12 @@ def neggrad_plus(model, data: MethodData, cfg: NegGradPlusConfig, *, device, pro
         "forget", data.batches("forget", cfg), {"retain": data.batches("retain", cfg)}
     )
     return optimise(
-        model, objective, streams, cfg, device=device, anchor_lam=cfg.lam, progress=progress
+        model,
+        objective,
+        streams,
+        cfg,
+        device=device,
+        anchor_lam=cfg.lam,
+        anchor=data.anchor,
+        progress=progress,
     )
