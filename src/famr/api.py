@@ -110,6 +110,7 @@ def unlearn(
     progress: Progress | None = None,
     forget_classes: Sequence[int] | None = None,
     anchor: nn.Module | None = None,
+    holdout: Dataset | None = None,
     **config: Any,
 ) -> Result:
     """Remove what ``model`` learned from ``forget``.
@@ -128,6 +129,8 @@ def unlearn(
             is not ``model`` itself: for a sequential request, pass the original model to
             anchor the second step to it (the certificate then bounds the distance from it).
             Same architecture as ``model``.
+        holdout: Examples the model never trained on (a validation split), for methods that
+            calibrate against unseen data (``famr_matched``).
         **config: Fields of the method's config dataclass; unknown keys raise ``ValueError``
             listing the valid ones.
 
@@ -143,6 +146,11 @@ def unlearn(
     cfg = make_config(entry.meta["config"], config)
     if "retain" in entry.meta["needs"] and retain is None:
         raise ValueError(f"method {entry.name!r} needs retain data; pass retain=...")
+    if "holdout" in entry.meta["needs"] and holdout is None:
+        raise ValueError(
+            f"method {entry.name!r} needs holdout data (examples the model never trained on); "
+            "pass holdout=... (CLI: --holdout test)"
+        )
     dev = resolve_device(device)
     _check_finite(model)
     work = copy.deepcopy(model).to(dev)
@@ -166,7 +174,11 @@ def unlearn(
             raise ValueError("the anchor model's parameters do not match the model's")
         if not all(bool(v.isfinite().all()) for v in anchor_state.values()):
             raise ValueError("the anchor model has non-finite weights")
-    data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state)
+    holdout_t = None
+    if holdout is not None:
+        holdout_t = _tensors_on(holdout, "holdout", dev)
+        _check_labels(holdout_t[1], "holdout", k)
+    data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state, holdout_t)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None
     history, seconds = _seeded_run(

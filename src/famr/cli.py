@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--lam", type=float, help="FAMR anchor strength lambda")
     fg.add_argument("--reference", help="checkpoint of a retrained reference, for gaps to retrain")
     fg.add_argument(
+        "--holdout",
+        choices=["test"],
+        help="unseen examples for methods that calibrate on them (famr_matched): 'test' = the "
+        "test images of the retained classes (the only data a model trained on the whole "
+        "training set never saw; the API also takes a validation split)",
+    )
+    fg.add_argument(
         "--anchor",
         help="l2 anchor point of anchored methods (default: --checkpoint itself); for a second "
         "request, the original model anchors the new step to it",
@@ -666,6 +673,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         progress=_progress_factory(not args.quiet)(entry.name),
         forget_classes=splits.forget_classes,
         anchor=anchor_model,
+        holdout=splits.test_retain if args.holdout == "test" else None,
         **config_dict(cfg),
     )
     chain = _deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
@@ -683,6 +691,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         "forget_count": len(splits.forget_indices),
         "forget_indices_sha256": splits.forget_indices_sha256(),
         "forget_indices_hash": "sha256 of the sorted training-set indices as little-endian int64",
+        "holdout": args.holdout,
     }
     environment = io.environment()
     new_meta = {

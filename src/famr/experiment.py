@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from .api import Result, evaluate, metrics_from_outputs, predict, resolve_device, train, unlearn
 from .config import config_dict
@@ -72,6 +73,7 @@ def compare_methods(
     device: str | torch.device | None = None,
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] | None = None,
+    holdout: Dataset | None = None,
 ) -> Experiment:
     """Evaluate the original and retrained models, run every method, compare all to retraining.
 
@@ -86,6 +88,8 @@ def compare_methods(
         device: Where to run.
         progress: ``progress(label)`` returns a ``(step, total)`` callback for that run.
         log: Optional ``log(message)`` called after each run.
+        holdout: Examples the original never trained on (a validation split), for methods
+            that calibrate against unseen data (``famr_matched``).
 
     Returns:
         An :class:`Experiment` whose ``runs`` hold metrics, gaps, ``seconds`` and ``time_ratio``.
@@ -135,6 +139,8 @@ def compare_methods(
                 method=method,
                 device=dev,
                 progress=track(name),
+                forget_classes=splits.forget_classes,
+                holdout=holdout,
                 **{"seed": seed, **config},
             )
         except DivergenceError as err:
@@ -149,7 +155,11 @@ def compare_methods(
             entry["time_ratio"] = entry["seconds"] / runs["retrain"]["seconds"]
     experiment.results = {
         "dataset": data.name,
-        "forget": {"classes": list(splits.forget_classes)},
+        "forget": {
+            "classes": list(splits.forget_classes),
+            "count": len(splits.forget),
+            "indices_sha256": splits.forget_indices_sha256(),
+        },
         "class_names": data.class_names,
         "seed": seed,
         "device": str(dev),

@@ -188,6 +188,7 @@ def optimise(
     update_mask: dict[str, Tensor] | None = None,
     progress: Progress | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    stop: Callable[[int], bool] | None = None,
 ) -> list[dict[str, float]]:
     """Minimise ``objective`` (plus an optional l2 weight anchor) over ``streams``.
 
@@ -209,6 +210,8 @@ def optimise(
         progress: Called as ``progress(step, total_steps)`` after every step.
         on_step: Called as ``on_step(step, total_steps)`` before every step (0-based), for
             objectives whose terms follow a schedule (e.g. a decaying penalty).
+        stop: Called as ``stop(step)`` after every step (1-based); returning true ends the run
+            there (an early-stopping rule). The last epoch record then has ``"stopped_at"``.
 
     Returns:
         One dict per epoch: the mean of each logged term, ``"anchor"`` and ``"objective"``
@@ -259,6 +262,7 @@ def optimise(
     history: list[dict[str, float]] = []
     iterators: dict[str, Iterator] = {}
     step = 0
+    stopped = None
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     compiled_before = getattr(model, "_compiled_call_impl", None)
@@ -319,6 +323,9 @@ def optimise(
                 step += 1
                 if progress is not None:
                     progress(step, total)
+                if stop is not None and stop(step):
+                    stopped = step
+                    break
             if count == 0:
                 break
             record = {k: v / count for k, v in sums.items() if k != "loss"}
@@ -330,7 +337,11 @@ def optimise(
             record["distance"] = math.sqrt(distance_sq)
             record["lr"] = lr
             record["epoch"] = epoch + 1
+            if stopped is not None:
+                record["stopped_at"] = stopped
             history.append(record)
+            if stopped is not None:
+                break
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(saved_flags[n])

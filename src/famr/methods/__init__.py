@@ -20,7 +20,7 @@ from ..data.tensors import TensorBatches, augmentation
 from ..registry import Registry
 
 METHODS: Registry = Registry("method")
-DATA_NAMES = ("forget", "retain")
+DATA_NAMES = ("forget", "retain", "holdout")
 
 
 def register_method(
@@ -37,7 +37,7 @@ def register_method(
     Args:
         name: Registry key (full words).
         config: The method's config dataclass (documented defaults).
-        needs: Data the method requires: ``"forget"`` and/or ``"retain"``.
+        needs: Data the method requires: ``"forget"``, ``"retain"``, ``"holdout"``.
         paper: Citation of the method's source.
         certificate: Whether ``unlearn`` attaches the FAMR deviation certificate (methods that
             minimise the anchored FAMR objective).
@@ -67,6 +67,8 @@ class MethodData:
         forget_classes: The distinct labels present in the forget set.
         anchor: ``{parameter name: tensor}`` of the l2 anchor point, or ``None`` for the
             model's weights on entry (the usual case).
+        holdout: ``(images, labels)`` the model never trained on, for methods that calibrate
+            against unseen data (``None`` when not given).
     """
 
     forget: tuple[Tensor, Tensor]
@@ -74,6 +76,7 @@ class MethodData:
     num_classes: int
     forget_classes: list[int]
     anchor: dict[str, Tensor] | None = None
+    holdout: tuple[Tensor, Tensor] | None = None
 
     def batches(self, name: str, cfg: OptimConfig, *, shuffle: bool = True) -> TensorBatches:
         """Batches of stream ``name`` with the config's batch size, augmentation and seed."""

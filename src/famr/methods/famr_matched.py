@@ -1,0 +1,131 @@
+"""FAMR that stops when the forgotten examples look like examples the model never saw.
+
+For a random share of the training set, a model retrained without those examples still
+classifies most of them correctly (they resemble the rest of their class): the retrained model
+treats them like held-out data, not like noise. Pushing them all the way to the uniform
+prediction over-forgets, and makes them stand out to a membership attack. ``famr_matched``
+runs the FAMR objective and stops at the first step where the forget set's mean true-label
+confidence has fallen to the held-out examples' mean true-label confidence under the original
+model: the forgotten examples then look, on average, like data the model never trained on. The
+rule uses the original model and held-out data only, never a retrained model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import check_positive
+from ..data.tensors import to_float
+from ..loop import Streams, optimise
+from ..losses import uniform_cross_entropy
+from . import MethodData, register_method
+from .famr import PAPER, FamrConfig, target_support
+from .head import cached_head_problem
+
+
+@dataclass
+class FamrMatchedConfig(FamrConfig):
+    """FAMR with the held-out confidence stopping rule.
+
+    Attributes:
+        target: Uniform over all K classes (for sample requests every class is retained).
+        epochs: An upper limit: the rule usually stops the run much earlier.
+        check_every: Steps between two checks of the rule (each check is one forward pass over
+            the forget set, or over its cached features for head-only runs).
+        margin: Stop once the forget mean confidence is at most the held-out mean plus this
+            (in probability units; 0 = exactly the held-out level).
+    """
+
+    target: str = "uniform"
+    epochs: int = 50
+    lr: float = 1e-3
+    check_every: int = 1
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (isinstance(self.check_every, int) and self.check_every >= 1):
+            raise ValueError(
+                f"check_every={self.check_every!r} is not valid; it must be an integer >= 1"
+            )
+        check_positive("margin", self.margin, allow_zero=True)
+
+
+@torch.no_grad()
+def mean_true_confidence(
+    model: nn.Module, images: Tensor, labels: Tensor, batch: int = 512
+) -> float:
+    """Mean softmax probability of the true label (eval mode, float32; each module's own
+    train/eval flag is restored afterwards, so BatchNorm kept in eval by the loop stays so)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, len(labels), batch):
+            p = model(to_float(images[start : start + batch])).float().softmax(dim=1)
+            total += float(p.gather(1, labels[start : start + batch].view(-1, 1)).sum())
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    return total / len(labels)
+
+
+@register_method(
+    "famr_matched",
+    config=FamrMatchedConfig,
+    needs=("forget", "holdout"),
+    paper=PAPER + "; stopping rule: held-out confidence matching (famr)",
+    certificate=True,
+    summary="FAMR that stops when the forget set is as confident as held-out data (samples)",
+)
+def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, progress=None):
+    """FAMR until the forget set's mean true-label confidence reaches the held-out level."""
+    support = target_support(cfg, data)
+    level = mean_true_confidence(model, *data.holdout) + cfg.margin
+    cached = cached_head_problem(model, data, cfg) if cfg.cache_features else None
+    if cached is not None:
+        model, data, cfg = cached
+    forget_x, forget_y = data.forget
+    trace: list[float] = []
+
+    def stop(step: int) -> bool:
+        if step % cfg.check_every:
+            return False
+        trace.append(mean_true_confidence(model, forget_x, forget_y))
+        return trace[-1] <= level
+
+    def objective(batch):
+        images, _ = batch["forget"]
+        loss = uniform_cross_entropy(model(images), support)
+        return {"loss": loss, "uniform_loss": loss}
+
+    start_confidence = mean_true_confidence(model, forget_x, forget_y)
+    if start_confidence <= level:  # already as unsure as on unseen data: nothing to do
+        return [
+            {
+                "loss": 0.0,
+                "stopped_at": 0,
+                "holdout_confidence": level,
+                "forget_confidence": start_confidence,
+                "epoch": 0,
+            }
+        ]
+    history = optimise(
+        model,
+        objective,
+        Streams("forget", data.batches("forget", cfg)),
+        cfg,
+        device=device,
+        anchor_lam=cfg.lam,
+        anchor=data.anchor,
+        progress=progress,
+        stop=stop,
+    )
+    if history:
+        history[-1]["holdout_confidence"] = level
+        history[-1]["forget_confidence"] = trace[-1] if trace else start_confidence
+        history[-1]["forget_confidence_start"] = start_confidence
+    return history
