@@ -98,3 +98,30 @@ def test_cli_sequential_requests_compose_their_bounds(tmp_path, anchor_to_origin
     assert chain["bound"] == pytest.approx(expected)
     distance = parameter_distances(io.load_checkpoint(original)[0], io.load_checkpoint(second)[0])
     assert distance[0] <= chain["bound"]
+
+
+def test_cli_second_request_keeps_the_first_class_forgotten(tmp_path, digits):
+    import contextlib
+    import io as stdio
+    import json
+
+    from famr import io
+    from famr.cli import main
+
+    def run(argv):
+        with contextlib.redirect_stdout(stdio.StringIO()):
+            assert main([*argv, "--quiet"]) == 0
+
+    original = tmp_path / "original.safetensors"
+    run(["train", "--epochs", "8", "--out", str(original)])
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    run(["forget", "--checkpoint", str(original), "--classes", "3", "--out", str(first)])
+    run(["forget", "--checkpoint", str(first), "--classes", "5", "--out", str(second)])
+    assert json.loads(io.sidecar_path(second).read_text())["forgotten_classes"] == [3, 5]
+    model, _ = io.load_checkpoint(second)
+    threes = famr.ClassForget(3).split(digits.train, digits.test, 10).test_forget
+    # the second request's "retained" target leaves class 3 out, so it stays forgotten
+    assert (
+        famr.evaluate(model, test_forget=threes, metrics=["test_forget_acc"])["test_forget_acc"]
+        <= 5.0
+    )

@@ -196,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fg.add_argument(
         "--anchor",
-        help="l2 anchor point of anchored methods (default: --checkpoint itself); for a second "
-        "request, the original model anchors the new step to it",
+        help="l2 anchor point of anchored methods (default: --checkpoint itself). For a second "
+        "request, pass the original model and the cumulative request (e.g. --classes 3,5 after "
+        "3): the step then solves the whole request anchored to the original, starting from "
+        "the previous model",
     )
     fg.add_argument("--out", required=True, help="output .safetensors path")
     fg.add_argument("--overwrite", action="store_true")
@@ -663,6 +665,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
                 f"not the checkpoint's {meta['arch']!r} {meta['arch_args']}"
             )
         anchor_info = {"checkpoint": str(args.anchor), "sha256": io.sha256_file(args.anchor)}
+    # classes forgotten by earlier requests stay forgotten: FAMR's "retained" target leaves
+    # them out too (otherwise a second request would push probability back onto them)
+    forgotten = sorted(set(meta.get("forgotten_classes", [])) | set(splits.forget_classes))
     needs_retain = "retain" in entry.meta["needs"]
     result = unlearn(
         model,
@@ -671,7 +676,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         method=entry.name,
         device=args.device,
         progress=_progress_factory(not args.quiet)(entry.name),
-        forget_classes=splits.forget_classes,
+        forget_classes=forgotten,
         anchor=anchor_model,
         holdout=splits.test_retain if args.holdout == "test" else None,
         **config_dict(cfg),
@@ -700,6 +705,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         "dataset": args.data,
         "forget": spec.to_dict(),
         "forget_indices_sha256": request["forget_indices_sha256"],
+        "forgotten_classes": forgotten,
         "method": entry.name,
         "config": config_dict(result.config),
         "seed": result.config.seed,

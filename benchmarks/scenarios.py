@@ -1,0 +1,296 @@
+"""Requests beyond one class: several classes at once vs one after the other, and a random 10 %.
+
+Per scenario: the original model, a model retrained without the forget set (the reference),
+FAMR and the strongest baselines, all evaluated against the reference in the demo's run layout.
+
+- ``classes``: forget two classes at once (CIFAR-10: cat and dog; digits: 3 and 5), compared
+  with forgetting them one after the other (the second step anchored to its input, the
+  default, or to the original weights), against one model retrained without both.
+- ``random``: forget a random 10 % of the training set (SalUn protocol). FAMR pushed to the
+  uniform prediction over-forgets; ``famr_matched`` stops when the forget set is as confident as
+  the held-out validation split (never looking at the retrained model).
+
+Not covered yet: concept (sub-class) and style requests (see the issue notes).
+
+    python benchmarks/scenarios.py --data digits                       # seconds
+    python benchmarks/scenarios.py --data cifar10 --data-root ../shared/data/cifar10
+
+Results: benchmarks/results/scenarios_<data>_cpu.json and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+common.reexec_with_tcmalloc()
+
+import torch  # noqa: E402
+
+import famr  # noqa: E402
+from famr import io  # noqa: E402
+from famr.api import Result  # noqa: E402
+from famr.config import TrainConfig  # noqa: E402
+from famr.data import hold_out_validation  # noqa: E402
+from famr.experiment import compare_methods  # noqa: E402
+from famr.metrics.gaps import gaps  # noqa: E402
+
+HERE = Path(__file__).resolve()
+PAIRS = {"digits": (3, 5), "cifar10": (3, 5)}  # CIFAR-10: cat, dog
+DIGITS_TRAIN = {"epochs": 15, "seed": 0}
+BASELINES = ("finetune", "neggrad_plus", "random_label", "salun", "l1_sparse")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", choices=sorted(PAIRS), default="digits")
+    p.add_argument("--data-root", default=str(HERE.parents[2] / "shared/data/cifar10"))
+    p.add_argument(
+        "--scenarios", nargs="+", choices=["classes", "random"], default=["classes", "random"]
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--cache", default=str(HERE.parent / "cache"))
+    return p.parse_args(argv)
+
+
+def setup(args, device):
+    """(data, arch, arch_args, train config, original Result) for the chosen data set."""
+    if args.data == "digits":
+        data = hold_out_validation(famr.load_dataset("digits"), 0.2, seed=0)
+        arch, arch_args = "small_cnn", {"num_classes": 10, "in_channels": 1, "width": 16}
+        train_cfg = dict(DIGITS_TRAIN)
+    else:
+        import cifar10_classwise as classwise
+
+        cargs = classwise.parse_args(["--data-root", args.data_root, "--cache", args.cache])
+        arch, arch_args, train_cfg, _, data = classwise.setup(cargs)
+    original = trained(args, data, arch, arch_args, train_cfg, device, None)
+    return data, arch, arch_args, train_cfg, original
+
+
+def trained(args, data, arch, arch_args, train_cfg, device, spec) -> Result:
+    """The original (``spec=None``) or the model retrained without ``spec``'s forget set,
+    cached by a hash of the whole configuration."""
+    key = {
+        "label": f"{arch} on {args.data} without {spec.to_dict() if spec else 'nothing'}",
+        "arch": arch,
+        "arch_args": arch_args,
+        "train": train_cfg,
+        "seed": args.seed,
+        "excluded": [] if spec is None else spec.to_dict(),
+        "data": f"{args.data} with validation held out",
+        "code": 1,
+        "device": device.type,
+    }
+    if args.data == "cifar10" and spec is None:  # the class-wise benchmark's original
+        import cifar10_classwise as classwise
+
+        cargs = classwise.parse_args(["--data-root", args.data_root, "--cache", args.cache])
+        model, record = classwise.trained_model(
+            cargs, arch, arch_args, train_cfg, data, device, args.seed
+        )
+        return Result(model.eval(), "train", TrainConfig(), [], record["seconds"])
+
+    def build():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            initial = famr.create_model(arch, **arch_args)
+        if spec is None:
+            log("training the original")
+            result = famr.train(
+                initial, data.train, device=device, **{"seed": args.seed, **train_cfg}
+            )
+        else:
+            log(f"retraining without {spec.to_dict()}")
+            splits = spec.split(data.train, data.test, data.num_classes)
+            result = famr.train(
+                initial, splits.retain, device=device, **{"seed": args.seed, **train_cfg}
+            )
+        return result.model, {"seconds": result.seconds}
+
+    model, record = common.cached_training(Path(args.cache), key, build, log)
+    return Result(
+        model.eval(), "retrain" if spec else "train", TrainConfig(), [], record["seconds"]
+    )
+
+
+def sequential_runs(original, splits_all, first, second, data, device, reference, retrain_seconds):
+    """Forget ``first`` then ``second`` with FAMR; anchored to the input (default) or to the
+    original weights. Each entry in the run layout, with the composed deviation bound."""
+    runs = {}
+    both = sorted(set(first.forget_classes) | set(second.forget_classes))
+    for name, anchor in (
+        ("famr_sequential", None),
+        ("famr_sequential_anchor_original", original.model),
+    ):
+        step1 = famr.unlearn(original.model, first.forget, method="famr", device=device)
+        # incremental: the new forget set, anchored to the previous model; anchored to the
+        # original: the cumulative forget set, warm-started at the previous model. Either way
+        # the first class stays out of the "retained" target.
+        forget = second.forget if anchor is None else splits_all.forget
+        step2 = famr.unlearn(
+            step1.model, forget, method="famr", device=device, anchor=anchor, forget_classes=both
+        )
+        entry = famr.evaluate(step2.model, **splits_all.evaluation_sets(), device=device)
+        entry.update(gaps(entry, reference))
+        entry["method"] = "famr, then famr" + (" (anchor: original)" if anchor is not None else "")
+        entry["seconds"] = step1.seconds + step2.seconds
+        entry["time_ratio"] = entry["seconds"] / retrain_seconds
+        b1, b2 = step1.certificate["final_bound"], step2.certificate["final_bound"]
+        entry["deviation_bound_from_original"] = b2 if anchor is not None else b1 + b2
+        from famr.theory import parameter_distances
+
+        entry["distance_from_original"] = parameter_distances(original.model, step2.model)[0]
+        runs[name] = entry
+        log(
+            f"{name}: "
+            + ", ".join(
+                f"{k} {entry[k]:.2f}"
+                for k in ("forget_acc", "test_retain_acc", "mia_efficacy", "avg_gap")
+            )
+        )
+    return runs
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = famr.resolve_device(args.device)
+    data, arch, arch_args, train_cfg, original = setup(args, device)
+    blocks = {}
+    if "classes" in args.scenarios:
+        a, b = PAIRS[args.data]
+        spec = famr.ClassForget([a, b])
+        splits = spec.split(data.train, data.test, data.num_classes)
+        retrained = trained(args, data, arch, arch_args, train_cfg, device, spec)
+        runs = {"famr": {"method": "famr"}, "famr_literal": {"method": "famr_literal"}}
+        runs.update({name: {"method": name} for name in BASELINES})
+        log(f"scenario classes {a}+{b}: {len(runs)} runs")
+        experiment = compare_methods(
+            original, retrained, splits, data, runs, seed=args.seed, device=device, log=log
+        )
+        results = experiment.results
+        reference = {k: v for k, v in results["runs"]["retrain"].items() if isinstance(v, float)}
+        first = famr.ClassForget(a).split(data.train, data.test, data.num_classes)
+        second = famr.ClassForget(b).split(data.train, data.test, data.num_classes)
+        results["runs"].update(
+            sequential_runs(
+                original, splits, first, second, data, device, reference, retrained.seconds
+            )
+        )
+        blocks["classes"] = results
+    if "random" in args.scenarios:
+        spec = famr.RandomForget(0.1, seed=args.seed)
+        splits = spec.split(data.train, data.test, data.num_classes)
+        retrained = trained(args, data, arch, arch_args, train_cfg, device, spec)
+        runs = {
+            "famr": {"method": "famr", "target": "uniform"},
+            "famr_matched": {"method": "famr_matched"},
+            "famr_literal": {"method": "famr_literal"},
+        }
+        runs.update({name: {"method": name} for name in BASELINES})
+        log(f"scenario random 10 %: {len(runs)} runs")
+        experiment = compare_methods(
+            original,
+            retrained,
+            splits,
+            data,
+            runs,
+            seed=args.seed,
+            device=device,
+            log=log,
+            holdout=data.validation,
+        )
+        blocks["random"] = experiment.results
+    for block in blocks.values():
+        for run in block["runs"].values():
+            run.pop("history", None)
+    write(args, arch, train_cfg, blocks)
+    return 0
+
+
+TABLE = [
+    ("forget_acc", "forget acc"),
+    ("retain_acc", "RA"),
+    ("test_retain_acc", "TA"),
+    ("test_forget_acc", "TA forgotten"),
+    ("mia_efficacy", "MIA-efficacy"),
+    ("avg_gap", "avg gap"),
+    ("seconds", "seconds"),
+]
+
+
+def write(args, arch, train_cfg, blocks) -> None:
+    out = HERE.parent / "results" / f"scenarios_{args.data}_cpu.json"
+    command = "python benchmarks/scenarios.py " + " ".join(sys.argv[1:])
+    payload = {
+        "benchmark": "scenarios",
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": common.environment(),
+        "data": args.data,
+        "arch": arch,
+        "train_config": train_cfg,
+        "blocks": blocks,
+    }
+    if out.exists():  # keep scenarios not rerun this time
+        import json
+
+        previous = json.loads(out.read_text())
+        payload["blocks"] = {**previous.get("blocks", {}), **blocks}
+    io.write_text_atomic(out, io.json_text(payload))
+    env = payload["environment"]
+    lines = [
+        f"## Scenarios beyond one class ({args.data}, CPU)",
+        "",
+        f"Command: `{command}`; {env['cpu_count']}-core {env['machine']} CPU, torch {env['torch']}, "
+        f"{payload['date']}; {arch}, seed {args.seed}, default configurations (not tuned per "
+        "scenario). Accuracies and MIA-efficacy in %, avg gap in points against `retrain` "
+        "(retrained without the forget set); seconds of the method alone (training time for "
+        "`original` and `retrain`).",
+    ]
+    titles = {
+        "classes": "Two classes at once, and one after the other",
+        "random": "A random 10 % of the training set",
+    }
+    for name, block in payload["blocks"].items():
+        lines += [
+            "",
+            f"**{titles[name]}** (forget set: {block['forget']['count']} training images)",
+            "",
+        ]
+        lines += [
+            "| run | " + " | ".join(t for _, t in TABLE) + " |",
+            "|---|" + "---:|" * len(TABLE),
+        ]
+        for run, entry in block["runs"].items():
+            if "diverged" in entry:
+                lines.append(f"| {run} | diverged |" + " |" * (len(TABLE) - 1))
+                continue
+            cells = [f"{entry[k]:.2f}" if k in entry else "-" for k, _ in TABLE]
+            lines.append(f"| {run} | " + " | ".join(cells) + " |")
+        if name == "classes":
+            for run in ("famr_sequential", "famr_sequential_anchor_original"):
+                e = block["runs"][run]
+                lines.append(
+                    f"\n`{run}`: ‖θ−θ₀‖ = {e['distance_from_original']:.3f} within the composed "
+                    f"certificate bound {e['deviation_bound_from_original']:.3f}."
+                )
+    common.update_benchmarks_md(f"scenarios_{args.data}_cpu", "\n".join(lines))
+    log(f"wrote {out} and BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
