@@ -52,3 +52,98 @@ def test_matched_needs_holdout(random_request):
     _, model, splits, _ = random_request
     with pytest.raises(ValueError, match="needs holdout data"):
         famr.unlearn(model, splits.forget, method="famr_matched")
+
+
+# --- concept and style --------------------------------------------------------------------
+
+from famr.data import DIGITS_COARSE, add_style, coarsen, sketch  # noqa: E402
+
+
+def test_coarsen_relabels_by_group(digits):
+    coarse = coarsen(digits, DIGITS_COARSE)
+    y = coarse.data.train.tensors[1]
+    expected = torch.tensor([0, 1, 2, 2, 1, 2, 0, 1, 0, 0])[coarse.fine_train]
+    assert torch.equal(y, expected) and coarse.data.class_names == list(DIGITS_COARSE)
+    with pytest.raises(ValueError, match="exactly once"):
+        coarsen(digits, {"a": (0, 1), "b": (1, 2)})
+
+
+def test_concept_forget_removes_one_fine_class_inside_its_group(digits):
+    coarse = coarsen(digits, DIGITS_COARSE)
+    spec = famr.ConceptForget(8, coarse.fine_train, coarse.fine_test, name="eight")
+    splits = spec.split(coarse.data.train, coarse.data.test, 3)
+    assert torch.equal(splits.forget_indices, torch.nonzero(coarse.fine_train == 8).flatten())
+    assert set(splits.forget.tensors[1].tolist()) == {0}  # eights are "loops"
+    assert len(splits.test_forget) == int((coarse.fine_test == 8).sum())
+    assert splits.forget_classes == []  # "loops" stays a class
+    with pytest.raises(ValueError, match="whole coarse class"):
+        solo = coarsen(digits, {"eight": (8,), "rest": (0, 1, 2, 3, 4, 5, 6, 7, 9)})
+        famr.ConceptForget(8, solo.fine_train, solo.fine_test).split(
+            solo.data.train, solo.data.test, 2
+        )
+
+
+def test_sketch_known_answers():
+    flat = torch.full((1, 3, 6, 6), 0.3)
+    assert torch.equal(sketch(flat), torch.ones(1, 3, 6, 6))  # no edge: white paper
+    step = torch.zeros(1, 1, 6, 6)
+    step[..., 3:] = 1.0
+    out = sketch(step)[0, 0]
+    assert out[:, 2:4].max() < 0.01 and torch.equal(out[:, 0], torch.ones(6))  # dark stroke
+    as_bytes = sketch((step * 255).to(torch.uint8).expand(-1, 3, -1, -1))
+    assert as_bytes.dtype == torch.uint8 and as_bytes[0, :, :, 0].eq(255).all()
+
+
+def test_add_style_renders_a_seeded_fraction(digits):
+    a = add_style(digits, 0.25, seed=1)
+    b = add_style(digits, 0.25, seed=1)
+    assert torch.equal(a.styled_train, b.styled_train)
+    share = float(a.styled_train.float().mean())
+    assert 0.2 < share < 0.3
+    x0, y0 = digits.train.tensors
+    x1, y1 = a.data.train.tensors
+    assert torch.equal(y0, y1) and torch.equal(x0[~a.styled_train], x1[~a.styled_train])
+    assert not torch.equal(x0[a.styled_train], x1[a.styled_train])
+    splits = famr.StyleForget(a.styled_train, a.styled_test).split(a.data.train, a.data.test, 10)
+    assert len(splits.forget) == int(a.styled_train.sum())
+    assert len(splits.test_forget) == int(a.styled_test.sum())
+
+
+def test_concept_forgetting_science(digits):
+    """Eights stop being "loops" while 0, 6 and 9 still are (real digits)."""
+    coarse = coarsen(digits, DIGITS_COARSE)
+    torch.manual_seed(0)
+    net = famr.create_model("small_cnn", 3, in_channels=1, width=16)
+    model = famr.train(net, coarse.data.train, epochs=15, seed=0).model
+    spec = famr.ConceptForget(8, coarse.fine_train, coarse.fine_test)
+    splits = spec.split(coarse.data.train, coarse.data.test, 3)
+    siblings = torch.isin(coarse.fine_test, torch.tensor([0, 6, 9]))
+    tx, ty = coarse.data.test.tensors
+    sibling_set = torch.utils.data.TensorDataset(tx[siblings], ty[siblings])
+
+    def accuracies(m):
+        out = famr.evaluate(
+            m,
+            test_forget=splits.test_forget,
+            test_retain=sibling_set,
+            metrics=["test_forget_acc", "test_retain_acc"],
+        )
+        return out["test_forget_acc"], out["test_retain_acc"]
+
+    before_concept, before_siblings = accuracies(model)
+    torch.manual_seed(1)
+    retrained = famr.unlearn(model, splits.forget, splits.retain, method="retrain", epochs=15)
+    retrain_concept, _ = accuracies(retrained.model)
+    common = dict(forget_classes=splits.forget_classes)
+    alone = famr.unlearn(model, splits.forget, method="famr", **common)
+    guarded = famr.unlearn(model, splits.forget, splits.retain, method="famr_retain", **common)
+    alone_concept, alone_siblings = accuracies(alone.model)
+    guarded_concept, guarded_siblings = accuracies(guarded.model)
+    # a model retrained without eights still calls many of them "loops" (they look like 0/6/9)
+    assert before_concept > 95 and 40 < retrain_concept < 90
+    # with a retain buffer (which holds the siblings) famr lands near the retrained model and
+    # the siblings stay "loops"
+    assert abs(guarded_concept - retrain_concept) < 15
+    assert guarded_siblings > before_siblings - 10
+    # without retain data the uniform target over-forgets and drags the siblings along
+    assert alone_concept < retrain_concept - 20 and alone_siblings < guarded_siblings - 20

@@ -11,10 +11,12 @@ from .api import Result, evaluate, predict, resolve_device, train, unlearn
 from .config import OptimConfig, TrainConfig
 from .data import (
     ClassForget,
+    ConceptForget,
     ImageData,
     RandomForget,
     SampleForget,
     Splits,
+    StyleForget,
     list_datasets,
     load_dataset,
 )
@@ -31,6 +33,8 @@ __all__ = [
     "METHODS",
     "METRICS",
     "ClassForget",
+    "ConceptForget",
+    "StyleForget",
     "RandomForget",
     "SampleForget",
     "DivergenceError",

@@ -103,6 +103,15 @@ def list_datasets() -> list[str]:
 
 
 from . import cifar10, digits, imagefolder  # noqa: E402,F401  (registers the data sets)
+from .concepts import (  # noqa: E402
+    CIFAR10_COARSE,
+    DIGITS_COARSE,
+    ConceptForget,
+    StyleForget,
+    add_style,
+    coarsen,
+    sketch,
+)
 from .forget import (  # noqa: E402
     ClassForget,
     ForgetSpec,
@@ -114,6 +123,13 @@ from .forget import (  # noqa: E402
 )
 
 __all__ = [
+    "CIFAR10_COARSE",
+    "DIGITS_COARSE",
+    "ConceptForget",
+    "StyleForget",
+    "add_style",
+    "coarsen",
+    "sketch",
     "DATASETS",
     "ClassForget",
     "ForgetSpec",
