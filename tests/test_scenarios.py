@@ -147,3 +147,37 @@ def test_concept_forgetting_science(digits):
     assert guarded_siblings > before_siblings - 10
     # without retain data the uniform target over-forgets and drags the siblings along
     assert alone_concept < retrain_concept - 20 and alone_siblings < guarded_siblings - 20
+
+
+@pytest.mark.parametrize(
+    ("data_flags", "what", "method"),
+    [
+        (["--coarse", "digits"], ["--concept", "8"], "famr_retain"),
+        (["--style", "sketch:0.2"], ["--forget-style"], "random_label"),
+    ],
+)
+def test_cli_concept_and_style_requests_verify(tmp_path, data_flags, what, method):
+    import contextlib
+    import io as stdio
+    import json
+
+    from famr.cli import main
+
+    def run(argv):
+        with contextlib.redirect_stdout(stdio.StringIO()):
+            return main([*argv, "--quiet"] if argv[0] != "verify" else argv)
+
+    model, out = tmp_path / "m.safetensors", tmp_path / "f.safetensors"
+    assert run(["train", *data_flags, "--epochs", "4", "--out", str(model)]) == 0
+    argv = ["forget", *data_flags, *what, "--method", method, "--epochs", "2"]
+    assert run([*argv, "--checkpoint", str(model), "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".audit.json").read_text())
+    assert record["request"]["forget"]["kind"] in ("concept", "style")
+    assert run(["verify", str(out.with_suffix(".audit.json"))]) == 0
+    # without the data flags the request cannot be formed: a one-line usage error
+    assert (
+        run(
+            [*argv[:1], *what, "--checkpoint", str(model), "--out", str(tmp_path / "x.safetensors")]
+        )
+        == 2
+    )

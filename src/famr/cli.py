@@ -24,7 +24,19 @@ from typing import Any, NoReturn
 from . import distributed, io
 from .api import evaluate, resolve_device, train, unlearn
 from .config import TrainConfig, config_dict, make_config
-from .data import ClassForget, RandomForget, SampleForget, forget_spec_from_dict, load_dataset
+from .data import (
+    CIFAR10_COARSE,
+    DIGITS_COARSE,
+    ClassForget,
+    ConceptForget,
+    RandomForget,
+    SampleForget,
+    StyleForget,
+    add_style,
+    coarsen,
+    forget_spec_from_dict,
+    load_dataset,
+)
 from .data.forget import ForgetSpec, Splits
 from .loop import DivergenceError
 from .methods import METHODS
@@ -128,6 +140,18 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, help="imagefolder: image-decoding worker processes (default 2)"
     )
+    parser.add_argument(
+        "--coarse",
+        choices=sorted(GROUPINGS),
+        help="relabel with a documented coarse grouping (cifar10: road vehicles, air & sea, "
+        "pets, large animals, small animals); for concept requests",
+    )
+    parser.add_argument(
+        "--style",
+        help="render a seeded fraction of every split in a fixed style, e.g. sketch:0.2; for "
+        "style requests",
+    )
+    parser.add_argument("--style-seed", type=int, default=0, help="seed of --style (default 0)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
@@ -173,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--indices",
         help="training examples to forget: a file of training-set indices (integers separated "
         "by spaces, commas or new lines, or a JSON list), or random:FRACTION (e.g. random:0.1)",
+    )
+    what.add_argument(
+        "--concept",
+        help="a fine class (name or id) to forget inside its coarse class; needs --coarse",
+    )
+    what.add_argument(
+        "--forget-style",
+        action="store_true",
+        help="forget the stylised training images; needs --style",
     )
     fg.add_argument(
         "--forget-seed",
@@ -306,13 +339,68 @@ def _checkpoint_out(path: str, overwrite: bool) -> Path:
     return out
 
 
-def _load_data(args: argparse.Namespace, name: str | None = None, root: str | None = None):
-    options = {
-        "classes_file": args.classes_file,
+GROUPINGS = {"cifar10": CIFAR10_COARSE, "digits": DIGITS_COARSE}
+STYLES = ("sketch",)
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def _data_request(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything that defines the data of a run (stored in audit records, so verify rebuilds
+    exactly the same data)."""
+    return {
+        "data": args.data,
+        "data_root": _absolute(args.data_root),
+        "classes_file": _absolute(args.classes_file),
         "image_size": args.image_size,
-        "workers": args.workers,
+        "coarse": args.coarse,
+        "style": args.style,
+        "style_seed": args.style_seed,
     }
-    return load_dataset(name or args.data, root or args.data_root, **options)
+
+
+def _parse_style(text: str) -> tuple[str, float]:
+    kind, _, fraction = text.partition(":")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = float("nan")
+    if kind not in STYLES or not 0 < value < 1:
+        raise UsageError(
+            f"--style {text!r} is not valid; give STYLE:FRACTION with STYLE in {', '.join(STYLES)} "
+            "and 0 < FRACTION < 1, e.g. sketch:0.2"
+        )
+    return kind, value
+
+
+def _build_data(request: dict[str, Any], workers: int | None = None):
+    """``(data, derived)``: the data set with its coarse relabelling and style applied;
+    ``derived`` holds the fine labels / style masks concept and style requests need."""
+    options = {
+        "classes_file": request.get("classes_file"),
+        "image_size": request.get("image_size"),
+        "workers": workers,
+    }
+    data = load_dataset(request["data"], request.get("data_root"), **options)
+    derived: dict[str, Any] = {}
+    if request.get("coarse"):
+        if request["coarse"] not in GROUPINGS:
+            raise UsageError(
+                f"--coarse {request['coarse']!r} is not known; choose from {', '.join(GROUPINGS)}"
+            )
+        derived["coarse"] = coarsen(data, GROUPINGS[request["coarse"]])
+        data = derived["coarse"].data
+    if request.get("style"):
+        _, fraction = _parse_style(request["style"])
+        derived["styled"] = add_style(data, fraction, seed=request.get("style_seed") or 0)
+        data = derived["styled"].data
+    return data, derived
+
+
+def _load_data(args: argparse.Namespace):
+    return _build_data(_data_request(args), args.workers)[0]
 
 
 def _splits_for(data, classes: list[int]) -> Splits:
@@ -352,9 +440,46 @@ def _read_indices(path: str) -> list[int]:
     return out
 
 
-def _forget_spec(args: argparse.Namespace) -> ForgetSpec:
+def _spec_from_dict(forget: dict[str, Any], derived: dict[str, Any]):
+    """A recorded spec, rebuilt against the (relabelled / stylised) data."""
+    if forget.get("kind") == "concept":
+        coarse = derived.get("coarse")
+        if coarse is None:
+            raise UsageError("a concept request needs the coarse relabelling (--coarse)")
+        return ConceptForget(
+            int(forget["concept"]), coarse.fine_train, coarse.fine_test, forget.get("name", "")
+        )
+    if forget.get("kind") == "style":
+        styled = derived.get("styled")
+        if styled is None:
+            raise UsageError("a style request needs the stylised data (--style)")
+        return StyleForget(styled.styled_train, styled.styled_test)
+    return forget_spec_from_dict(forget)
+
+
+def _forget_spec(args: argparse.Namespace, derived: dict[str, Any]) -> ForgetSpec:
     if args.classes is not None:
         return ClassForget(_parse_classes(args.classes))
+    if args.concept is not None:
+        coarse = derived.get("coarse")
+        if coarse is None:
+            raise UsageError("--concept needs --coarse GROUPING (the coarse labels it lives in)")
+        names = coarse.fine_names
+        concept = args.concept
+        if concept.isdigit() and int(concept) < len(names):
+            index = int(concept)
+        elif concept in names:
+            index = names.index(concept)
+        else:
+            raise UsageError(
+                f"--concept {concept!r} is not a fine class; choose from {', '.join(names)}"
+            )
+        return ConceptForget(index, coarse.fine_train, coarse.fine_test, names[index])
+    if args.forget_style:
+        styled = derived.get("styled")
+        if styled is None:
+            raise UsageError("--forget-style needs --style STYLE:FRACTION (the stylised data)")
+        return StyleForget(styled.styled_train, styled.styled_test)
     text = args.indices
     if text.startswith("random:"):
         try:
@@ -636,13 +761,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
     entry = METHODS.get(args.method)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
     cfg = make_config(entry.meta["config"], values, parse=True)
-    spec = _forget_spec(args)
     model, meta = io.load_checkpoint(source)
     source_hashes = {
         "sha256": io.sha256_file(source),
         "metadata_sha256": io.sha256_file(io.sidecar_path(source)),
     }
-    data = _load_data(args)
+    data, derived = _build_data(_data_request(args), args.workers)
+    spec = _forget_spec(args, derived)
     if meta["arch_args"].get("num_classes") != data.num_classes:
         raise UsageError(
             f"checkpoint has {meta['arch_args'].get('num_classes')} classes but data set {args.data!r} has {data.num_classes}"
@@ -690,8 +815,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     )
     metrics["seconds"] = result.seconds
     request = {
-        "data": args.data,
-        "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
+        **_data_request(args),
         "forget": spec.to_dict(),
         "forget_count": len(splits.forget_indices),
         "forget_indices_sha256": splits.forget_indices_sha256(),
@@ -829,8 +953,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 continue
             actual = io.sha256_file(file)
             check(f"{side} {key}", actual == record[side][key], f"{file}: {actual}")
-    data = load_dataset(request["data"], args.data_root or request["data_root"])
-    spec = forget_spec_from_dict(request["forget"])
+    data, derived = _build_data(
+        {**request, "data_root": _absolute(args.data_root) or request.get("data_root")}
+    )
+    spec = _spec_from_dict(request["forget"], derived)
     splits = spec.split(data.train, data.test, data.num_classes)
     digest = splits.forget_indices_sha256()
     check("forget indices sha256", digest == request["forget_indices_sha256"], digest)
