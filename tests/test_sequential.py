@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io as stdio
+import json
 import math
 
 import pytest
 import torch
 
 import famr
+from famr import io
+from famr.cli import main
 from famr.theory import bounds_report, parameter_distances
+
+
+def run(argv):
+    """Run the CLI quietly and require success."""
+    with contextlib.redirect_stdout(stdio.StringIO()):
+        assert main([*argv, "--quiet"]) == 0
 
 
 def test_bounds_with_a_start_away_from_the_anchor_known_answer():
@@ -73,24 +84,15 @@ def test_anchor_must_match_the_model(digits_model, two_digit_splits, tiny):
 
 @pytest.mark.parametrize("anchor_to_original", [False, True])
 def test_cli_sequential_requests_compose_their_bounds(tmp_path, anchor_to_original):
-    import contextlib
-    import io as stdio
-    import json
-
-    from famr import io
-    from famr.cli import main
-
-    def run(argv):
-        with contextlib.redirect_stdout(stdio.StringIO()):
-            assert main([*argv, "--quiet"]) == 0
-
     original = tmp_path / "original.safetensors"
     run(["train", "--epochs", "4", "--out", str(original)])
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
     common = ["forget", "--method", "famr_literal", "--lam", "1", "--epochs", "2"]
     run([*common, "--checkpoint", str(original), "--classes", "3", "--out", str(first)])
-    extra = ["--anchor", str(original)] if anchor_to_original else []
-    run([*common, "--checkpoint", str(first), "--classes", "5", "--out", str(second), *extra])
+    # anchored to the original, the second step takes the cumulative request
+    extra = ["--anchor", str(original), "--classes", "3,5"] if anchor_to_original else []
+    extra = extra or ["--classes", "5"]
+    run([*common, "--checkpoint", str(first), "--out", str(second), *extra])
     chain = json.loads(second.with_suffix(".audit.json").read_text())["deviation_chain"]
     steps = chain["steps"]
     assert chain["origin_sha256"] == io.sha256_file(original) and len(steps) == 2
@@ -101,17 +103,6 @@ def test_cli_sequential_requests_compose_their_bounds(tmp_path, anchor_to_origin
 
 
 def test_cli_second_request_keeps_the_first_class_forgotten(tmp_path, digits):
-    import contextlib
-    import io as stdio
-    import json
-
-    from famr import io
-    from famr.cli import main
-
-    def run(argv):
-        with contextlib.redirect_stdout(stdio.StringIO()):
-            assert main([*argv, "--quiet"]) == 0
-
     original = tmp_path / "original.safetensors"
     run(["train", "--epochs", "8", "--out", str(original)])
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"

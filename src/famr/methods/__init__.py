@@ -94,6 +94,24 @@ class MethodData:
         return mask
 
 
+def optimise_anchored(model, objective, streams, cfg, data: MethodData, *, device, progress, **kw):
+    """:func:`famr.loop.optimise` with the request's l2 anchor: strength ``cfg.lam``, point
+    ``data.anchor`` (the model's weights on entry unless the caller gave another)."""
+    from ..loop import optimise
+
+    return optimise(
+        model,
+        objective,
+        streams,
+        cfg,
+        device=device,
+        anchor_lam=cfg.lam,
+        anchor=data.anchor,
+        progress=progress,
+        **kw,
+    )
+
+
 def list_methods() -> list[str]:
     """Registered method names."""
     return METHODS.names()

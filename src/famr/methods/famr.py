@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import OptimConfig, check_choice, check_positive
-from ..loop import Streams, optimise
+from ..loop import Streams
 from ..losses import uniform_cross_entropy
-from . import MethodData, register_method
+from . import MethodData, optimise_anchored, register_method
 from .head import cached_head_problem
 
 TARGETS = ("uniform", "retained")
@@ -93,16 +93,7 @@ def run_famr(model, data: MethodData, cfg: FamrConfig, *, device, progress=None)
         return {"loss": loss, "uniform_loss": loss}
 
     streams = Streams("forget", data.batches("forget", cfg))
-    return optimise(
-        model,
-        objective,
-        streams,
-        cfg,
-        device=device,
-        anchor_lam=cfg.lam,
-        anchor=data.anchor,
-        progress=progress,
-    )
+    return optimise_anchored(model, objective, streams, cfg, data, device=device, progress=progress)
 
 
 register_method(

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from ..config import check_positive
 from ..data.tensors import to_float
-from ..loop import Streams, optimise
+from ..loop import Streams
 from ..losses import uniform_cross_entropy
-from . import MethodData, register_method
+from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
 
@@ -113,14 +113,13 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
                 "epoch": 0,
             }
         ]
-    history = optimise(
+    history = optimise_anchored(
         model,
         objective,
         Streams("forget", data.batches("forget", cfg)),
         cfg,
+        data,
         device=device,
-        anchor_lam=cfg.lam,
-        anchor=data.anchor,
         progress=progress,
         stop=stop,
     )

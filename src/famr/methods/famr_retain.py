@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..config import check_positive
-from ..loop import Streams, optimise
+from ..loop import Streams
 from ..losses import kl_from_reference, uniform_cross_entropy
-from . import MethodData, register_method
+from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
 
@@ -83,13 +83,4 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     streams = Streams(
         "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
     )
-    return optimise(
-        model,
-        objective,
-        streams,
-        cfg,
-        device=device,
-        anchor_lam=cfg.lam,
-        anchor=data.anchor,
-        progress=progress,
-    )
+    return optimise_anchored(model, objective, streams, cfg, data, device=device, progress=progress)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import OptimConfig, check_positive
-from ..loop import Streams, optimise
+from ..loop import Streams
 from ..losses import cross_entropy
-from . import MethodData, register_method
+from . import MethodData, optimise_anchored, register_method
 
 
 @dataclass
@@ -51,13 +51,4 @@ def neggrad_plus(model, data: MethodData, cfg: NegGradPlusConfig, *, device, pro
     streams = Streams(
         "forget", data.batches("forget", cfg), {"retain": data.batches("retain", cfg)}
     )
-    return optimise(
-        model,
-        objective,
-        streams,
-        cfg,
-        device=device,
-        anchor_lam=cfg.lam,
-        anchor=data.anchor,
-        progress=progress,
-    )
+    return optimise_anchored(model, objective, streams, cfg, data, device=device, progress=progress)
