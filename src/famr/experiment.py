@@ -189,7 +189,7 @@ def run_class_forgetting(
         train_config: :class:`famr.TrainConfig` fields for the original model and the
             retrained reference (the same schedule for both).
         methods: ``{run name: config}`` as in :func:`compare_methods` (default: every method
-            but ``retrain`` with its default config).
+            but ``retrain`` and those that need held-out data, with its default config).
         seed: Seed of the original model's initialisation and of every run.
         device: Where to run.
         progress: ``progress(label)`` returns a ``(step, total)`` callback for that run.
@@ -201,7 +201,13 @@ def run_class_forgetting(
     splits = ClassForget(classes).split(data.train, data.test, data.num_classes)
     train_config = {"seed": seed, **(train_config or {})}
     if methods is None:
-        methods = {name: {} for name in METHODS.names() if name != "retrain"}
+        # every method that needs only forget / retain data (famr_matched calibrates on
+        # held-out data, which this comparison does not hold back)
+        methods = {
+            name: {}
+            for name in METHODS.names()
+            if name != "retrain" and "holdout" not in METHODS.get(name).meta["needs"]
+        }
     arch_args = {
         "num_classes": data.num_classes,
         "in_channels": data.in_channels,
