@@ -81,6 +81,12 @@ GRID = {
         for p in (LAST_STAGE, "all")
         for lr in (3e-4, 1e-4)
     ],
+    # the curvature-weighted anchor: diagonal Fisher of a 5,000-image retain buffer (head)
+    "famr_fisher": [
+        {"params": "head", "lam": lam, "lr": lr, "epochs": 30}
+        for lam in (0.1, 1.0, 10.0)
+        for lr in (0.01, 0.001)
+    ],
     "neggrad_plus": [{"lr": lr} for lr in (0.01, 0.001)] + SHORT,
     "random_label": [{"lr": lr} for lr in (0.01, 0.001)],
     "salun": [{"lr": lr} for lr in (0.01, 0.001)],

@@ -186,3 +186,58 @@ def test_famr_with_lam_zero_is_unanchored(tiny):
     result = famr.unlearn(model, forget, method="famr", lam=0.0, epochs=2)
     assert "anchor" not in result.history[-1]
     assert result.certificate["a_priori_bound"] is None and not result.certificate["certified"]
+
+
+def test_head_fisher_matches_per_example_autograd():
+    from famr.methods.famr_fisher import FLOOR, head_fisher
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(5, 3)
+    x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
+    squares = [torch.zeros_like(head.weight), torch.zeros_like(head.bias)]
+    for i in range(7):
+        loss = torch.nn.functional.cross_entropy(head(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, [head.weight, head.bias])
+        for s, g in zip(squares, grads, strict=True):
+            s.add_(g.pow(2) / 7)
+    scale = sum(s.sum() for s in squares) / sum(s.numel() for s in squares)
+    got = head_fisher(head, x, y)
+    assert torch.allclose(got["weight"], squares[0] / scale + FLOOR, atol=1e-6)
+    assert torch.allclose(got["bias"], squares[1] / scale + FLOOR, atol=1e-6)
+
+
+def test_weighted_anchor_gradient_matches_autograd():
+    from famr.losses import add_anchor_gradient_
+
+    torch.manual_seed(0)
+    p = torch.randn(4, 3, requires_grad=True)
+    ref, w = torch.randn(4, 3), torch.rand(4, 3)
+    (0.5 * 2.0 * (w * (p - ref).pow(2)).sum()).backward()
+    expected = p.grad.clone()
+    p.grad = None
+    add_anchor_gradient_([p], [ref], 2.0, [w])
+    assert torch.allclose(p.grad, expected)
+
+
+def test_fisher_anchor_holds_what_the_retain_set_uses_more_firmly(digits, digits_model):
+    from famr.methods.famr_fisher import head_fisher
+    from famr.methods.head import head_inputs
+
+    splits = famr.ClassForget(3).split(digits.train, digits.test, 10)
+    result = famr.unlearn(
+        digits_model, splits.forget, splits.retain, method="famr_fisher", lam=10.0, epochs=10
+    )
+    head0, head1 = digits_model.classifier, result.model.classifier
+    _, retain_labels = splits.retain.tensors
+    features = head_inputs(digits_model, head0, splits.retain.tensors[0])
+    weights = head_fisher(head0, features, retain_labels)["weight"].flatten()
+    moved = (head1.weight - head0.weight).abs().flatten().detach()
+    order = weights.argsort()
+    tenth = len(order) // 10
+    # the weights the retain set relies on most moved far less than those it does not use
+    assert moved[order[-tenth:]].mean() < 0.5 * moved[order[:tenth]].mean()
+    assert result.history[-1]["anchor"] > 0
+    with pytest.raises(ValueError, match="supports 'head'"):
+        famr.unlearn(
+            digits_model, splits.forget, splits.retain, method="famr_fisher", params="all"
+        )

@@ -185,6 +185,7 @@ def optimise(
     device: torch.device,
     anchor_lam: float = 0.0,
     anchor: dict[str, Tensor] | None = None,
+    anchor_weights: dict[str, Tensor] | None = None,
     update_mask: dict[str, Tensor] | None = None,
     progress: Progress | None = None,
     on_step: Callable[[int, int], None] | None = None,
@@ -204,6 +205,8 @@ def optimise(
             is added with fused ops after back-propagation (no extra pass over the network).
         anchor: ``{parameter name: tensor}``: anchor to these values instead of the values on
             entry (e.g. the original weights during a second, sequential request).
+        anchor_weights: ``{parameter name: tensor}`` of per-element weights w: the anchor
+            becomes ``(lam/2) sum w (theta - theta_anchor)^2`` (e.g. a diagonal Fisher).
         update_mask: Optional ``{parameter name: bool tensor}``; entries where the mask is
             false never move: their gradients are zeroed and, after each step, their values are
             restored, so momentum and weight decay cannot move them either.
@@ -236,6 +239,12 @@ def optimise(
         if missing:
             raise ValueError(f"the anchor lacks parameters {missing[:4]}")
         anchor_point = [anchor[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
+    weights = None
+    if anchor_weights is not None:
+        missing = [n for n in names if n not in anchor_weights]
+        if missing:
+            raise ValueError(f"anchor_weights lack parameters {missing[:4]}")
+        weights = [anchor_weights[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
     masks = {}
     if update_mask:
         unknown = sorted(set(update_mask) - set(names))
@@ -306,7 +315,7 @@ def optimise(
                         f"the objective became {value} at step {step + 1} (epoch {epoch + 1}); "
                         "lower lr, set grad_clip, or raise the anchor strength"
                     )
-                add_anchor_gradient_(params, anchor_point, anchor_lam)
+                add_anchor_gradient_(params, anchor_point, anchor_lam, weights)
                 for i, mask in masks.items():
                     params[i].grad.mul_(mask)
                 if cfg.grad_clip is not None:
@@ -332,7 +341,16 @@ def optimise(
             record["loss"] = sums["loss"] / count
             distance_sq = float(squared_distance(params, anchor_point))
             if anchor_lam:
-                record["anchor"] = 0.5 * anchor_lam * distance_sq
+                weighted_sq = distance_sq
+                if weights is not None:
+                    with torch.no_grad():
+                        weighted_sq = float(
+                            sum(
+                                (w * (p - a).pow(2)).sum()
+                                for p, a, w in zip(params, anchor_point, weights, strict=True)
+                            )
+                        )
+                record["anchor"] = 0.5 * anchor_lam * weighted_sq
                 record["objective"] = record["loss"] + record["anchor"]
             record["distance"] = math.sqrt(distance_sq)
             record["lr"] = lr

@@ -80,8 +80,14 @@ def anchor_penalty(params: Sequence[Tensor], reference: Sequence[Tensor], lam: f
     return 0.5 * lam * total
 
 
-def add_anchor_gradient_(params: Sequence[Tensor], reference: Sequence[Tensor], lam: float) -> None:
-    """Add the anchor's gradient ``lam * (theta - theta_0)`` to each ``param.grad`` in place.
+def add_anchor_gradient_(
+    params: Sequence[Tensor],
+    reference: Sequence[Tensor],
+    lam: float,
+    weights: Sequence[Tensor] | None = None,
+) -> None:
+    """Add the anchor's gradient ``lam * (theta - theta_0)`` to each ``param.grad`` in place
+    (``lam * w * (theta - theta_0)`` with per-element ``weights`` w: a curvature-weighted anchor).
 
     Equivalent to back-propagating :func:`anchor_penalty` (pinned by a test) but costs two fused
     element-wise ops instead of an autograd graph over every parameter.
@@ -95,4 +101,6 @@ def add_anchor_gradient_(params: Sequence[Tensor], reference: Sequence[Tensor], 
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)
         diffs = torch._foreach_sub([p.detach() for p in params], list(reference))
+        if weights is not None:
+            diffs = torch._foreach_mul(diffs, list(weights))
         torch._foreach_add_(grads, diffs, alpha=lam)
