@@ -104,7 +104,13 @@ def main() -> int:
         choices=sorted(GRID),
         help="rerun only these methods' grids; the other rows are kept from the existing results",
     )
+    extra.add_argument(
+        "--table-only", action="store_true", help="rewrite the BENCHMARKS.md table from the JSON"
+    )
     known, rest = extra.parse_known_args()
+    if known.table_only:
+        write_table(json.loads((RESULTS / "famr_study_cpu.json").read_text()))
+        return 0
     args = parse_args(rest)
     out = Path(__file__).resolve().parent / "results" / f"famr_study_{args.profile}.json"
     rerun = set(known.methods or GRID)
@@ -197,8 +203,93 @@ def main() -> int:
         "rows": rows,
     }
     io.write_text_atomic(out, io.json_text(payload))
-    log(f"wrote {out}")
+    write_table(payload)
+    log(f"wrote {out} and BENCHMARKS.md")
     return 0
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _mean_rows(rows, method, keep):
+    """Mean over forget classes of each config of ``method`` whose config passes ``keep``."""
+    groups = {}
+    for row in rows:
+        if row["method"] == method and keep(row["config"]):
+            groups.setdefault(json.dumps(row["config"], sort_keys=True), []).append(row)
+    out = []
+    for key, members in groups.items():
+        mean = {
+            k: sum(m[k] for m in members) / len(members)
+            for k in ("val_forget_acc", "val_retain_drop", "score", "seconds")
+        }
+        out.append({"config": json.loads(key), **mean})
+    return sorted(out, key=lambda r: (r["score"], r["seconds"]))
+
+
+def write_table(payload) -> None:
+    """The study's choices as a BENCHMARKS.md section: what each FAMR lever does, and the
+    configuration chosen for every method (mean over the forget classes, validation split)."""
+    rows = payload["rows"]
+    groups = [
+        (
+            "FAMR, head, uniform over the retained classes",
+            "famr",
+            lambda c: c.get("params") == "head" and c.get("target") == "retained",
+        ),
+        (
+            "FAMR, head, uniform over all K (the paper's target)",
+            "famr",
+            lambda c: c.get("params") == "head" and c.get("target") == "uniform",
+        ),
+        ("FAMR, last stage + head", "famr", lambda c: c.get("params") == LAST_STAGE),
+        (
+            "FAMR, every parameter",
+            "famr",
+            lambda c: c.get("params") == "all" and "batchnorm" not in c,
+        ),
+        (
+            "FAMR, every parameter, BatchNorm in train mode",
+            "famr",
+            lambda c: c.get("batchnorm") == "train",
+        ),
+        ("no anchor (uniform-KL, every parameter)", "uniform_kl", lambda c: True),
+        ("anchor: diagonal Fisher of a retain buffer (head)", "famr_fisher", lambda c: True),
+        (
+            "anchor: KL to the original on a retain buffer (famr_retain)",
+            "famr_retain",
+            lambda c: True,
+        ),
+    ]
+    lines = [
+        "## FAMR study on the validation split (CIFAR-10, ResNet-20, CPU)",
+        "",
+        f"Command: `{payload['command']}`"
+        + "".join(f"; then `{c}`" for c in payload.get("reruns", []))
+        + f"; torch {payload['environment']['torch']}, {payload['date']}. Forget classes "
+        f"{payload['classes']}; score = val forget acc + drop in val retain acc (points, lower "
+        "is better), mean over the classes; the test set and the retrained models are never "
+        "looked at. Best configuration of each lever:",
+        "",
+        "| lever | best configuration | val forget acc | val retain drop | score | seconds |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for title, method, keep in groups:
+        ranked = _mean_rows(rows, method, keep)
+        if not ranked:
+            continue
+        b = ranked[0]
+        shown = ", ".join(f"{k}={v}" for k, v in b["config"].items() if k != "cache_features")
+        lines.append(
+            f"| {title} | {shown.replace('|', chr(92) + '|')} | {b['val_forget_acc']:.2f} | {b['val_retain_drop']:.2f} | "
+            f"{b['score']:.2f} | {b['seconds']:.1f} |"
+        )
+    lines += ["", "Chosen configuration per method (used by `cifar10_classwise.py`):", ""]
+    lines += ["| method | configuration | score |", "|---|---|---:|"]
+    for method, chosen in payload["chosen"].items():
+        shown = ", ".join(f"{k}={v}" for k, v in chosen["config"].items())
+        lines.append(f"| {method} | {shown.replace('|', chr(92) + '|')} | {chosen['score']:.2f} |")
+    common.update_benchmarks_md("famr_study_cpu", "\n".join(lines))
 
 
 if __name__ == "__main__":
