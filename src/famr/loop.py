@@ -72,6 +72,16 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
     return chosen
 
 
+def _aligned(
+    tensors: dict[str, Tensor], chosen: list[tuple[str, nn.Parameter]], what: str
+) -> list[Tensor]:
+    """``tensors`` for each updated parameter, in order, on its device and dtype."""
+    missing = [n for n, _ in chosen if n not in tensors]
+    if missing:
+        raise ValueError(f"{what} lacks parameters {missing[:4]}")
+    return [tensors[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
+
+
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -233,18 +243,8 @@ def optimise(
     for p in params:
         p.requires_grad_(True)
     start = [p.detach().clone() for p in params]
-    anchor_point = start
-    if anchor is not None:
-        missing = [n for n in names if n not in anchor]
-        if missing:
-            raise ValueError(f"the anchor lacks parameters {missing[:4]}")
-        anchor_point = [anchor[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
-    weights = None
-    if anchor_weights is not None:
-        missing = [n for n in names if n not in anchor_weights]
-        if missing:
-            raise ValueError(f"anchor_weights lack parameters {missing[:4]}")
-        weights = [anchor_weights[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
+    anchor_point = start if anchor is None else _aligned(anchor, chosen, "anchor")
+    weights = None if anchor_weights is None else _aligned(anchor_weights, chosen, "anchor_weights")
     masks = {}
     if update_mask:
         unknown = sorted(set(update_mask) - set(names))
