@@ -238,6 +238,4 @@ def test_fisher_anchor_holds_what_the_retain_set_uses_more_firmly(digits, digits
     assert moved[order[-tenth:]].mean() < 0.5 * moved[order[:tenth]].mean()
     assert result.history[-1]["anchor"] > 0
     with pytest.raises(ValueError, match="supports 'head'"):
-        famr.unlearn(
-            digits_model, splits.forget, splits.retain, method="famr_fisher", params="all"
-        )
+        famr.unlearn(digits_model, splits.forget, splits.retain, method="famr_fisher", params="all")
