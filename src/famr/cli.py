@@ -1064,14 +1064,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGTERM takes the same clean path as Ctrl-C: temporary files removed, nothing written
         previous = signal.signal(signal.SIGTERM, _interrupt)
     started_group = False
-    quiet = contextlib.nullcontext()
     try:
         started_group = _start_process_group(args)
-        if not distributed.is_main():  # under torchrun only rank 0 prints and writes files
-            quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115
-            if hasattr(args, "quiet"):
-                args.quiet = True
-        with quiet:
+        with contextlib.ExitStack() as stack:
+            if not distributed.is_main():  # under torchrun only rank 0 prints and writes
+                stack.enter_context(
+                    contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w")))
+                )
+                if hasattr(args, "quiet"):
+                    args.quiet = True
             return HANDLERS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         message = " ".join(str(err).split())

@@ -464,7 +464,7 @@ def certify(
     if anchor is not None:
         start_distance = parameter_distances(anchor, original)[0]
         newton = False
-    distance, per_layer = parameter_distances(anchor or original, updated)
+    distance, per_layer = parameter_distances(anchor if anchor is not None else original, updated)
     name = head_name(updated)
     prefix = name + "." if name else ""
     head_only = bool(per_layer) and all(
