@@ -151,6 +151,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--cache", default=str(HERE.parent / "cache"))
+    p.add_argument(
+        "--table-only", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON"
+    )
     return p.parse_args(argv)
 
 
@@ -257,6 +260,12 @@ def sequential_runs(original, splits_all, first, second, data, device, reference
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table_only:
+        import json
+
+        out = HERE.parent / "results" / f"scenarios_{args.data}_cpu.json"
+        write_table(json.loads(out.read_text()))
+        return 0
     device = famr.resolve_device(args.device)
     data, arch, arch_args, train_cfg, original = setup(args, device)
     blocks = {}
@@ -328,33 +337,40 @@ TABLE = [
 
 
 def write(args, arch, train_cfg, blocks) -> None:
+    """Merge this run's blocks into the results file (each block keeps the command, date and
+    environment it was measured with) and rewrite the BENCHMARKS.md section from the file."""
+    import json
+
     out = HERE.parent / "results" / f"scenarios_{args.data}_cpu.json"
-    command = "python benchmarks/scenarios.py " + " ".join(sys.argv[1:])
-    payload = {
-        "benchmark": "scenarios",
-        "command": command,
+    stamp = {
+        "command": "python benchmarks/scenarios.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "environment": common.environment(),
+    }
+    blocks = {name: {**block, **stamp} for name, block in blocks.items()}
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    payload = {
+        "benchmark": "scenarios",
         "data": args.data,
         "arch": arch,
+        "seed": args.seed,
         "train_config": train_cfg,
-        "blocks": blocks,
+        "blocks": {**previous.get("blocks", {}), **blocks},  # keep scenarios not rerun
     }
-    if out.exists():  # keep scenarios not rerun this time
-        import json
-
-        previous = json.loads(out.read_text())
-        payload["blocks"] = {**previous.get("blocks", {}), **blocks}
     io.write_text_atomic(out, io.json_text(payload))
-    env = payload["environment"]
+    write_table(payload)
+    log(f"wrote {out} and BENCHMARKS.md")
+
+
+def write_table(payload) -> None:
+    """The BENCHMARKS.md section of one data set's scenario results."""
     lines = [
-        f"## Scenarios beyond one class ({args.data}, CPU)",
+        f"## Scenarios beyond one class ({payload['data']}, CPU)",
         "",
-        f"Command: `{command}`; {env['cpu_count']}-core {env['machine']} CPU, torch {env['torch']}, "
-        f"{payload['date']}; {arch}, seed {args.seed}, default configurations (not tuned per "
+        f"{payload['arch']}, seed {payload['seed']}, default configurations (not tuned per "
         "scenario). Accuracies and MIA-efficacy in %, avg gap in points against `retrain` "
         "(retrained without the forget set); seconds of the method alone (training time for "
-        "`original` and `retrain`).",
+        "`original` and `retrain`). Each block names the command and environment it ran in.",
     ]
     titles = {
         "classes": "Two classes at once, and one after the other",
@@ -368,6 +384,14 @@ def write(args, arch, train_cfg, blocks) -> None:
         lines += [
             "",
             f"**{titles[name]}** (forget set: {block['forget']['count']} training images)",
+            "",
+        ]
+        env = block.get("environment") or payload.get("environment", {})
+        command = block.get("command") or payload.get("command", "")
+        lines += [
+            f"Command: `{command}`; {env.get('cpu_count')}-core {env.get('machine')} CPU, torch "
+            f"{env.get('torch')} ({env.get('torch_threads')} threads), "
+            f"{block.get('date') or payload.get('date')}.",
             "",
         ]
         lines += [
@@ -387,8 +411,7 @@ def write(args, arch, train_cfg, blocks) -> None:
                     f"\n`{run}`: ‖θ−θ₀‖ = {e['distance_from_original']:.3f} within the composed "
                     f"certificate bound {e['deviation_bound_from_original']:.3f}."
                 )
-    common.update_benchmarks_md(f"scenarios_{args.data}_cpu", "\n".join(lines))
-    log(f"wrote {out} and BENCHMARKS.md")
+    common.update_benchmarks_md(f"scenarios_{payload['data']}_cpu", "\n".join(lines))
 
 
 if __name__ == "__main__":
