@@ -234,9 +234,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"checkpoint {str(path)!r} is not a readable safetensors file: {err}"
         ) from None
     expected = meta.get("weights_sha256")
-    if expected is not None and sha256_file(path) != expected:
+    actual = sha256_file(path) if expected is not None else None
+    if actual != expected:
         raise ValueError(
-            f"checkpoint {str(path)!r} does not match its metadata: sha256 {sha256_file(path)} "
+            f"checkpoint {str(path)!r} does not match its metadata: sha256 {actual} "
             f"!= recorded {expected} (a corrupted or replaced weights file)"
         )
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]

@@ -17,7 +17,7 @@ Euclidean certificate is attached.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +26,7 @@ from ..loop import Streams
 from ..losses import uniform_cross_entropy
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
+from .famr_retain import with_retain_buffer
 from .head import cached_head_problem
 
 FLOOR = 1e-3
@@ -77,10 +78,7 @@ def famr_fisher(model, data: MethodData, cfg: FamrFisherConfig, *, device, progr
             "(the exact per-example Fisher of the classifier)"
         )
     support = target_support(cfg, data)
-    images, labels = data.retain
-    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
-    keep = keep[: cfg.buffer_size].to(images.device)
-    buffer = replace(data, retain=(images[keep], labels[keep]))
+    buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
     cached = cached_head_problem(model, buffer, cfg, retain=True)
     if cached is None:
         raise ValueError(

@@ -51,6 +51,14 @@ class FamrRetainConfig(FamrConfig):
             )
 
 
+def with_retain_buffer(data: MethodData, size: int, seed: int) -> MethodData:
+    """``data`` with its retain set cut to a seeded random buffer of at most ``size`` examples."""
+    images, labels = data.retain
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    keep = keep[:size].to(images.device)
+    return replace(data, retain=(images[keep], labels[keep]))
+
+
 @register_method(
     "famr_retain",
     config=FamrRetainConfig,
@@ -62,10 +70,7 @@ class FamrRetainConfig(FamrConfig):
 def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progress=None):
     """FAMR plus a KL anchor to the original predictions on a retain buffer."""
     support = target_support(cfg, data)
-    images, labels = data.retain
-    generator = torch.Generator().manual_seed(cfg.seed)
-    keep = torch.randperm(len(labels), generator=generator)[: cfg.buffer_size].to(images.device)
-    buffer = replace(data, retain=(images[keep], labels[keep]))
+    buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
     cached = cached_head_problem(model, buffer, cfg, retain=True) if cfg.cache_features else None
     if cached is not None:
         model, buffer, cfg = cached  # the head on frozen features of the forget set and buffer
