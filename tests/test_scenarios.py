@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -44,8 +46,56 @@ def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
     assert matched_m["mia_gap"] < pushed_m["mia_gap"] / 2
     assert matched_m["avg_gap"] < pushed_m["avg_gap"]
     assert matched.history[-1]["stopped_at"] >= 1  # the rule ended the run
-    assert matched.history[-1]["forget_confidence"] <= matched.history[-1]["holdout_confidence"]
+    assert matched.history[-1]["forget_level"] <= matched.history[-1]["holdout_level"]
     assert matched.certificate["certified"]
+
+
+@pytest.mark.parametrize("statistic, lr", [("confidence", 1e-4), ("accuracy", 1e-3)])
+def test_whole_network_matched_stops_at_the_held_out_level(random_request, statistic, lr):
+    data, model, splits, retrained = random_request
+    reference = _metrics(retrained, splits)
+    pushed = famr.unlearn(model, splits.forget, method="famr", forget_classes=[])
+    matched = famr.unlearn(
+        model,
+        splits.forget,
+        splits.retain,
+        method="famr_matched_retain",
+        forget_classes=[],
+        holdout=data.validation,
+        statistic=statistic,
+        check_every=1,
+        lr=lr,
+    )
+    last = matched.history[-1]
+    assert last["stopped_at"] >= 1 and last["forget_level"] <= last["holdout_level"]
+    assert last["forget_level_start"] > last["holdout_level"]
+    matched_m = _metrics(matched.model, splits, reference)
+    pushed_m = _metrics(pushed.model, splits, reference)
+    assert matched_m["avg_gap"] < pushed_m["avg_gap"]
+    assert matched_m["mia_gap"] < pushed_m["mia_gap"]
+
+
+def test_true_label_statistic_known_answers():
+    from famr.methods.famr_matched import true_label_statistic
+
+    logits = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0], [0.0, math.log(4.0)]])
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        net[1].weight.copy_(logits.T)  # one-hot image i gives logits[i]
+    images, labels = torch.eye(3).view(3, 1, 1, 3), torch.tensor([0, 0, 0])
+    # true-label probabilities 3/4, 1/2 and 1/5; argmax right only for the first (a tie
+    # counts as the lowest index, as torch.argmax does)
+    confidence = true_label_statistic(net, images, labels, batch=2)
+    assert confidence == pytest.approx((0.75 + 0.5 + 0.2) / 3, abs=1e-6)
+    assert true_label_statistic(net, images, labels, statistic="accuracy") == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="statistic='median'.*confidence"):
+        famr.unlearn(
+            net,
+            torch.utils.data.TensorDataset(images, labels),
+            method="famr_matched",
+            holdout=torch.utils.data.TensorDataset(images, labels),
+            statistic="median",
+        )
 
 
 def test_matched_needs_holdout(random_request):

@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "--holdout",
         choices=["test"],
-        help="unseen examples for methods that calibrate on them (famr_matched): 'test' = the "
+        help="unseen examples for methods that calibrate on them (famr_matched, "
+        "famr_matched_retain): 'test' = the "
         "test images of the retained classes (the only data a model trained on the whole "
         "training set never saw; the API also takes a validation split)",
     )

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..config import check_positive
+from ..config import check_choice, check_positive
 from ..data.tensors import to_float
 from ..loop import Streams
 from ..losses import uniform_cross_entropy
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
+
+STATISTICS = ("confidence", "accuracy")
 
 
 @dataclass
@@ -35,14 +37,20 @@ class FamrMatchedConfig(FamrConfig):
         epochs: An upper limit: the rule usually stops the run much earlier.
         check_every: Steps between two checks of the rule (each check is one forward pass over
             the forget set, or over its cached features for head-only runs).
-        margin: Stop once the forget mean confidence is at most the held-out mean plus this
-            (in probability units; 0 = exactly the held-out level).
+        statistic: What the rule compares: ``"confidence"``, the mean softmax probability of
+            the true label, or ``"accuracy"``, the share classified correctly. A run that lowers
+            every example's confidence a little reaches the held-out confidence while still
+            classifying the forget set as well as before; matching the accuracy asks for the
+            forget set to be recognised only as often as unseen data.
+        margin: Stop once the forget statistic is at most the held-out one plus this (a
+            probability or a fraction; 0 = exactly the held-out level).
     """
 
     target: str = "uniform"
     epochs: int = 50
     lr: float = 1e-3
     check_every: int = 1
+    statistic: str = "confidence"
     margin: float = 0.0
 
     def __post_init__(self) -> None:
@@ -52,13 +60,15 @@ class FamrMatchedConfig(FamrConfig):
                 f"check_every={self.check_every!r} is not valid; it must be an integer >= 1"
             )
         check_positive("margin", self.margin, allow_zero=True)
+        check_choice("statistic", self.statistic, STATISTICS)
 
 
 @torch.no_grad()
-def mean_true_confidence(
-    model: nn.Module, images: Tensor, labels: Tensor, batch: int = 512
+def true_label_statistic(
+    model: nn.Module, images: Tensor, labels: Tensor, batch: int = 512, statistic="confidence"
 ) -> float:
-    """Mean softmax probability of the true label (eval mode, float32; each module's own
+    """Mean softmax probability of the true label, or with ``statistic="accuracy"`` the share
+    of examples whose top prediction is the true label (eval mode, float32; each module's own
     train/eval flag is restored afterwards, so BatchNorm kept in eval by the loop stays so)."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -66,7 +76,11 @@ def mean_true_confidence(
     try:
         for start in range(0, len(labels), batch):
             p = model(to_float(images[start : start + batch])).float().softmax(dim=1)
-            total += float(p.gather(1, labels[start : start + batch].view(-1, 1)).sum())
+            y = labels[start : start + batch]
+            if statistic == "accuracy":
+                total += float((p.argmax(dim=1) == y).sum())
+            else:
+                total += float(p.gather(1, y.view(-1, 1)).sum())
     finally:
         for module, flag in flags:
             module.training = flag
@@ -84,7 +98,7 @@ def mean_true_confidence(
 def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, progress=None):
     """FAMR until the forget set's mean true-label confidence reaches the held-out level."""
     support = target_support(cfg, data)
-    level = mean_true_confidence(model, *data.holdout) + cfg.margin
+    level = true_label_statistic(model, *data.holdout, statistic=cfg.statistic) + cfg.margin
     cached = cached_head_problem(model, data, cfg) if cfg.cache_features else None
     if cached is not None:
         model, data, cfg = cached
@@ -94,7 +108,7 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
     def stop(step: int) -> bool:
         if step % cfg.check_every:
             return False
-        trace.append(mean_true_confidence(model, forget_x, forget_y))
+        trace.append(true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic))
         return trace[-1] <= level
 
     def objective(batch):
@@ -102,14 +116,14 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
         loss = uniform_cross_entropy(model(images), support)
         return {"loss": loss, "uniform_loss": loss}
 
-    start_confidence = mean_true_confidence(model, forget_x, forget_y)
+    start_confidence = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
     if start_confidence <= level:  # already as unsure as on unseen data: nothing to do
         return [
             {
                 "loss": 0.0,
                 "stopped_at": 0,
-                "holdout_confidence": level,
-                "forget_confidence": start_confidence,
+                "holdout_level": level,
+                "forget_level": start_confidence,
                 "epoch": 0,
             }
         ]
@@ -124,7 +138,7 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
         stop=stop,
     )
     if history:
-        history[-1]["holdout_confidence"] = level
-        history[-1]["forget_confidence"] = trace[-1] if trace else start_confidence
-        history[-1]["forget_confidence_start"] = start_confidence
+        history[-1]["holdout_level"] = level
+        history[-1]["forget_level"] = trace[-1] if trace else start_confidence
+        history[-1]["forget_level_start"] = start_confidence
     return history
