@@ -65,11 +65,16 @@ class FamrMatchedConfig(FamrConfig):
 
 @torch.no_grad()
 def true_label_statistic(
-    model: nn.Module, images: Tensor, labels: Tensor, batch: int = 512, statistic="confidence"
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    batch: int = 512,
+    statistic: str = "confidence",
 ) -> float:
     """Mean softmax probability of the true label, or with ``statistic="accuracy"`` the share
     of examples whose top prediction is the true label (eval mode, float32; each module's own
     train/eval flag is restored afterwards, so BatchNorm kept in eval by the loop stays so)."""
+    check_choice("statistic", statistic, STATISTICS)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     total = 0.0
@@ -96,7 +101,7 @@ def true_label_statistic(
     summary="FAMR that stops when the forget set is as confident as held-out data (samples)",
 )
 def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, progress=None):
-    """FAMR until the forget set's mean true-label confidence reaches the held-out level."""
+    """FAMR until the forget set's true-label statistic reaches the held-out level."""
     support = target_support(cfg, data)
     level = true_label_statistic(model, *data.holdout, statistic=cfg.statistic) + cfg.margin
     cached = cached_head_problem(model, data, cfg) if cfg.cache_features else None
@@ -116,14 +121,14 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
         loss = uniform_cross_entropy(model(images), support)
         return {"loss": loss, "uniform_loss": loss}
 
-    start_confidence = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
-    if start_confidence <= level:  # already as unsure as on unseen data: nothing to do
+    start_level = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
+    if start_level <= level:  # already as unsure as on unseen data: nothing to do
         return [
             {
                 "loss": 0.0,
                 "stopped_at": 0,
                 "holdout_level": level,
-                "forget_level": start_confidence,
+                "forget_level": start_level,
                 "epoch": 0,
             }
         ]
@@ -139,6 +144,6 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
     )
     if history:
         history[-1]["holdout_level"] = level
-        history[-1]["forget_level"] = trace[-1] if trace else start_confidence
-        history[-1]["forget_level_start"] = start_confidence
+        history[-1]["forget_level"] = trace[-1] if trace else start_level
+        history[-1]["forget_level_start"] = start_level
     return history

@@ -85,14 +85,14 @@ def famr_matched_retain(
     held-out data."""
     level = true_label_statistic(model, *data.holdout, statistic=cfg.statistic) + cfg.margin
     forget_x, forget_y = data.forget
-    start_confidence = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
-    if start_confidence <= level:  # already as unsure as on unseen data: nothing to do
+    start_level = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
+    if start_level <= level:  # already as unsure as on unseen data: nothing to do
         return [
             {
                 "loss": 0.0,
                 "stopped_at": 0,
                 "holdout_level": level,
-                "forget_level": start_confidence,
+                "forget_level": start_level,
                 "epoch": 0,
             }
         ]
@@ -128,6 +128,6 @@ def famr_matched_retain(
     )
     if history:
         history[-1]["holdout_level"] = level
-        history[-1]["forget_level"] = trace[-1] if trace else start_confidence
-        history[-1]["forget_level_start"] = start_confidence
+        history[-1]["forget_level"] = trace[-1] if trace else start_level
+        history[-1]["forget_level_start"] = start_level
     return history
