@@ -52,6 +52,41 @@ def test_method_contract(method, tiny):
     assert (result.certificate is not None) == entry.meta["certificate"]
 
 
+def test_matched_retain_cross_entropy_term_fits_the_buffer_labels(tiny):
+    """With retain_loss="cross_entropy" and a heavy retain weight, the retain term is plain
+    cross-entropy on the buffer labels: it must fall."""
+    from famr.losses import cross_entropy
+
+    model, forget, retain = tiny
+    x, y = retain.tensors
+    with torch.no_grad():
+        before = float(cross_entropy(model.eval()(x), y))
+    result = famr.unlearn(
+        model,
+        forget,
+        retain,
+        method="famr_matched_retain",
+        retain_loss="cross_entropy",
+        beta=100.0,
+        lr=1e-3,
+        epochs=5,
+        device="cpu",
+        holdout=_holdout(model, forget),
+    )
+    assert result.history[-1]["retain_loss"] < before
+    with torch.no_grad():
+        assert float(cross_entropy(result.model.eval()(x), y)) < before
+    with pytest.raises(ValueError, match="retain_loss='mse'.*kl, cross_entropy"):
+        famr.unlearn(
+            model,
+            forget,
+            retain,
+            method="famr_matched_retain",
+            retain_loss="mse",
+            holdout=_holdout(model, forget),
+        )
+
+
 @pytest.mark.parametrize("method", ALL)
 def test_same_seed_gives_bit_identical_weights(method, tiny):
     model, forget, retain = tiny

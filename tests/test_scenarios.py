@@ -83,8 +83,8 @@ def test_true_label_statistic_known_answers():
     with torch.no_grad():
         net[1].weight.copy_(logits.T)  # one-hot image i gives logits[i]
     images, labels = torch.eye(3).view(3, 1, 1, 3), torch.tensor([0, 0, 0])
-    # true-label probabilities 3/4, 1/2 and 1/5; argmax right only for the first (a tie
-    # counts as the lowest index, as torch.argmax does)
+    # true-label probabilities 3/4, 1/2 and 1/5; the top prediction is right for the first
+    # two (the tie in the second goes to the first index, as torch.argmax documents)
     confidence = true_label_statistic(net, images, labels, batch=2)
     assert confidence == pytest.approx((0.75 + 0.5 + 0.2) / 3, abs=1e-6)
     assert true_label_statistic(net, images, labels, statistic="accuracy") == pytest.approx(2 / 3)

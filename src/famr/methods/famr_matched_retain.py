@@ -20,11 +20,10 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..config import check_choice, check_positive
 from ..loop import Streams
-from ..losses import kl_from_reference, uniform_cross_entropy
+from ..losses import cross_entropy, kl_from_reference, uniform_cross_entropy
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, target_support
 from .famr_matched import FamrMatchedConfig, true_label_statistic
@@ -117,7 +116,7 @@ def famr_matched_retain(
                 reference = original(retain_images)
             retain = kl_from_reference(logits, reference)
         else:
-            retain = F.cross_entropy(logits.float(), retain_labels)
+            retain = cross_entropy(logits, retain_labels)
         return {"loss": uniform + cfg.beta * retain, "uniform_loss": uniform, "retain_loss": retain}
 
     streams = Streams(
