@@ -107,20 +107,31 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
     cached = cached_head_problem(model, data, cfg) if cfg.cache_features else None
     if cached is not None:
         model, data, cfg = cached
-    forget_x, forget_y = data.forget
-    trace: list[float] = []
-
-    def stop(step: int) -> bool:
-        if step % cfg.check_every:
-            return False
-        trace.append(true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic))
-        return trace[-1] <= level
 
     def objective(batch):
         images, _ = batch["forget"]
         loss = uniform_cross_entropy(model(images), support)
         return {"loss": loss, "uniform_loss": loss}
 
+    def run(stop):
+        streams = Streams("forget", data.batches("forget", cfg))
+        return optimise_anchored(
+            model, objective, streams, cfg, data, device=device, progress=progress, stop=stop
+        )
+
+    return until_held_out_level(model, data.forget, level, cfg, run)
+
+
+def until_held_out_level(model, forget, level: float, cfg: FamrMatchedConfig, run):
+    """The held-out stopping rule around one optimisation run.
+
+    ``run(stop)`` optimises ``model`` and returns its history; ``stop(step)`` measures the
+    forget set's true-label statistic every ``cfg.check_every`` steps and ends the run once it
+    is at most ``level``. When the forget set starts at or below the level, nothing runs. The
+    last history record gets the held-out level and the forget set's levels at the start and
+    at the end.
+    """
+    forget_x, forget_y = forget
     start_level = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
     if start_level <= level:  # already as unsure as on unseen data: nothing to do
         return [
@@ -132,16 +143,15 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
                 "epoch": 0,
             }
         ]
-    history = optimise_anchored(
-        model,
-        objective,
-        Streams("forget", data.batches("forget", cfg)),
-        cfg,
-        data,
-        device=device,
-        progress=progress,
-        stop=stop,
-    )
+    trace: list[float] = []
+
+    def stop(step: int) -> bool:
+        if step % cfg.check_every:
+            return False
+        trace.append(true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic))
+        return trace[-1] <= level
+
+    history = run(stop)
     if history:
         history[-1]["holdout_level"] = level
         history[-1]["forget_level"] = trace[-1] if trace else start_level
