@@ -219,7 +219,7 @@ def as_result(model, record, method):
 
 QUICK = ("famr", "famr_no_retain", "famr_retain", "gradient_ascent", "ssd")
 SPEED = {"bf16": True, "channels_last": True}  # measured 2.6x faster conv training on this CPU
-DEFAULTS = ("finetune", "l1_sparse", "scrub", "influence", "ssd")
+DEFAULTS = ("finetune", "l1_sparse", "influence", "ssd")
 
 
 def method_configs(args) -> dict[str, dict]:
@@ -243,6 +243,7 @@ def method_configs(args) -> dict[str, dict]:
         "neggrad_plus",
         "random_label",
         "salun",
+        "scrub",
     ):
         runs[name] = {"method": name, **chosen[name]["config"]}
     for name in DEFAULTS:

@@ -6,7 +6,10 @@ training images (the class's 500 = val_forget, the others' 4,500 = val_retain):
 
     score = val_forget_acc + (original val_retain_acc - val_retain_acc)    (points, lower = better)
 
-averaged over the forget classes (ties: the faster configuration). Writes benchmarks/results/famr_study_<profile>.json, which
+averaged over the forget classes (ties: the faster configuration). FAMR's two forms are chosen
+against the issue's targets instead: among the configurations whose mean val_forget_acc meets
+the form's ceiling (5 % without retain data, 1 % with a retain buffer), the smallest val retain
+drop; when none meets it, the lowest score. Writes benchmarks/results/famr_study_<profile>.json, which
 cifar10_classwise.py reads for its configurations.
 
     python benchmarks/famr_study.py --data-root ../shared/data/cifar10
@@ -88,10 +91,27 @@ GRID = {
         for lr in (0.01, 0.001)
     ],
     "neggrad_plus": [{"lr": lr} for lr in (0.01, 0.001)] + SHORT,
+    # the paper's lr, a smaller one, and the paper's BatchNorm handling (train mode)
+    "scrub": [{"lr": 5e-4}, {"lr": 1e-4}, {"lr": 5e-4, "batchnorm": "train"}],
     "random_label": [{"lr": lr} for lr in (0.01, 0.001)],
     "salun": [{"lr": lr} for lr in (0.01, 0.001)],
 }
 NO_RETAIN = ("famr", "uniform_kl", "gradient_ascent")
+# FAMR's targets on the forgotten class (val forget acc, %): the no-retain form and the
+# recommended form with a retain buffer
+FORGET_CEILING = {"famr": 5.0, "famr_retain": 1.0}
+
+
+def choose(configs, mean, ceiling=None):
+    """The chosen configuration: the lowest mean score (ties: faster); with a ``ceiling``, the
+    smallest mean val retain drop among those whose mean val forget acc is at most ``ceiling``
+    (the lowest score when none is)."""
+    ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
+    if ceiling is not None:
+        meeting = [c for c in ranked if mean("val_forget_acc", c) <= ceiling]
+        if meeting:
+            return min(meeting, key=lambda c: (mean("val_retain_drop", c), mean("seconds", c)))
+    return ranked[0]
 
 
 def main() -> int:
@@ -182,13 +202,13 @@ def main() -> int:
             values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
             return sum(values) / len(values)
 
-        ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
+        best = choose(configs, mean, FORGET_CEILING.get(method))
         chosen[method] = {
-            "config": ranked[0],
-            "score": mean("score", ranked[0]),
-            "val_forget_acc": mean("val_forget_acc", ranked[0]),
-            "val_retain_drop": mean("val_retain_drop", ranked[0]),
-            "seconds": mean("seconds", ranked[0]),
+            "config": best,
+            "score": mean("score", best),
+            "val_forget_acc": mean("val_forget_acc", best),
+            "val_retain_drop": mean("val_retain_drop", best),
+            "seconds": mean("seconds", best),
         }
         log(f"chosen {method}: {chosen[method]}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +219,7 @@ def main() -> int:
         "environment": common.environment(),
         "classes": classes,
         "rule": __doc__.split("\n\n")[1],
+        "forget_ceiling": FORGET_CEILING,
         "chosen": chosen,
         "rows": rows,
     }
@@ -284,11 +305,28 @@ def write_table(payload) -> None:
             f"| {title} | {shown.replace('|', chr(92) + '|')} | {b['val_forget_acc']:.2f} | {b['val_retain_drop']:.2f} | "
             f"{b['score']:.2f} | {b['seconds']:.1f} |"
         )
-    lines += ["", "Chosen configuration per method (used by `cifar10_classwise.py`):", ""]
-    lines += ["| method | configuration | score |", "|---|---|---:|"]
+    ceilings = payload.get("forget_ceiling", {})
+    rule = "".join(
+        f" `{m}`: the smallest val retain drop with val forget acc ≤ {c:g} %;"
+        for m, c in ceilings.items()
+    )
+    lines += [
+        "",
+        "Chosen configuration per method (used by `cifar10_classwise.py`); the lowest score,"
+        + (f" except{rule.rstrip(';')} (the issue's targets)" if rule else "")
+        + ":",
+        "",
+    ]
+    lines += [
+        "| method | configuration | val forget acc | val retain drop | score |",
+        "|---|---|---:|---:|---:|",
+    ]
     for method, chosen in payload["chosen"].items():
         shown = ", ".join(f"{k}={v}" for k, v in chosen["config"].items())
-        lines.append(f"| {method} | {shown.replace('|', chr(92) + '|')} | {chosen['score']:.2f} |")
+        lines.append(
+            f"| {method} | {shown.replace('|', chr(92) + '|')} | {chosen['val_forget_acc']:.2f} "
+            f"| {chosen['val_retain_drop']:.2f} | {chosen['score']:.2f} |"
+        )
     common.update_benchmarks_md("famr_study_cpu", "\n".join(lines))
 
 

@@ -55,6 +55,22 @@ def test_cross_entropy_and_kl_known_answers():
     assert kl_from_reference(logits, ref).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_label_smoothed_cross_entropy_known_answer():
+    # p = softmax([0, log 3]) = (1/4, 3/4); smoothing 0.2 over K = 2: target (0.1, 0.9) for label 1
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+    got = cross_entropy(logits, torch.tensor([1]), label_smoothing=0.2).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan")])
+def test_train_config_refuses_bad_label_smoothing(bad):
+    from famr import TrainConfig
+
+    with pytest.raises(ValueError, match="label_smoothing=.* must be in \\[0, 1\\)"):
+        TrainConfig(label_smoothing=bad)
+
+
 def test_anchor_penalty_known_answer():
     p = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
     r = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]

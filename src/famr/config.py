@@ -133,6 +133,11 @@ class TrainConfig(OptimConfig):
 
     A short, strong schedule: SGD with Nesterov momentum, one-cycle learning rate, BatchNorm
     statistics updated from the data.
+
+    Attributes:
+        label_smoothing: Mix this much of the uniform distribution into the one-hot training
+            targets (``torch.nn.functional.cross_entropy``'s ``label_smoothing``); 0 is plain
+            cross-entropy.
     """
 
     epochs: int = 30
@@ -142,6 +147,15 @@ class TrainConfig(OptimConfig):
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
     batchnorm: str = "train"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1
+        _require(
+            ok,
+            f"label_smoothing={self.label_smoothing!r} is not valid; it must be in [0, 1)",
+        )
 
 
 def field_names(cls: type) -> list[str]:

@@ -48,9 +48,12 @@ def uniform_minimum(num_classes: int, support: Tensor | None = None) -> float:
     return math.log(size)
 
 
-def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy of integer ``labels`` under softmax(logits)."""
-    return F.cross_entropy(_full_precision(logits), labels)
+def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy of integer ``labels`` under softmax(logits).
+
+    ``label_smoothing`` mixes that much of the uniform distribution into the one-hot targets.
+    """
+    return F.cross_entropy(_full_precision(logits), labels, label_smoothing=label_smoothing)
 
 
 def kl_from_reference(logits: Tensor, reference_logits: Tensor) -> Tensor:

@@ -31,9 +31,11 @@ def fit_cross_entropy(
         images, labels, cfg.batch_size, True, generator, augmentation(cfg.augment)
     )
 
+    smoothing = float(getattr(cfg, "label_smoothing", 0.0))
+
     def objective(batch):
         x, y = batch[stream]
-        loss = cross_entropy(model(x), y)
+        loss = cross_entropy(model(x), y, smoothing)
         return {"loss": loss, "cross_entropy": loss}
 
     return optimise(
