@@ -231,3 +231,36 @@ def test_cli_concept_and_style_requests_verify(tmp_path, data_flags, what, metho
         )
         == 2
     )
+
+
+def test_quantile_targets_known_answers():
+    from famr.methods.famr_quantile import confidence_map, matched_targets
+
+    # forget confidences 0.2..0.8 (mid-rank quantiles 1/8, 3/8, 5/8, 7/8) onto held-out 0, 0.5, 1
+    transport = confidence_map(torch.tensor([0.8, 0.2, 0.6, 0.4]), torch.tensor([1.0, 0.0, 0.5]))
+    got = transport(torch.tensor([0.2, 0.5, 0.8]))
+    assert got.tolist() == pytest.approx([0.125, 0.5, 0.875], abs=1e-6)
+    targets = matched_targets(torch.tensor([1, 0]), torch.tensor([0.4, 1.0 / 3]), 3)
+    expected = torch.tensor([[0.3, 0.4, 0.3], [1 / 3, 1 / 3, 1 / 3]])
+    assert torch.allclose(targets, expected, atol=1e-6)
+
+
+def test_quantile_stops_at_the_held_out_accuracy(random_request):
+    data, model, splits, _ = random_request
+    result = famr.unlearn(
+        model,
+        splits.forget,
+        splits.retain,
+        method="famr_quantile",
+        forget_classes=[],
+        holdout=data.validation,
+        lr=5e-4,
+        check_every=1,
+    )
+    last = result.history[-1]
+    # the forget set started above the held-out accuracy and the rule stopped the run there
+    assert last["forget_level_start"] > last["holdout_level"]
+    assert last["stopped_at"] >= 1 and last["forget_level"] <= last["holdout_level"]
+    # the rule's measurement is the forget accuracy that evaluate reports
+    metrics = _metrics(result.model, splits)
+    assert metrics["forget_acc"] == pytest.approx(100 * last["forget_level"], abs=1e-6)

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout",
         choices=["test"],
         help="unseen examples for methods that calibrate on them (famr_matched, "
-        "famr_matched_retain): 'test' = the "
+        "famr_matched_retain, famr_quantile): 'test' = the "
         "test images of the retained classes (the only data a model trained on the whole "
         "training set never saw; the API also takes a validation split)",
     )

@@ -64,6 +64,27 @@ class FamrMatchedConfig(FamrConfig):
 
 
 @torch.no_grad()
+def true_label_outputs(
+    model: nn.Module, images: Tensor, labels: Tensor, batch: int = 512
+) -> tuple[Tensor, Tensor]:
+    """Each example's softmax probability of its true label and whether its top prediction is
+    the true label (eval mode, float32, on the CPU; each module's own train/eval flag is
+    restored afterwards, so BatchNorm kept in eval by the loop stays so)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    confidences, correct = [], []
+    try:
+        for start in range(0, len(labels), batch):
+            p = model(to_float(images[start : start + batch])).float().softmax(dim=1)
+            y = labels[start : start + batch]
+            confidences.append(p.gather(1, y.view(-1, 1)).squeeze(1).cpu())
+            correct.append((p.argmax(dim=1) == y).cpu())
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    return torch.cat(confidences), torch.cat(correct)
+
+
 def true_label_statistic(
     model: nn.Module,
     images: Tensor,
@@ -72,24 +93,11 @@ def true_label_statistic(
     statistic: str = "confidence",
 ) -> float:
     """Mean softmax probability of the true label, or with ``statistic="accuracy"`` the share
-    of examples whose top prediction is the true label (eval mode, float32; each module's own
-    train/eval flag is restored afterwards, so BatchNorm kept in eval by the loop stays so)."""
+    of examples whose top prediction is the true label (see :func:`true_label_outputs`)."""
     check_choice("statistic", statistic, STATISTICS)
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    total = 0.0
-    try:
-        for start in range(0, len(labels), batch):
-            p = model(to_float(images[start : start + batch])).float().softmax(dim=1)
-            y = labels[start : start + batch]
-            if statistic == "accuracy":
-                total += float((p.argmax(dim=1) == y).sum())
-            else:
-                total += float(p.gather(1, y.view(-1, 1)).sum())
-    finally:
-        for module, flag in flags:
-            module.training = flag
-    return total / len(labels)
+    confidences, correct = true_label_outputs(model, images, labels, batch)
+    chosen = correct.float() if statistic == "accuracy" else confidences
+    return float(chosen.double().sum()) / len(labels)
 
 
 @register_method(

@@ -1,0 +1,162 @@
+"""FAMR with per-example targets: each forgotten image is moved to the held-out confidence of
+its rank.
+
+A model retrained without a random share of its training set still recognises most of those
+images, but not all: it loses the hard ones, which the original model got right only because
+it had trained on them. Pushing every forgotten image to the uniform prediction (FAMR), or
+pushing all of them a little until their mean confidence reaches the held-out level
+(``famr_matched``), lowers every confidence together and takes the retained images with them.
+``famr_quantile`` moves each forgotten image by its own amount instead. Under the original
+model, it ranks the forget set by true-label confidence and reads the held-out set's confidence
+at the same rank (the monotone map that carries the forget set's confidence distribution onto
+the held-out one). Image ``i`` with label ``y_i`` and mapped confidence ``t_i`` then gets the
+target
+
+    q_i = t_i on y_i,  (1 - t_i) / (K - 1) on every other class
+
+(``t_i = 1/K`` is FAMR's uniform target), and the objective is FAMR's with ``q_i`` for ``u``
+and the retain-buffer KL anchor of ``famr_retain``:
+
+    min_theta  mean_i CE(q_i, p_theta(x_i))  +  beta * mean_{B_r} KL(p_theta0 || p_theta)
+               + (lam/2) ||theta - theta_0||^2
+
+The most confident forgotten images keep their confident targets; the least confident ones,
+as many as the held-out set has uncertain or misclassified examples, are pulled below the
+decision threshold. The run stops, with ``famr_matched``'s rule, at the first check where the
+forget set is classified correctly no more often than the held-out set (``statistic``). Both
+the targets and the rule use the original model and held-out data only, never a retrained
+model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..loop import Streams
+from ..losses import kl_from_reference
+from . import MethodData, optimise_anchored, register_method
+from .famr import PAPER
+from .famr_matched import FamrMatchedConfig, true_label_outputs, until_held_out_level
+from .famr_retain import FamrRetainConfig, with_retain_buffer
+
+
+@dataclass
+class FamrQuantileConfig(FamrMatchedConfig, FamrRetainConfig):
+    """Every parameter, per-example targets from the held-out confidences, the retain anchor
+    (``beta``, ``buffer_size`` as in ``famr_retain``), the held-out stopping rule.
+
+    Attributes:
+        target: Unused by this method (the off-label mass is spread over the other K-1
+            classes); kept from FAMR's config.
+        statistic: The stopping rule matches the held-out accuracy by default: the targets
+            already set each image's confidence, what is left to decide is how far to go.
+        epochs: An upper limit: the rule usually stops the run earlier.
+        check_every: Steps between two checks of the rule (one forward pass over the forget
+            set each).
+    """
+
+    params: str = "all"
+    optimizer: str = "adam"
+    lr: float = 3e-4
+    lam: float = 0.1
+    epochs: int = 10
+    statistic: str = "accuracy"
+    check_every: int = 10
+    cache_features: bool = False
+    certificate: bool = False
+
+
+def confidence_map(forget_confidences: Tensor, holdout_confidences: Tensor):
+    """The monotone map from the forget set's confidence distribution to the held-out one.
+
+    Returns ``transport(c)``: for confidences ``c`` (any shape), the held-out confidence at
+    the quantile that ``c`` occupies among ``forget_confidences`` (mid-rank empirical CDF,
+    linear interpolation between held-out order statistics).
+    """
+    forget_sorted = forget_confidences.double().sort().values
+    holdout_sorted = holdout_confidences.double().sort().values
+    n, m = len(forget_sorted), len(holdout_sorted)
+
+    def transport(c: Tensor) -> Tensor:
+        flat = c.detach().double().cpu().reshape(-1)
+        below = torch.searchsorted(forget_sorted, flat, right=False)
+        through = torch.searchsorted(forget_sorted, flat, right=True)
+        quantile = ((below + through).double() / 2.0 / n).clamp(0.0, 1.0)
+        position = quantile * (m - 1)
+        low = position.floor().long().clamp(0, m - 1)
+        high = (low + 1).clamp(max=m - 1)
+        weight = position - low.double()
+        mapped = holdout_sorted[low] * (1 - weight) + holdout_sorted[high] * weight
+        return mapped.reshape(c.shape).to(c.device, torch.float32)
+
+    return transport
+
+
+def matched_targets(labels: Tensor, confidences: Tensor, num_classes: int) -> Tensor:
+    """``q_i``: ``confidences[i]`` on ``labels[i]``, the rest spread evenly over the others."""
+    rest = ((1.0 - confidences) / (num_classes - 1)).unsqueeze(1)
+    targets = rest.expand(len(labels), num_classes).clone()
+    targets.scatter_(1, labels.view(-1, 1), confidences.view(-1, 1))
+    return targets
+
+
+@register_method(
+    "famr_quantile",
+    config=FamrQuantileConfig,
+    needs=("forget", "retain", "holdout"),
+    paper=PAPER + "; per-example targets: held-out confidence at the same rank (famr)",
+    certificate=False,
+    summary="whole-network FAMR whose per-image targets carry the forget set's confidences "
+    "onto the held-out ones, + retain KL anchor (samples)",
+)
+def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, progress=None):
+    """FAMR toward per-example targets read off the held-out confidence distribution, until
+    the forget set's statistic reaches the held-out level."""
+    holdout_confidences, holdout_correct = true_label_outputs(model, *data.holdout)
+    holdout = holdout_correct.float() if cfg.statistic == "accuracy" else holdout_confidences
+    level = float(holdout.double().mean()) + cfg.margin
+
+    def run(stop):  # built only when the rule lets the run start
+        forget_confidences, _ = true_label_outputs(model, *data.forget)
+        transport = confidence_map(forget_confidences, holdout_confidences)
+        buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
+        original = copy.deepcopy(model).eval()
+        return optimise_anchored(
+            model,
+            _objective(model, original, transport, cfg.beta),
+            Streams(
+                "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
+            ),
+            cfg,
+            data,
+            device=device,
+            progress=progress,
+            stop=stop,
+        )
+
+    return until_held_out_level(model, data.forget, level, cfg, run)
+
+
+def _objective(model, original, transport, beta: float):
+    def objective(batch):
+        forget_images, forget_labels = batch["forget"]
+        retain_images, _ = batch["retain"]
+        with torch.no_grad():
+            before = original(forget_images).float().softmax(dim=1)
+            confidence = before.gather(1, forget_labels.view(-1, 1)).squeeze(1)
+            targets = matched_targets(forget_labels, transport(confidence), before.shape[1])
+        logits = model(forget_images).float()
+        matched = F.cross_entropy(logits, targets)
+        retain_logits = model(retain_images)
+        with torch.no_grad():
+            reference = original(retain_images)
+        retain = kl_from_reference(retain_logits, reference)
+        loss = matched + beta * retain
+        return {"loss": loss, "matched_loss": matched, "retain_loss": retain}
+
+    return objective
