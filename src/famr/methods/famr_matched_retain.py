@@ -61,6 +61,16 @@ class FamrMatchedRetainConfig(FamrMatchedConfig, FamrRetainConfig):
         check_choice("retain_loss", self.retain_loss, RETAIN_LOSSES)
 
 
+def retain_term(logits, images, labels, original) -> torch.Tensor:
+    """The retain anchor on one buffer batch: KL to ``original``'s predictions, or the labels'
+    cross-entropy when ``original`` is ``None`` (``retain_loss="cross_entropy"``)."""
+    if original is None:
+        return cross_entropy(logits, labels)
+    with torch.no_grad():
+        reference = original(images)
+    return kl_from_reference(logits, reference)
+
+
 @register_method(
     "famr_matched_retain",
     config=FamrMatchedRetainConfig,
@@ -85,13 +95,7 @@ def famr_matched_retain(
             forget_images, _ = batch["forget"]
             retain_images, retain_labels = batch["retain"]
             uniform = uniform_cross_entropy(model(forget_images), support)
-            logits = model(retain_images)
-            if original is not None:
-                with torch.no_grad():
-                    reference = original(retain_images)
-                retain = kl_from_reference(logits, reference)
-            else:
-                retain = cross_entropy(logits, retain_labels)
+            retain = retain_term(model(retain_images), retain_images, retain_labels, original)
             loss = uniform + cfg.beta * retain
             return {"loss": loss, "uniform_loss": uniform, "retain_loss": retain}
 

@@ -38,37 +38,26 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..loop import Streams
-from ..losses import kl_from_reference
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER
-from .famr_matched import FamrMatchedConfig, true_label_outputs, until_held_out_level
-from .famr_retain import FamrRetainConfig, with_retain_buffer
+from .famr_matched import true_label_outputs, until_held_out_level
+from .famr_matched_retain import FamrMatchedRetainConfig, retain_term
+from .famr_retain import with_retain_buffer
 
 
 @dataclass
-class FamrQuantileConfig(FamrMatchedConfig, FamrRetainConfig):
-    """Every parameter, per-example targets from the held-out confidences, the retain anchor
-    (``beta``, ``buffer_size`` as in ``famr_retain``), the held-out stopping rule.
+class FamrQuantileConfig(FamrMatchedRetainConfig):
+    """``famr_matched_retain``'s options (every parameter, the retain anchor, the held-out
+    stopping rule), with per-example targets from the held-out confidences.
 
     Attributes:
         target: Unused by this method (the off-label mass is spread over the other K-1
             classes); kept from FAMR's config.
         statistic: The stopping rule matches the held-out accuracy by default: the targets
             already set each image's confidence, what is left to decide is how far to go.
-        epochs: An upper limit: the rule usually stops the run earlier.
-        check_every: Steps between two checks of the rule (one forward pass over the forget
-            set each).
     """
 
-    params: str = "all"
-    optimizer: str = "adam"
-    lr: float = 3e-4
-    lam: float = 0.1
-    epochs: int = 10
     statistic: str = "accuracy"
-    check_every: int = 10
-    cache_features: bool = False
-    certificate: bool = False
 
 
 def confidence_map(forget_confidences: Tensor, holdout_confidences: Tensor):
@@ -128,7 +117,7 @@ def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, p
         original = copy.deepcopy(model).eval()
         return optimise_anchored(
             model,
-            _objective(model, original, transport, cfg.beta),
+            _objective(model, original, transport, cfg),
             Streams(
                 "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
             ),
@@ -142,21 +131,20 @@ def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, p
     return until_held_out_level(model, data.forget, level, cfg, run)
 
 
-def _objective(model, original, transport, beta: float):
+def _objective(model, original, transport, cfg: FamrQuantileConfig):
+    teacher = original if cfg.retain_loss == "kl" else None
+
     def objective(batch):
         forget_images, forget_labels = batch["forget"]
-        retain_images, _ = batch["retain"]
+        retain_images, retain_labels = batch["retain"]
         with torch.no_grad():
             before = original(forget_images).float().softmax(dim=1)
             confidence = before.gather(1, forget_labels.view(-1, 1)).squeeze(1)
             targets = matched_targets(forget_labels, transport(confidence), before.shape[1])
         logits = model(forget_images).float()
         matched = F.cross_entropy(logits, targets)
-        retain_logits = model(retain_images)
-        with torch.no_grad():
-            reference = original(retain_images)
-        retain = kl_from_reference(retain_logits, reference)
-        loss = matched + beta * retain
+        retain = retain_term(model(retain_images), retain_images, retain_labels, teacher)
+        loss = matched + cfg.beta * retain
         return {"loss": loss, "matched_loss": matched, "retain_loss": retain}
 
     return objective
