@@ -437,6 +437,21 @@ def test_generated_bad_config_values_raise_naming_the_key(tiny, key, value):
 # --- interrupted runs -----------------------------------------------------------------------
 
 
+def test_progress_bars_start_no_monitor_thread():
+    # tqdm's monitor thread is joined at exit; after a Ctrl-C that left tqdm's write lock held
+    # that join never returns (the interrupted run then hangs instead of exiting with 130)
+    code = (
+        "import threading\n"
+        "from famr.cli import _progress_factory\n"
+        "update = _progress_factory(True)('train')\n"
+        "update(1, 10)\n"
+        "print(sorted(t.name for t in threading.enumerate()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "tqdm_monitor" not in out.stdout, out.stdout
+    assert "MainThread" in out.stdout
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_killed_run_leaves_the_output_folder_as_it_was(checkpoint, tmp_path, sig):
     out = tmp_path / "model.safetensors"

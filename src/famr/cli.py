@@ -63,6 +63,9 @@ def _progress_factory(enabled: bool):
             return None
         from tqdm import tqdm
 
+        # No tqdm monitor thread: Ctrl-C landing between the two acquires of tqdm's write lock
+        # leaves it held, and at exit the monitor's atexit join then waits on it forever.
+        tqdm.monitor_interval = 0
         bar = None
 
         def update(step: int, total: int) -> None:
