@@ -452,6 +452,21 @@ def test_progress_bars_start_no_monitor_thread():
     assert "MainThread" in out.stdout
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_swallowed_interrupt_is_raised_again_at_the_next_step(enabled, monkeypatch):
+    # Python only reports a KeyboardInterrupt raised inside a finaliser; the flag the signal
+    # handler sets makes the next step raise it again, progress bar or not
+    from famr import cli
+
+    monkeypatch.setattr(cli, "_INTERRUPT", threading.Event())
+    update = cli._progress_factory(enabled)("train")
+    update(1, 10)  # no interrupt: the step goes on
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        update(2, 10)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_killed_run_leaves_the_output_folder_as_it_was(checkpoint, tmp_path, sig):
     out = tmp_path / "model.safetensors"
@@ -477,7 +492,15 @@ def test_killed_run_leaves_the_output_folder_as_it_was(checkpoint, tmp_path, sig
         time.sleep(0.1)  # wait until the optimisation loop reports progress
     assert b"step" in seen, f"the run never started: {bytes(seen)!r}"
     proc.send_signal(sig)
-    assert proc.wait(timeout=60) == 130
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a 100000-epoch run behind
+        proc.wait()
+        raise AssertionError(
+            f"no exit 60 s after {sig!r}; stderr: {bytes(seen[-2000:])!r}"
+        ) from None
+    assert code == 130
     reader.join(timeout=10)
     assert b"interrupted" in seen
     assert _files(tmp_path) == before, "an interrupted run must leave no trace"

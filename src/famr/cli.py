@@ -58,9 +58,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _progress_factory(enabled: bool):
+    """Per-step callbacks for the optimisation loop: a progress bar when ``enabled``, and in any
+    case a check that re-raises an interrupt the signal handler saw but Python swallowed (a
+    ``KeyboardInterrupt`` raised inside a finaliser is only reported, never propagated)."""
+
     def make(label: str):
         if not enabled:
-            return None
+
+            def check(step: int, total: int) -> None:
+                _raise_if_interrupted()
+
+            return check
         from tqdm import tqdm
 
         # No tqdm monitor thread: Ctrl-C landing between the two acquires of tqdm's write lock
@@ -70,6 +78,7 @@ def _progress_factory(enabled: bool):
 
         def update(step: int, total: int) -> None:
             nonlocal bar
+            _raise_if_interrupted()
             if bar is None:
                 bar = tqdm(
                     total=total, desc=f"{label:>16}", file=sys.stderr, unit="step", leave=True
@@ -1063,10 +1072,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    previous = None
+    previous = {}
+    _INTERRUPT.clear()
     if threading.current_thread() is threading.main_thread():
         # SIGTERM takes the same clean path as Ctrl-C: temporary files removed, nothing written
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _interrupt)
     started_group = False
     try:
         started_group = _start_process_group(args)
@@ -1092,8 +1103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if started_group:
             import torch.distributed as dist
 
@@ -1121,8 +1132,17 @@ def _start_process_group(args: argparse.Namespace) -> bool:
     return True
 
 
+_INTERRUPT = threading.Event()
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _INTERRUPT.set()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _raise_if_interrupted() -> None:
+    if _INTERRUPT.is_set():
+        raise KeyboardInterrupt("interrupted")
 
 
 if __name__ == "__main__":  # pragma: no cover
