@@ -243,6 +243,14 @@ def test_quantile_targets_known_answers():
     targets = matched_targets(torch.tensor([1, 0]), torch.tensor([0.4, 1.0 / 3]), 3)
     expected = torch.tensor([[0.3, 0.4, 0.3], [1 / 3, 1 / 3, 1 / 3]])
     assert torch.allclose(targets, expected, atol=1e-6)
+    # off the label in proportion to the original's other classes: 0.6 split 1:3; a reference
+    # with all its mass on the label falls back to the even split
+    reference = torch.tensor([[0.1, 0.6, 0.3], [1.0, 0.0, 0.0]])
+    targets = matched_targets(torch.tensor([1, 0]), torch.tensor([0.4, 0.2]), 3, reference)
+    expected = torch.tensor([[0.15, 0.4, 0.45], [0.2, 0.4, 0.4]])
+    assert torch.allclose(targets, expected, atol=1e-6)
+    # a low target confidence now moves the top class off the label, as held-out errors do
+    assert targets[0].argmax() == 2
 
 
 def test_quantile_stops_at_the_held_out_accuracy(random_request):
@@ -263,4 +271,6 @@ def test_quantile_stops_at_the_held_out_accuracy(random_request):
     assert last["stopped_at"] >= 1 and last["forget_level"] <= last["holdout_level"]
     # the rule's measurement is the forget accuracy that evaluate reports
     metrics = _metrics(result.model, splits)
-    assert metrics["forget_acc"] == pytest.approx(100 * last["forget_level"], abs=1e-6)
+    assert metrics["forget_acc"] == pytest.approx(
+        100 * last["forget_level"], abs=1e-4
+    )  # float32 mean vs float64: one image is ~1 point

@@ -12,10 +12,15 @@ at the same rank (the monotone map that carries the forget set's confidence dist
 the held-out one). Image ``i`` with label ``y_i`` and mapped confidence ``t_i`` then gets the
 target
 
-    q_i = t_i on y_i,  (1 - t_i) / (K - 1) on every other class
+    q_i = t_i on y_i,  (1 - t_i) * p0_j / (1 - p0_y) on every other class j
 
-(``t_i = 1/K`` is FAMR's uniform target), and the objective is FAMR's with ``q_i`` for ``u``
-and the retain-buffer KL anchor of ``famr_retain``:
+with ``p0`` the original model's prediction for the image (``off_label="original"``): the mass
+taken off the true class goes where the original model already leans, the way a held-out
+image's errors fall on a similar class. ``off_label="uniform"`` spreads it evenly,
+``(1 - t_i) / (K - 1)``, which keeps the true class on top whenever ``t_i > 1/K`` and so can
+lower confidences but hardly ever the accuracy; with ``t_i = 1/K`` it is FAMR's uniform target.
+The objective is FAMR's with ``q_i`` for ``u`` and the retain-buffer KL anchor of
+``famr_retain``:
 
     min_theta  mean_i CE(q_i, p_theta(x_i))  +  beta * mean_{B_r} KL(p_theta0 || p_theta)
                + (lam/2) ||theta - theta_0||^2
@@ -37,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import check_choice
 from ..loop import Streams
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER
@@ -53,11 +59,28 @@ class FamrQuantileConfig(FamrMatchedRetainConfig):
     Attributes:
         target: Unused by this method (the off-label mass is spread over the other K-1
             classes); kept from FAMR's config.
+        epochs: A cap: the run normally ends at the held-out level first (a random 10 % of
+            CIFAR-10 with ResNet-20 at lr 3e-4 is still above it after 10 epochs).
+        check_every: Steps between two checks of the rule (each a forward pass over the
+            forget set).
         statistic: The stopping rule matches the held-out accuracy by default: the targets
             already set each image's confidence, what is left to decide is how far to go.
+        off_label: Where a target puts the probability it takes off the true class:
+            ``"original"`` in proportion to the original model's other-class probabilities,
+            ``"uniform"`` evenly over the other K-1 classes.
     """
 
+    epochs: int = 25
+    check_every: int = 25
     statistic: str = "accuracy"
+    off_label: str = "original"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("off_label", self.off_label, OFF_LABEL)
+
+
+OFF_LABEL = ("original", "uniform")
 
 
 def confidence_map(forget_confidences: Tensor, holdout_confidences: Tensor):
@@ -86,10 +109,20 @@ def confidence_map(forget_confidences: Tensor, holdout_confidences: Tensor):
     return transport
 
 
-def matched_targets(labels: Tensor, confidences: Tensor, num_classes: int) -> Tensor:
-    """``q_i``: ``confidences[i]`` on ``labels[i]``, the rest spread evenly over the others."""
-    rest = ((1.0 - confidences) / (num_classes - 1)).unsqueeze(1)
-    targets = rest.expand(len(labels), num_classes).clone()
+def matched_targets(
+    labels: Tensor, confidences: Tensor, num_classes: int, reference: Tensor | None = None
+) -> Tensor:
+    """``q_i``: ``confidences[i]`` on ``labels[i]`` and the rest over the other classes, in
+    proportion to ``reference[i]`` (probabilities, shape ``(n, K)``) on them, or evenly when
+    ``reference`` is ``None`` or puts no mass off the label."""
+    rest = (1.0 - confidences).unsqueeze(1)
+    even = torch.full((len(labels), num_classes), 1.0 / (num_classes - 1), device=labels.device)
+    share = even
+    if reference is not None:
+        off = reference.float().scatter(1, labels.view(-1, 1), 0.0)
+        total = off.sum(dim=1, keepdim=True)
+        share = torch.where(total > 1e-12, off / total.clamp_min(1e-12), even)
+    targets = rest * share
     targets.scatter_(1, labels.view(-1, 1), confidences.view(-1, 1))
     return targets
 
@@ -140,7 +173,10 @@ def _objective(model, original, transport, cfg: FamrQuantileConfig):
         with torch.no_grad():
             before = original(forget_images).float().softmax(dim=1)
             confidence = before.gather(1, forget_labels.view(-1, 1)).squeeze(1)
-            targets = matched_targets(forget_labels, transport(confidence), before.shape[1])
+            reference = before if cfg.off_label == "original" else None
+            targets = matched_targets(
+                forget_labels, transport(confidence), before.shape[1], reference
+            )
         logits = model(forget_images).float()
         matched = F.cross_entropy(logits, targets)
         retain = retain_term(model(retain_images), retain_images, retain_labels, teacher)
