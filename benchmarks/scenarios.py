@@ -69,23 +69,38 @@ QUANTILE_LEARNING_RATES = {
     "famr_quantile_lr5e-4": 5e-4,
 }
 QUANTILE_RULE = (
-    "among the famr_quantile runs whose forget set reached the held-out accuracy (the "
-    "stopping rule fired), the one with the highest retain-set accuracy (training data the "
-    "request keeps); the retrained model and the test set are not looked at"
+    "the famr_quantile run with the smallest estimated gap: the mean of |forget accuracy - "
+    "the original model's held-out accuracy| (what a retrained model scores on data it never "
+    "saw) and |retain accuracy - the original's|; the retrained model and the test set are "
+    "not looked at"
 )
 
 
-def choose_quantile(runs: dict) -> dict:
-    """The famr_quantile learning rate picked by QUANTILE_RULE (needs the runs' histories)."""
-    candidates = []
+def choose_quantile(runs: dict, holdout_acc: float) -> dict:
+    """The famr_quantile learning rate picked by QUANTILE_RULE.
+
+    ``holdout_acc``: the original model's accuracy (%) on the held-out split."""
+    retain_before = runs["original"]["retain_acc"]
+    estimates = {}
     for name in QUANTILE_LEARNING_RATES:
         run = runs.get(name, {})
-        history = run.get("history") or [{}]
-        if "diverged" in run or history[-1].get("stopped_at") is None:
+        if "forget_acc" not in run:  # diverged
             continue
-        candidates.append((run["retain_acc"], name))
-    chosen = max(candidates)[1] if candidates else None
-    return {"run": chosen, "rule": QUANTILE_RULE, "reached_level": [n for _, n in candidates]}
+        forget_off = abs(run["forget_acc"] - holdout_acc)
+        estimates[name] = (forget_off + abs(run["retain_acc"] - retain_before)) / 2
+    chosen = min(estimates, key=estimates.get) if estimates else None
+    reached = [
+        name
+        for name in estimates
+        if (runs[name].get("history") or [{}])[-1].get("stopped_at") is not None
+    ]
+    return {
+        "run": chosen,
+        "rule": QUANTILE_RULE,
+        "holdout_acc": holdout_acc,
+        "estimated_gap": estimates,
+        "reached_level": reached,
+    }
 
 
 SCENARIOS = ("classes", "random", "concept", "style")
@@ -356,7 +371,11 @@ def main(argv=None) -> int:
             holdout=data.validation,
         )
         blocks["random"] = experiment.results
-        blocks["random"]["chosen_famr_quantile"] = choose_quantile(experiment.results["runs"])
+        held_out = famr.predict(original.model, data.validation, device=device)
+        holdout_acc = 100 * float((held_out.logits.argmax(1) == held_out.labels).float().mean())
+        blocks["random"]["chosen_famr_quantile"] = choose_quantile(
+            experiment.results["runs"], holdout_acc
+        )
     if "concept" in args.scenarios:
         blocks["concept"] = concept_scenario(args, data, arch, arch_args, train_cfg, device)
     if "style" in args.scenarios:
@@ -450,9 +469,14 @@ def write_table(payload) -> None:
             lines.append(f"| {run} | " + " | ".join(cells) + " |")
         chosen = block.get("chosen_famr_quantile")
         if chosen:
+            estimates = ", ".join(
+                f"{n} {v:.2f}" for n, v in chosen.get("estimated_gap", {}).items()
+            )
             lines.append(
                 f"\nChosen `famr_quantile` run: **{chosen['run'] or 'none'}** ({chosen['rule']}; "
-                f"reached the level: {', '.join(chosen['reached_level']) or 'none'})."
+                f"held-out accuracy {chosen.get('holdout_acc', float('nan')):.2f}; estimated "
+                f"gaps: {estimates or '-'}; the held-out rule stopped: "
+                f"{', '.join(chosen['reached_level']) or 'none'})."
             )
         if name == "classes":
             for run in ("famr_sequential", "famr_sequential_anchor_original"):
