@@ -57,8 +57,8 @@ class FamrQuantileConfig(FamrMatchedRetainConfig):
     stopping rule), with per-example targets from the held-out confidences.
 
     Attributes:
-        target: Unused by this method (the off-label mass is spread over the other K-1
-            classes); kept from FAMR's config.
+        target: Unused by this method (``off_label`` decides where the mass taken off the
+            true class goes); kept from FAMR's config.
         epochs: A cap: the run normally ends at the held-out level first (a random 10 % of
             CIFAR-10 with ResNet-20 at lr 3e-4 is still above it after 10 epochs).
         check_every: Steps between two checks of the rule (each a forward pass over the
