@@ -372,8 +372,10 @@ def main(argv=None) -> int:
             holdout=data.validation,
         )
         blocks["random"] = experiment.results
-        held_out = famr.predict(original.model, data.validation, device=device)
-        holdout_acc = 100 * float((held_out.logits.argmax(1) == held_out.labels).float().mean())
+        # the original's accuracy on the held-out split, through the registry's accuracy metric
+        holdout_acc = famr.evaluate(
+            original.model, test_retain=data.validation, metrics=["test_retain_acc"], device=device
+        )["test_retain_acc"]
         blocks["random"]["chosen_famr_quantile"] = choose_quantile(
             experiment.results["runs"], holdout_acc
         )
