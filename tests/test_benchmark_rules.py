@@ -24,7 +24,7 @@ def _load(name, monkeypatch):
 
 def test_quantile_choice_is_the_smallest_estimated_gap_without_the_retrained_model(monkeypatch):
     scenarios = _load("scenarios", monkeypatch)
-    fast, slow = list(scenarios.QUANTILE_LEARNING_RATES)[:2]
+    fast, slow = list(scenarios.QUANTILE_RUNS)[:2]
     runs = {
         "original": {"retain_acc": 93.5},
         # reached the held-out level but overshot and lost the retained data
