@@ -274,3 +274,30 @@ def test_quantile_stops_at_the_held_out_accuracy(random_request):
     assert metrics["forget_acc"] == pytest.approx(
         100 * last["forget_level"], abs=1e-4
     )  # float32 mean vs float64: one image is ~1 point
+
+
+def test_quantile_defaults_reach_the_held_out_level_the_l2_anchored_form_does_not(
+    random_request,
+):
+    data, model, splits, retrained = random_request
+    reference = _metrics(retrained, splits)
+
+    def run(**overrides):
+        return famr.unlearn(
+            model,
+            splits.forget,
+            splits.retain,
+            method="famr_quantile",
+            forget_classes=[],
+            holdout=data.validation,
+            **overrides,
+        )
+
+    default = run()  # lam 0, beta 0.3
+    anchored = run(lam=0.1, beta=10.0)  # the defaults before the CIFAR-10 probes
+    assert default.history[-1]["stopped_at"] is not None
+    assert default.history[-1]["forget_level"] <= default.history[-1]["holdout_level"]
+    # held short of the level by the anchor: the run ends at the epoch cap, not by the rule
+    assert anchored.history[-1].get("stopped_at") is None
+    gap = _metrics(default.model, splits, reference)["avg_gap"]
+    assert gap < _metrics(anchored.model, splits, reference)["avg_gap"] - 0.3
