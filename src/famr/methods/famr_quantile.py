@@ -27,12 +27,12 @@ The objective is FAMR's with ``q_i`` for ``u`` and the retain-buffer KL anchor o
 
 with ``lam = 0`` and a light ``beta`` by default: the per-image targets hold the forget set's
 outputs where they should stay and the retain KL holds the rest (see the config for the
-measurements). The most confident forgotten images keep their confident targets; the least confident ones,
-as many as the held-out set has uncertain or misclassified examples, are pulled below the
-decision threshold. The run stops, with ``famr_matched``'s rule, at the first check where the
-forget set is classified correctly no more often than the held-out set (``statistic``). Both
-the targets and the rule use the original model and held-out data only, never a retrained
-model.
+measurements). The most confident forgotten images keep their confident targets; the least
+confident ones, as many as the held-out set has uncertain or misclassified examples, are
+pulled below the decision threshold. The run stops, with ``famr_matched``'s rule, at the
+first check where the forget set is classified correctly no more often than the held-out set
+(``statistic``). Both the targets and the rule use the original model and held-out data only,
+never a retrained model.
 """
 
 from __future__ import annotations
@@ -74,10 +74,9 @@ class FamrQuantileConfig(FamrMatchedRetainConfig):
             model, and the l2 anchor is what stopped the forget accuracy short of the held-out
             level (random 10 % of CIFAR-10, ResNet-20, 25 epochs: 88.8 to 89.8 % at lam 0.1
             for beta 0.3 to 10, the held-out 86.5 % reached in 9 epochs at lam 0).
-        beta: Retain KL weight; lower than ``famr_retain``'s 10, which slows the forget set
-            down without keeping the retain accuracy any higher (same setting, lam 0: beta 10
-            ends 25 epochs at forget 88.3 % / retain 91.9 %, beta 0.3 stops at 86.5 % /
-            92.0 %).
+        beta: Retain KL weight. ``famr_retain``'s 10 slows the forget set down without
+            keeping the retain accuracy any higher (same setting, lam 0: beta 10 ends 25
+            epochs at forget 88.3 % / retain 91.9 %, beta 0.3 stops at 86.5 % / 92.0 %).
     """
 
     epochs: int = 25
