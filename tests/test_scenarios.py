@@ -32,6 +32,20 @@ def _metrics(model, splits, reference=None):
     )
 
 
+def _unlearn_samples(request, method, **overrides):
+    """``method`` on the random request's forget and retain sets, the validation split held out."""
+    data, model, splits, _ = request
+    return famr.unlearn(
+        model,
+        splits.forget,
+        splits.retain,
+        method=method,
+        forget_classes=[],
+        holdout=data.validation,
+        **overrides,
+    )
+
+
 def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
     data, model, splits, retrained = random_request
     reference = _metrics(retrained, splits)
@@ -52,19 +66,11 @@ def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
 
 @pytest.mark.parametrize("statistic, lr", [("confidence", 1e-4), ("accuracy", 1e-3)])
 def test_whole_network_matched_stops_at_the_held_out_level(random_request, statistic, lr):
-    data, model, splits, retrained = random_request
+    _, model, splits, retrained = random_request
     reference = _metrics(retrained, splits)
     pushed = famr.unlearn(model, splits.forget, method="famr", forget_classes=[])
-    matched = famr.unlearn(
-        model,
-        splits.forget,
-        splits.retain,
-        method="famr_matched_retain",
-        forget_classes=[],
-        holdout=data.validation,
-        statistic=statistic,
-        check_every=1,
-        lr=lr,
+    matched = _unlearn_samples(
+        random_request, "famr_matched_retain", statistic=statistic, check_every=1, lr=lr
     )
     last = matched.history[-1]
     assert last["stopped_at"] >= 1 and last["forget_level"] <= last["holdout_level"]
@@ -254,17 +260,8 @@ def test_quantile_targets_known_answers():
 
 
 def test_quantile_stops_at_the_held_out_accuracy(random_request):
-    data, model, splits, _ = random_request
-    result = famr.unlearn(
-        model,
-        splits.forget,
-        splits.retain,
-        method="famr_quantile",
-        forget_classes=[],
-        holdout=data.validation,
-        lr=5e-4,
-        check_every=1,
-    )
+    splits = random_request[2]
+    result = _unlearn_samples(random_request, "famr_quantile", lr=5e-4, check_every=1)
     last = result.history[-1]
     # the forget set started above the held-out accuracy and the rule stopped the run there
     assert last["forget_level_start"] > last["holdout_level"]
@@ -279,22 +276,11 @@ def test_quantile_stops_at_the_held_out_accuracy(random_request):
 def test_quantile_defaults_reach_the_held_out_level_the_l2_anchored_form_does_not(
     random_request,
 ):
-    data, model, splits, retrained = random_request
+    _, _, splits, retrained = random_request
     reference = _metrics(retrained, splits)
-
-    def run(**overrides):
-        return famr.unlearn(
-            model,
-            splits.forget,
-            splits.retain,
-            method="famr_quantile",
-            forget_classes=[],
-            holdout=data.validation,
-            **overrides,
-        )
-
-    default = run()  # lam 0, beta 0.3
-    anchored = run(lam=0.1, beta=10.0)  # the defaults before the CIFAR-10 probes
+    default = _unlearn_samples(random_request, "famr_quantile")  # lam 0, beta 0.3
+    # the defaults before the CIFAR-10 probes
+    anchored = _unlearn_samples(random_request, "famr_quantile", lam=0.1, beta=10.0)
     assert default.history[-1]["stopped_at"] is not None
     assert default.history[-1]["forget_level"] <= default.history[-1]["holdout_level"]
     # held short of the level by the anchor: the run ends at the epoch cap, not by the rule
