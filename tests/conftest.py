@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import tempfile
 
 import pytest
 import torch
@@ -10,7 +12,21 @@ from torch.utils.data import TensorDataset
 
 import famr
 
-torch.set_num_threads(int(os.environ.get("FAMR_TEST_THREADS", "2")))
+# Two threads unless told otherwise; OMP_NUM_THREADS=1 must really give one thread, because
+# summation order changes with the thread count and every test has to hold with 1 or 2.
+torch.set_num_threads(
+    int(os.environ.get("FAMR_TEST_THREADS") or os.environ.get("OMP_NUM_THREADS") or "2")
+)
+# One torch.compile cache per CPU capability: kernels that inductor compiled and cached while
+# ATEN_CPU_CAPABILITY capped the kernels at AVX2 crashed (segmentation fault) when a later run
+# without the cap loaded them from the shared default cache (/tmp/torchinductor_<user>).
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR",
+    os.path.join(
+        tempfile.gettempdir(),
+        f"famr-inductor-{getpass.getuser()}-{torch.backends.cpu.get_cpu_capability().lower()}",
+    ),
+)
 
 
 @pytest.fixture(scope="session")

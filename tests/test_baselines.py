@@ -10,6 +10,7 @@ from famr.methods import MethodData
 from famr.methods.salun import SalUnConfig, saliency_mask
 
 
+@pytest.mark.science
 def test_salun_mask_holds_against_momentum_and_weight_decay(tiny):
     model, forget, retain = tiny
     result = famr.unlearn(
@@ -106,6 +107,7 @@ def test_uniform_kl_is_famr_with_lambda_zero(tiny):
         assert torch.equal(p, q)
 
 
+@pytest.mark.science
 def test_influence_moves_towards_the_retain_only_optimum():
     # convex problem: logistic regression on fixed features; retrain-only optimum by L-BFGS
     torch.manual_seed(0)

@@ -49,12 +49,14 @@ def test_metrics_lists_directions(capsys):
     assert "higher = more forgotten" in capsys.readouterr().out
 
 
+@pytest.mark.science
 def test_train_writes_checkpoint_and_sidecar(checkpoint):
     meta = json.loads(io.sidecar_path(checkpoint).read_text())
     assert meta["arch"] == "small_cnn" and meta["dataset"] == "digits"
     assert meta["metrics"]["test_acc"] > 80
 
 
+@pytest.mark.science
 def test_forget_writes_model_and_metrics(checkpoint, tmp_path, capsys):
     out = tmp_path / "forgot.safetensors"
     code = main(
@@ -256,6 +258,7 @@ def test_argparse_errors_return_2(capsys):
     assert main(["frobnicate"]) == 2
 
 
+@pytest.mark.science
 def test_certify_writes_json_and_markdown(checkpoint, tmp_path, capsys):
     unlearned = tmp_path / "u.safetensors"
     assert (
@@ -338,6 +341,7 @@ def test_certify_needs_lambda_for_non_famr_runs(checkpoint, tmp_path, capsys):
     )
 
 
+@pytest.mark.science
 def test_sweep_lambda(checkpoint, tmp_path):
     out = tmp_path / "sweep"
     assert (

@@ -8,6 +8,8 @@ from torch.utils.data import TensorDataset
 
 import famr
 
+pytestmark = pytest.mark.science  # thresholds on trained models: rerun under AVX2
+
 
 def _weights(result):
     return torch.cat([p.detach().flatten() for p in result.model.parameters()])

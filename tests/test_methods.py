@@ -60,6 +60,7 @@ def test_method_contract(method, tiny):
     assert (result.certificate is not None) == entry.meta["certificate"]
 
 
+@pytest.mark.science
 def test_matched_retain_cross_entropy_term_fits_the_buffer_labels(tiny):
     """With retain_loss="cross_entropy" and a heavy retain weight, the retain term is plain
     cross-entropy on the buffer labels: it must fall."""
@@ -262,6 +263,7 @@ def test_weighted_anchor_gradient_matches_autograd():
     assert torch.allclose(p.grad, expected)
 
 
+@pytest.mark.science
 def test_fisher_anchor_holds_what_the_retain_set_uses_more_firmly(digits, digits_model):
     from famr.methods.famr_fisher import head_fisher
     from famr.methods.head import head_inputs

@@ -44,6 +44,7 @@ def test_svc_mia_on_separable_distributions():
     assert svc_mia_efficacy(members, non_members, 0.95 + 0.05 * torch.rand(50, generator=g)) == 0.0
 
 
+@pytest.mark.science
 def test_svc_mia_on_identical_distributions_is_near_chance_or_constant():
     g = torch.Generator().manual_seed(0)
     members = torch.rand(400, generator=g)

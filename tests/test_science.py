@@ -6,6 +6,8 @@ import torch
 import famr
 from famr.experiment import run_class_forgetting
 
+pytestmark = pytest.mark.science  # thresholds on trained models: rerun under AVX2
+
 
 @pytest.fixture(scope="module")
 def experiment():

@@ -15,6 +15,8 @@ from famr import io
 from famr.cli import main
 from famr.theory import bounds_report, parameter_distances
 
+pytestmark = pytest.mark.science  # thresholds on trained models: rerun under AVX2
+
 
 def run(argv):
     """Run the CLI quietly and require success."""

@@ -31,6 +31,7 @@ def _head_problem(seed, k, d=5, n=20):
     lr=st.floats(1e-3, 0.1),
     target=st.sampled_from(["uniform", "retained"]),
 )
+@pytest.mark.science
 def test_bound_holds_whenever_the_objective_decreased(seed, k, lam, lr, target):
     model, forget = _head_problem(seed, k)
     result = famr.unlearn(

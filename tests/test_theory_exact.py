@@ -47,6 +47,7 @@ def test_iterative_famr_converges_to_the_exact_optimum():
     assert torch.allclose(_flat(result.model[1]), _flat(exact), atol=1e-4)
 
 
+@pytest.mark.science
 def test_newton_step_error_falls_like_lambda_to_the_minus_three():
     model, x, _ = _problem(seed=1)
     head = copy.deepcopy(model[1]).double()
@@ -71,6 +72,7 @@ def test_newton_step_error_falls_like_lambda_to_the_minus_three():
     assert -3.5 <= float(slope) <= -2.5, (errors, float(slope))
 
 
+@pytest.mark.science
 def test_famr_newton_method_matches_the_exact_optimum_at_large_lambda():
     model, x, y = _problem(seed=2)
     lam = 200.0
@@ -83,6 +85,7 @@ def test_famr_newton_method_matches_the_exact_optimum_at_large_lambda():
     assert result.certificate["certified"]
 
 
+@pytest.mark.science
 def test_bound_holds_on_every_decreasing_iterate():
     model, x, _ = _problem(seed=3)
     lam = 0.3

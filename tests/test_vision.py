@@ -165,6 +165,7 @@ def test_import_torchvision_weights_with_a_new_head(tmp_path):
     assert model.net.fc.weight.shape == (3, 512)
 
 
+@pytest.mark.science
 def test_train_and_forget_a_torchvision_model_on_an_imagefolder(tmp_path):
     pytest.importorskip("torchvision")
     root = _tree(tmp_path / "tree", size=(24, 24))
@@ -225,7 +226,17 @@ def test_torch_compile_option_gives_the_eager_result(tiny):
     model, forget, retain = tiny
     common = dict(method="famr_literal", epochs=2, batch_size=8, certificate=False)
     eager = famr.unlearn(model, forget, **common)
-    compiled = famr.unlearn(model, forget, compile=True, **common)
+    try:
+        compiled = famr.unlearn(model, forget, compile=True, **common)
+    except ValueError as err:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        # inductor without a vector ISA (ATEN_CPU_CAPABILITY=default) emits C++ that does not
+        # compile for this conv net in torch 2.14.1: famr must say so in one line, not crash
+        assert "compile=True failed" in str(err) and "\n" not in str(err)
+        if pick_vec_isa():
+            raise
+        pytest.skip("torch inductor's scalar C++ code fails for small_cnn (torch bug)")
     for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     assert getattr(compiled.model, "_compiled_call_impl", None) is None  # handed back eager

@@ -8,6 +8,7 @@ per-epoch history.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -148,6 +149,30 @@ def _optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Opti
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
     )
+
+
+@contextlib.contextmanager
+def _compile_errors(compiling: bool) -> Iterator[None]:
+    """Turn a ``torch.compile`` backend failure into a one-line error that says what to do.
+
+    Why: inductor's C++ code generation can fail for a model on one CPU and not another (with
+    torch 2.14.1 and no vector instruction set, e.g. ``ATEN_CPU_CAPABILITY=default``, it emits
+    vector transposes for ``small_cnn``'s convolutions that do not compile). The failure
+    happens on the first step, before anything is written.
+    """
+    if not compiling:
+        yield
+        return
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        yield
+    except BackendCompilerFailed as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"compile=True failed for this model on this machine ({first[:200]}); "
+            "run with compile=false"
+        ) from None
 
 
 def _channels_last(images: Tensor) -> Tensor:
@@ -301,7 +326,7 @@ def optimise(
                     share = len(batch[driver][1]) / global_count
                 optimizer.zero_grad(set_to_none=True)
                 if share > 0:
-                    with autocast:
+                    with autocast, _compile_errors(cfg.compile):
                         terms = objective(batch)
                     (terms["loss"] * share).backward()
                     logged = {k: float(v.detach()) * share for k, v in terms.items()}
