@@ -10,6 +10,7 @@ benchmarks/results/speed_cpu.json and BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -83,6 +84,7 @@ def main() -> int:
     results = {"data_path_images_per_s": data_path, "batch_size": args.batch_size, "rows": []}
     for label, flags in (
         ("fp32", {}),
+        ("fp32 + channels_last", {"channels_last": True}),
         ("bf16 + channels_last", {"bf16": True, "channels_last": True}),
     ):
         cfg = OptimConfig(batch_size=args.batch_size, lr=1e-3, epochs=1, **flags)
@@ -109,13 +111,24 @@ def main() -> int:
         "environment": env,
         **results,
     }
-    out = Path(__file__).resolve().parent / "results" / "speed_cpu.json"
+    # one block per kind of CPU kernels: AVX-512 with native bf16 and AVX2 differ several-fold
+    kind = env["cpu_capability"].lower()
+    out = Path(__file__).resolve().parent / "results" / f"speed_cpu_{kind}.json"
     io.write_text_atomic(out, io.json_text(payload))
     lines = [
-        "## Speed: data path, training step, FAMR step (ResNet-20, CPU)",
+        f"## Speed: data path, training step, FAMR step (ResNet-20, CPU, {env['cpu_capability']} kernels)",
         "",
-        f"Command: `{payload['command']}`; {env['cpu_count']}-core {env['machine']} CPU, torch {env['torch']}, "
-        f"{payload['date']}, LD_PRELOAD={env['ld_preload'] or 'none'}. Medians over 30 steps of batch {args.batch_size}.",
+        f"Command: `{payload['command']}`; {env['cpu_count']}-core {env['machine']} CPU, "
+        f"kernels {env['cpu_capability']} (native bf16: {'yes' if env['native_bf16'] else 'no'}), "
+        f"torch {env['torch']}, {payload['date']}, LD_PRELOAD={env['ld_preload'] or 'none'}. "
+        f"Medians over 30 steps of batch {args.batch_size}."
+        + (
+            f" Kernels capped with `ATEN_CPU_CAPABILITY={cap}` (oneDNN and MKL likewise) on a CPU "
+            "that has AVX-512, an approximation of an "
+            "AVX2-only CPU."
+            if (cap := os.environ.get("ATEN_CPU_CAPABILITY"))
+            else ""
+        ),
         "",
         f"Data path alone (batched random crop + flip + uint8->float): **{data_path:,.0f} images/s**.",
         "",
@@ -128,7 +141,7 @@ def main() -> int:
             f"{1e3 * r['famr_step_s']:.1f} | {r['famr_over_sgd']:.3f} | {1e3 * r['famr_autograd_anchor_step_s']:.1f} | "
             f"{r['autograd_anchor_over_sgd']:.3f} |"
         )
-    common.update_benchmarks_md("speed_cpu", "\n".join(lines))
+    common.update_benchmarks_md(f"speed_cpu_{kind}", "\n".join(lines))
     print(f"wrote {out} and BENCHMARKS.md")
     return 0
 

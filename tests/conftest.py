@@ -17,9 +17,10 @@ import famr
 torch.set_num_threads(
     int(os.environ.get("FAMR_TEST_THREADS") or os.environ.get("OMP_NUM_THREADS") or "2")
 )
-# One torch.compile cache per CPU capability: kernels that inductor compiled and cached while
-# ATEN_CPU_CAPABILITY capped the kernels at AVX2 crashed (segmentation fault) when a later run
-# without the cap loaded them from the shared default cache (/tmp/torchinductor_<user>).
+# One torch.compile cache per CPU capability: with the shared default cache
+# (/tmp/torchinductor_<user>), code that inductor built under one ATEN_CPU_CAPABILITY crashed a
+# later run under another (segmentation fault), or failed to compile in it ("'at::vec' has not
+# been declared", from a precompiled header built for other kernels).
 os.environ.setdefault(
     "TORCHINDUCTOR_CACHE_DIR",
     os.path.join(

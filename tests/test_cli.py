@@ -383,3 +383,15 @@ def test_sweep_lambda_bad_grid(checkpoint, tmp_path, capsys, lams):
         tmp_path,
         "--lams",
     )
+
+
+def test_bf16_on_a_cpu_without_native_bf16_gets_a_speed_note(tmp_path, capsys, monkeypatch):
+    from famr import io
+
+    argv = ["train", "--epochs", "1", "--set", "bf16=true", "--quiet"]
+    for native, expected in ((False, True), (True, False)):
+        monkeypatch.setattr(io, "native_bf16", lambda native=native: native)
+        out = tmp_path / f"m{int(native)}.safetensors"
+        assert main([*argv, "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert ("no native bfloat16" in err and "drop bf16=true" in err) == expected

@@ -163,3 +163,21 @@ def test_to_tensors_rejects_empty_dataset():
         to_tensors(
             TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.long)), name="forget"
         )
+
+
+def test_a_compile_failure_is_one_line_that_says_what_to_do(tiny, monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    model, forget, _ = tiny
+
+    def broken_compile(self, *args, **kwargs):
+        def call(*a, **k):
+            inner = RuntimeError("C++ compile error\n/tmp/x.cpp:28: error: 'at::vec' ...")
+            raise BackendCompilerFailed(lambda: None, inner, None)
+
+        self._compiled_call_impl = call
+
+    monkeypatch.setattr(torch.nn.Module, "compile", broken_compile)
+    with pytest.raises(ValueError, match="compile=True failed .*RuntimeError: C.. compile") as err:
+        famr.unlearn(model, forget, method="famr_literal", compile=True, certificate=False)
+    assert "\n" not in str(err.value) and str(err.value).endswith("run with compile=false")

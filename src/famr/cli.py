@@ -699,10 +699,29 @@ def cmd_metrics(_: argparse.Namespace) -> int:
     return 0
 
 
+def _speed_note(cfg: Any, device: str | None) -> None:
+    """Say so when ``bf16=True`` will make a CPU run slower, not faster."""
+    if (
+        getattr(cfg, "bf16", False)
+        and resolve_device(device).type == "cpu"
+        and not io.native_bf16()
+    ):
+        import torch
+
+        print(
+            "famr: note: this CPU has no native bfloat16 (kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}), so bf16 autocast is emulated: ResNet-20 "
+            "trained at 52 images/s with it vs 550 without (BENCHMARKS.md); drop bf16=true "
+            "(channels_last may stay)",
+            file=sys.stderr,
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = _checkpoint_out(args.out, args.overwrite)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed"))
     cfg = make_config(TrainConfig, values, parse=True)
+    _speed_note(cfg, args.device)
     data = _load_data(args)
     dataset = data.train
     excluded: list[int] = []
@@ -774,6 +793,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     entry = METHODS.get(args.method)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
     cfg = make_config(entry.meta["config"], values, parse=True)
+    _speed_note(cfg, args.device)
     model, meta = io.load_checkpoint(source)
     source_hashes = {
         "sha256": io.sha256_file(source),

@@ -307,4 +307,17 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # which kernels ran: results differ in the last bits between CPU kinds, and bf16
+        # autocast is fast only where the CPU has native bf16 instructions
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(),
     }
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX): only then is
+    ``bf16=True`` faster than float32 on the CPU (elsewhere it is emulated, and slower)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    hardware = any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    # kernels capped below AVX-512 (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) emulate bf16 too
+    return hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")

@@ -155,10 +155,10 @@ def _optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Opti
 def _compile_errors(compiling: bool) -> Iterator[None]:
     """Turn a ``torch.compile`` backend failure into a one-line error that says what to do.
 
-    Why: inductor's C++ code generation can fail for a model on one CPU and not another (with
-    torch 2.14.1 and no vector instruction set, e.g. ``ATEN_CPU_CAPABILITY=default``, it emits
-    vector transposes for ``small_cnn``'s convolutions that do not compile). The failure
-    happens on the first step, before anything is written.
+    Why: inductor compiles C++ for this machine's CPU on the first step, and that can fail for
+    reasons outside famr (seen here: a shared inductor cache holding a precompiled header built
+    under another ``ATEN_CPU_CAPABILITY``). It fails before anything is written; the user needs
+    one line saying what to do, not a compiler log.
     """
     if not compiling:
         yield
@@ -168,7 +168,9 @@ def _compile_errors(compiling: bool) -> Iterator[None]:
     try:
         yield
     except BackendCompilerFailed as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        inner = getattr(err, "inner_exception", err)
+        lines = str(inner).strip().splitlines()
+        first = f"{type(inner).__name__}: {lines[0] if lines else ''}"
         raise ValueError(
             f"compile=True failed for this model on this machine ({first[:200]}); "
             "run with compile=false"
