@@ -124,6 +124,7 @@ def main(argv=None) -> int:
             trained.model,
             splits.forget,
             splits.retain if needs_retain else None,
+            forget_classes=splits.forget_classes,
             method=method,
             device=device,
             **speed,

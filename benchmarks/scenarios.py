@@ -286,7 +286,7 @@ def sequential_runs(original, splits_all, first, second, data, device, reference
         ("famr_sequential", None),
         ("famr_sequential_anchor_original", original.model),
     ):
-        step1 = famr.unlearn(original.model, first.forget, method="famr", device=device)
+        step1 = famr.unlearn(original.model, first, method="famr", device=device)
         # incremental: the new forget set, anchored to the previous model; anchored to the
         # original: the cumulative forget set, warm-started at the previous model. Either way
         # the first class stays out of the "retained" target.

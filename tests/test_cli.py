@@ -250,6 +250,7 @@ def test_demo_bad_class_and_existing_output(tmp_path, capsys):
         "unknown class id 10; valid class ids: 0..9",
     )
     (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "report.md").write_text("an earlier report")  # one of the demo's files
     _bad(["demo", "--out", str(tmp_path / "d")], capsys, tmp_path, "already exists")
 
 
@@ -314,7 +315,9 @@ def test_certify_needs_lambda_for_non_famr_runs(checkpoint, tmp_path, capsys):
                 "--classes",
                 "3",
                 "--method",
-                "gradient_ascent",
+                "finetune",  # gradient ascent collapses digits: refused
+                "--epochs",
+                "1",
                 "--out",
                 str(unlearned),
                 "--quiet",

@@ -34,8 +34,10 @@ def _weights(result):
 )
 def test_each_option_changes_the_result(tiny, change):
     model, forget, _ = tiny
-    base = famr.unlearn(model, forget, method="famr", epochs=3, device="cpu")
-    other = famr.unlearn(model, forget, method="famr", device="cpu", **{"epochs": 3, **change})
+    base = famr.unlearn(model, forget, method="famr", epochs=3, device="cpu", forget_classes=[0])
+    other = famr.unlearn(
+        model, forget, method="famr", device="cpu", forget_classes=[0], **{"epochs": 3, **change}
+    )
     assert not torch.equal(_weights(base), _weights(other)), change
 
 
@@ -54,6 +56,7 @@ def test_grad_clip_bounds_a_plain_sgd_step():
         batch_size=8,
         lam=0.0,
         params="all",
+        forget_classes=[0],
     )
     assert result.history[-1]["distance"] == pytest.approx(0.01, rel=1e-4)
 
@@ -61,11 +64,12 @@ def test_grad_clip_bounds_a_plain_sgd_step():
 def test_target_retained_drives_forgotten_probability_to_zero_uniform_to_one_over_k(
     digits_model, digits_splits
 ):
-    forget = digits_splits.forget
-    x, _ = forget.tensors
+    x, _ = digits_splits.forget.tensors
 
     def mean_prob(target):
-        r = famr.unlearn(digits_model, forget, method="famr", target=target, lam=0.0, epochs=60)
+        r = famr.unlearn(
+            digits_model, digits_splits, method="famr", target=target, lam=0.0, epochs=60
+        )
         return torch.softmax(r.model(x), 1)[:, 3].mean().item()
 
     assert mean_prob("retained") < 0.02
@@ -74,7 +78,7 @@ def test_target_retained_drives_forgotten_probability_to_zero_uniform_to_one_ove
 
 def test_params_head_leaves_the_body_alone(tiny):
     model, forget, _ = tiny
-    result = famr.unlearn(model, forget, method="famr", params="head", epochs=2)
+    result = famr.unlearn(model, forget, method="famr", params="head", epochs=2, forget_classes=[0])
     moved = {
         n
         for n, p in result.model.named_parameters()
@@ -86,7 +90,7 @@ def test_params_head_leaves_the_body_alone(tiny):
 def test_larger_lambda_moves_less(tiny):
     model, forget, _ = tiny
     d = [
-        famr.unlearn(model, forget, lam=lam, epochs=5).certificate["distance"]
+        famr.unlearn(model, forget, lam=lam, epochs=5, forget_classes=[0]).certificate["distance"]
         for lam in (0.01, 1.0, 100.0)
     ]
     assert d[0] > d[1] > d[2]
@@ -95,7 +99,14 @@ def test_larger_lambda_moves_less(tiny):
 def test_epochs_and_batch_size_set_the_number_of_steps(tiny):
     model, forget, _ = tiny  # 16 forget images
     steps = []
-    famr.unlearn(model, forget, epochs=3, batch_size=5, progress=lambda s, t: steps.append(t))
+    famr.unlearn(
+        model,
+        forget,
+        epochs=3,
+        batch_size=5,
+        forget_classes=[0],
+        progress=lambda s, t: steps.append(t),
+    )
     assert steps[-1] == 3 * math.ceil(16 / 5) and len(steps) == steps[-1]
 
 

@@ -214,7 +214,7 @@ def test_random_other_labels_never_returns_the_true_label():
 
 def test_famr_history_has_the_objective_terms(tiny):
     model, forget, _ = tiny
-    result = famr.unlearn(model, forget, method="famr", epochs=3, lam=1.0)
+    result = famr.unlearn(model, forget, method="famr", epochs=3, lam=1.0, forget_classes=[0])
     for record in result.history:
         assert {"uniform_loss", "anchor", "objective", "distance"} <= set(record)
     assert result.certificate["lam"] == 1.0
@@ -227,7 +227,7 @@ def test_famr_literal_is_the_paper_form():
 
 def test_famr_with_lam_zero_is_unanchored(tiny):
     model, forget, _ = tiny
-    result = famr.unlearn(model, forget, method="famr", lam=0.0, epochs=2)
+    result = famr.unlearn(model, forget, method="famr", lam=0.0, epochs=2, forget_classes=[0])
     assert "anchor" not in result.history[-1]
     assert result.certificate["a_priori_bound"] is None and not result.certificate["certified"]
 
@@ -284,3 +284,36 @@ def test_fisher_anchor_holds_what_the_retain_set_uses_more_firmly(digits, digits
     assert result.history[-1]["anchor"] > 0
     with pytest.raises(ValueError, match="supports 'head'"):
         famr.unlearn(digits_model, splits.forget, splits.retain, method="famr_fisher", params="all")
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_frozen_parameters_never_move(method, tiny):
+    """Issue 19, item 7: requires_grad=False was ignored (famr, famr_literal moved frozen
+    weights, and the certificate then crashed). Frozen means frozen, for every method, and the
+    result names what moved."""
+    model, forget, retain = tiny
+    model = __import__("copy").deepcopy(model)
+    frozen = [n for n, _ in model.named_parameters()][:2]  # the first layer's weight and bias
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    before = _state(model)
+    extra = {"statistic": "confidence"} if "statistic" in _fields(method) else {}
+    result = famr.unlearn(
+        model,
+        forget,
+        retain,
+        method=method,
+        epochs=2,
+        device="cpu",
+        holdout=_holdout(model, forget),
+        forget_classes=[0],
+        **extra,
+    )
+    after = dict(result.model.named_parameters())
+    for name in frozen:
+        assert torch.equal(after[name], before[name]), (method, name)
+        assert not after[name].requires_grad  # handed back frozen, as it came
+    assert not set(frozen) & set(result.moved)
+    assert set(result.moved) == {n for n, p in after.items() if not torch.equal(p, before[n])}
+    if result.certificate is not None:
+        assert result.certificate["distance"] >= 0

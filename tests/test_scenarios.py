@@ -52,7 +52,7 @@ def _unlearn_samples(request, method, **overrides):
 def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
     data, model, splits, retrained = random_request
     reference = _metrics(retrained, splits)
-    pushed = famr.unlearn(model, splits.forget, method="famr", forget_classes=[])
+    pushed = famr.unlearn(model, splits, method="famr", target="uniform")
     matched = famr.unlearn(
         model, splits.forget, method="famr_matched", forget_classes=[], holdout=data.validation
     )
@@ -71,7 +71,7 @@ def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
 def test_whole_network_matched_stops_at_the_held_out_level(random_request, statistic, lr):
     _, model, splits, retrained = random_request
     reference = _metrics(retrained, splits)
-    pushed = famr.unlearn(model, splits.forget, method="famr", forget_classes=[])
+    pushed = famr.unlearn(model, splits, method="famr", target="uniform")
     matched = _unlearn_samples(
         random_request, "famr_matched_retain", statistic=statistic, check_every=1, lr=lr
     )
@@ -194,7 +194,9 @@ def test_concept_forgetting_science(digits):
     retrained = famr.unlearn(model, splits.forget, splits.retain, method="retrain", epochs=15)
     retrain_concept, _ = accuracies(retrained.model)
     common = dict(forget_classes=splits.forget_classes)
-    alone = famr.unlearn(model, splits.forget, method="famr", **common)
+    with pytest.raises(ValueError, match="removes no whole class"):  # the default refuses
+        famr.unlearn(model, splits.forget, method="famr", **common)
+    alone = famr.unlearn(model, splits.forget, method="famr", target="uniform", **common)
     guarded = famr.unlearn(model, splits.forget, splits.retain, method="famr_retain", **common)
     alone_concept, alone_siblings = accuracies(alone.model)
     guarded_concept, guarded_siblings = accuracies(guarded.model)
@@ -212,7 +214,8 @@ def test_concept_forgetting_science(digits):
     ("data_flags", "what", "method"),
     [
         (["--coarse", "digits"], ["--concept", "8"], "famr_retain"),
-        (["--style", "sketch:0.2"], ["--forget-style"], "random_label"),
+        # random labels cost digits more than --max-retain-drop: kept only with --write-anyway
+        (["--style", "sketch:0.2"], ["--forget-style", "--write-anyway"], "random_label"),
     ],
 )
 def test_cli_concept_and_style_requests_verify(tmp_path, data_flags, what, method):

@@ -41,9 +41,9 @@ def two_digit_splits(digits):
 
 @pytest.mark.parametrize("method", ["famr", "famr_literal"])
 def test_anchor_at_the_input_is_the_default(digits_model, two_digit_splits, method):
-    forget = two_digit_splits[0].forget
-    default = famr.unlearn(digits_model, forget, method=method, epochs=2)
-    explicit = famr.unlearn(digits_model, forget, method=method, epochs=2, anchor=digits_model)
+    request = two_digit_splits[0]
+    default = famr.unlearn(digits_model, request, method=method, epochs=2)
+    explicit = famr.unlearn(digits_model, request, method=method, epochs=2, anchor=digits_model)
     for a, b in zip(default.model.parameters(), explicit.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert default.certificate["distance"] == explicit.certificate["distance"]
@@ -81,7 +81,7 @@ def test_a_strong_anchor_pulls_back_towards_the_original(digits_model, two_digit
 def test_anchor_must_match_the_model(digits_model, two_digit_splits, tiny):
     other, _, _ = tiny
     with pytest.raises(ValueError, match="anchor model's parameters do not match"):
-        famr.unlearn(digits_model, two_digit_splits[0].forget, anchor=other, epochs=1)
+        famr.unlearn(digits_model, two_digit_splits[0], anchor=other, epochs=1)
 
 
 @pytest.mark.parametrize("anchor_to_original", [False, True])

@@ -45,6 +45,7 @@ def test_bound_holds_whenever_the_objective_decreased(seed, k, lam, lr, target):
         params="all",
         target=target,
         device="cpu",
+        forget_classes=[0],
     )
     cert = result.certificate
     if cert["objective_decreased"]:

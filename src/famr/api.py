@@ -14,11 +14,13 @@ from torch.utils.data import Dataset
 
 from . import distributed
 from .config import OptimConfig, TrainConfig, make_config
+from .data.forget import Splits
 from .data.tensors import to_float, to_tensors
 from .loop import Progress
 from .methods import METHODS, MethodData
 from .metrics import METRICS, SplitOutputs
 from .metrics.gaps import gaps
+from .models.adapt import in_float32, plain_logits
 from .registry import Entry
 from .theory import certify
 from .training import fit_cross_entropy
@@ -36,6 +38,8 @@ class Result:
         seconds: Wall time of the method itself (data already on the device).
         certificate: For methods minimising the anchored FAMR objective, the deviation
             certificate (see :mod:`famr.theory`); ``None`` otherwise.
+        moved: Names of the parameters the run changed (never one the caller froze with
+            ``requires_grad=False``).
     """
 
     model: nn.Module
@@ -44,6 +48,7 @@ class Result:
     history: list[dict[str, float]]
     seconds: float
     certificate: dict[str, Any] | None = field(default=None)
+    moved: list[str] = field(default_factory=list)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -51,9 +56,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device={device!r} is not valid: {err}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={str(device)!r} is not available: this machine has no GPU")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device={str(device)!r} is not available: this machine has {count} GPU(s), "
+                f"cuda:0..cuda:{count - 1}"
+            )
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"device={str(device)!r} is not supported; use cpu or cuda[:N]")
+    return dev
 
 
 def _check_finite(model: nn.Module) -> None:
@@ -64,12 +81,31 @@ def _check_finite(model: nn.Module) -> None:
 
 @torch.no_grad()
 def num_outputs(model: nn.Module, sample: Tensor) -> int:
-    """The number of classes K a classifier outputs (one forward pass in eval mode)."""
+    """The number of classes K a classifier outputs (one forward pass in eval mode).
+
+    Raises:
+        ValueError: The model cannot take these images (e.g. another channel count), or it
+            does not return ``(batch, K)`` logits.
+    """
     was_training = model.training
     model.eval()
-    k = int(model(to_float(sample[:1])).shape[1])
-    model.train(was_training)
-    return k
+    try:
+        with plain_logits(model):
+            logits = model(to_float(sample[:1]))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"the model cannot take images of shape {tuple(sample.shape[1:])} (channels, height, "
+            f"width): {first[:200]}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            f"the model returned logits of shape {tuple(logits.shape)}; famr needs (batch, K) "
+            "with K >= 2 classes"
+        )
+    return int(logits.shape[1])
 
 
 def _tensors_on(dataset: Dataset, name: str, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -100,9 +136,53 @@ def _seeded_run(seed: int, device: torch.device, fn):
         return out, time.perf_counter() - start
 
 
+def _request_parts(forget, retain, forget_classes, needs_retain: bool):
+    """``forget`` may be the request itself (:class:`famr.Splits`): its forget set, the classes
+    it removes entirely, and its retain set when the method needs one."""
+    if not isinstance(forget, Splits):
+        return forget, retain, forget_classes
+    if forget_classes is not None and sorted(forget_classes) != sorted(forget.forget_classes):
+        raise ValueError(
+            f"forget_classes={list(forget_classes)} contradicts the request, which removes "
+            f"classes {forget.forget_classes}"
+        )
+    if retain is None and needs_retain:
+        retain = forget.retain
+    return forget.forget, retain, forget.forget_classes
+
+
+def _removed_classes(entry: Entry, cfg, forget_y: Tensor, retain_y: Tensor | None, given):
+    """The classes the request removes entirely.
+
+    Given (or from the request object), they are taken as they are. Otherwise they matter only
+    to FAMR's ``target="retained"``: then the forget set's labels are taken for removed classes
+    only when a retain set shows none of them; without a retain set a sample request could not
+    be told from a class request, and guessing "class" degraded models silently (issue 19).
+    """
+    if given is not None:
+        return sorted({int(c) for c in given})
+    labels = sorted(set(forget_y.tolist()))
+    if getattr(cfg, "target", None) != "retained":
+        return labels
+    if retain_y is None:
+        raise ValueError(
+            f"method {entry.name!r} (target='retained') must know which classes the request "
+            "removes entirely: pass the request (famr.ClassForget(3).split(...)) as forget, or "
+            "forget_classes=[...] ([] for a sample request)"
+        )
+    shared = sorted(set(labels) & set(retain_y.tolist()))
+    if shared:
+        raise ValueError(
+            f"the forget set's classes {shared} also appear in the retain set, so this is not a "
+            f"class request; pass forget_classes=[] (a sample request: method {entry.name!r} "
+            "then refuses it and names one that fits) or the request object"
+        )
+    return labels
+
+
 def unlearn(
     model: nn.Module,
-    forget: Dataset,
+    forget: Dataset | Splits,
     retain: Dataset | None = None,
     *,
     method: str | Entry = "famr",
@@ -116,15 +196,22 @@ def unlearn(
     """Remove what ``model`` learned from ``forget``.
 
     Args:
-        model: A trained classifier returning logits ``(batch, K)``. Never modified.
-        forget: Data set of ``(image, label)`` pairs to forget.
-        retain: Data set of pairs to keep; required by methods that need it.
+        model: A trained classifier. Its forward may return the logits ``(batch, K)``, an
+            object or dict with ``logits`` (Hugging Face), or a tuple whose first element is
+            the logits; float64 and bfloat16 models run in float32 and come back in their own
+            dtype. Never modified.
+        forget: The request (:class:`famr.Splits`, from ``spec.split(...)``: forget set,
+            retain set and removed classes in one), or a data set of ``(image, label)`` pairs
+            to forget.
+        retain: Data set of pairs to keep; required by methods that need it (default: the
+            request's retain set when ``forget`` is a request and the method needs one).
         method: A registered method name (see :func:`list_methods`) or its registry entry.
         device: Where to run (default: CUDA if available, else CPU).
         progress: Optional ``progress(step, total)`` callback.
         forget_classes: The classes removed entirely (FAMR's ``"retained"`` target spreads over
-            the others). Default: the labels present in ``forget`` (right for class requests);
-            pass ``[]`` (``Splits.forget_classes``) for sample forgetting, where every class stays.
+            the others); ``[]`` for a sample request. Taken from the request object when one is
+            given; otherwise needed by methods with ``target="retained"`` unless a retain set
+            shows that the forget set's classes are gone.
         anchor: The l2 anchor point of anchored methods (``famr*``, ``neggrad_plus``), when it
             is not ``model`` itself: for a sequential request, pass the original model to
             anchor the second step to it (the certificate then bounds the distance from it).
@@ -135,15 +222,20 @@ def unlearn(
             listing the valid ones.
 
     Returns:
-        A :class:`Result` holding the new model, the config, history, time and certificate.
+        A :class:`Result` holding the new model, the config, history, time, certificate and
+        the names of the parameters that moved. Parameters with ``requires_grad=False`` never
+        move.
 
     Raises:
         ValueError: Unknown method or config key, bad values, missing retain data, empty
-            data, labels outside the model's outputs, or non-finite model weights.
+            data, labels outside the model's outputs, images the model cannot take, a request
+            kind the method does not handle, or non-finite model weights.
         famr.DivergenceError: The objective became NaN/inf during the run.
     """
     entry = _method(method)
     cfg = make_config(entry.meta["config"], config)
+    needs_retain = "retain" in entry.meta["needs"]
+    forget, retain, forget_classes = _request_parts(forget, retain, forget_classes, needs_retain)
     if "retain" in entry.meta["needs"] and retain is None:
         raise ValueError(f"method {entry.name!r} needs retain data; pass retain=...")
     if "holdout" in entry.meta["needs"] and holdout is None:
@@ -154,22 +246,31 @@ def unlearn(
     dev = resolve_device(device)
     _check_finite(model)
     work = copy.deepcopy(model).to(dev)
+    with in_float32(work), plain_logits(work):
+        result = _unlearn_work(
+            work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress
+        )
+    for p in work.parameters():
+        p.grad = None
+    return result
+
+
+def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress):
+    """:func:`unlearn` on its own float32 copy of the model, whose forward returns logits."""
     forget_t = _tensors_on(forget, "forget", dev)
     k = num_outputs(work, forget_t[0])
     _check_labels(forget_t[1], "forget", k)
     retain_t = _tensors_on(retain, "retain", dev) if retain is not None else None
     if retain_t is not None:
         _check_labels(retain_t[1], "retain", k)
-    if forget_classes is None:
-        forget_classes = sorted(set(forget_t[1].tolist()))
-    else:
-        forget_classes = sorted({int(c) for c in forget_classes})
-        if forget_classes:
-            _check_labels(torch.tensor(forget_classes, dtype=torch.long), "forget_classes", k)
+    retain_y = retain_t[1] if retain_t is not None else None
+    forget_classes = _removed_classes(entry, cfg, forget_t[1], retain_y, forget_classes)
+    if forget_classes:
+        _check_labels(torch.tensor(forget_classes, dtype=torch.long), "forget_classes", k)
     anchor_state = None
     if anchor is not None:
         own = dict(work.named_parameters())
-        anchor_state = {n: p.detach().to(dev) for n, p in anchor.named_parameters()}
+        anchor_state = {n: p.detach().to(dev, torch.float32) for n, p in anchor.named_parameters()}
         if set(own) != set(anchor_state) or any(own[n].shape != anchor_state[n].shape for n in own):
             raise ValueError("the anchor model's parameters do not match the model's")
         if not all(bool(v.isfinite().all()) for v in anchor_state.values()):
@@ -181,10 +282,17 @@ def unlearn(
     data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state, holdout_t)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None
+    before = {n: p.detach().clone() for n, p in work.named_parameters()}
+    frozen = {n for n, p in work.named_parameters() if not p.requires_grad}
     history, seconds = _seeded_run(
         cfg.seed, dev, lambda: entry.obj(work, data, cfg, device=dev, progress=progress)
     )
     work.eval()
+    moved = [n for n, p in work.named_parameters() if not torch.equal(p.detach(), before[n])]
+    if frozen & set(moved):  # a method that ignores requires_grad is a bug, not a result
+        raise RuntimeError(
+            f"method {entry.name!r} moved frozen parameters {sorted(frozen & set(moved))[:4]}"
+        )
     certificate = None
     if original is not None:
         from .methods.famr import target_support
@@ -197,6 +305,12 @@ def unlearn(
             )[:2000]
             checks["retain"] = retain_t[0][keep.to(dev)]
         support = target_support(cfg, data)
+        anchor_model = None
+        if anchor is not None:
+            anchor_model = copy.deepcopy(work)
+            with torch.no_grad():
+                for n, p in anchor_model.named_parameters():
+                    p.copy_(anchor_state[n])
         certificate = certify(
             original,
             work,
@@ -205,10 +319,10 @@ def unlearn(
             support,
             k,
             check_images=checks,
-            anchor=copy.deepcopy(anchor).to(dev) if anchor is not None else None,
+            anchor=anchor_model,
         )
         certificate["seconds"] = time.perf_counter() - start
-    return Result(work, entry.name, cfg, history, seconds, certificate)
+    return Result(work, entry.name, cfg, history, seconds, certificate, moved)
 
 
 def train(
@@ -235,11 +349,14 @@ def train(
     dev = resolve_device(device)
     work = copy.deepcopy(model).to(dev)
     data = _tensors_on(dataset, "training", dev)
-    _check_labels(data[1], "training", num_outputs(work, data[0]))
-    history, seconds = _seeded_run(
-        cfg.seed, dev, lambda: fit_cross_entropy(work, data, cfg, device=dev, progress=progress)
-    )
+    with in_float32(work), plain_logits(work):
+        _check_labels(data[1], "training", num_outputs(work, data[0]))
+        history, seconds = _seeded_run(
+            cfg.seed, dev, lambda: fit_cross_entropy(work, data, cfg, device=dev, progress=progress)
+        )
     work.eval()
+    for p in work.parameters():
+        p.grad = None
     return Result(work, "train", cfg, history, seconds)
 
 
@@ -251,9 +368,17 @@ def predict(
     device: str | torch.device | None = None,
     batch_size: int = 512,
 ) -> SplitOutputs:
-    """The model's logits on ``dataset`` (eval mode, float32, on the CPU) with its labels."""
+    """The model's logits on ``dataset`` (eval mode, float32, on the CPU) with its labels.
+
+    Raises:
+        ValueError: The images hold NaN/inf, the model cannot take them, or a label lies
+            outside the model's K outputs (a bad evaluation set is never scored).
+    """
     dev = resolve_device(device)
     images, labels = to_tensors(dataset)
+    if any(t.is_floating_point() and t.dtype != torch.float32 for t in model.parameters()):
+        model = copy.deepcopy(model).float()  # float64 / bfloat16 models score in float32
+    _check_labels(labels, "evaluation", num_outputs(model, images[:1].to(dev)))
     was_training = model.training
     model.eval()
 
@@ -266,7 +391,8 @@ def predict(
 
     try:
         # under torchrun each rank predicts its share; every rank gets all the logits
-        out = distributed.gather_rows(logits, images)
+        with plain_logits(model):
+            out = distributed.gather_rows(logits, images)
     finally:
         model.train(was_training)
     return SplitOutputs(out.cpu(), labels.cpu())

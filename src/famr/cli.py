@@ -13,15 +13,17 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shlex
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import distributed, io
+from . import audit, distributed, io
 from .api import evaluate, resolve_device, train, unlearn
 from .config import TrainConfig, config_dict, make_config
 from .data import (
@@ -44,6 +46,15 @@ from .metrics import METRICS
 from .models import create_model, list_models
 
 DEMO_LAMS = (0.01, 0.1, 1.0, 10.0, 100.0)
+DEMO_FILES = (
+    "results.json",
+    "report.md",
+    "per_class_accuracy.png",
+    "confidence.png",
+    "lambda_path.png",
+)
+CERTIFY_FILES = ("certificate.json", "certificate.md")
+SWEEP_FILES = ("sweep.json", "sweep.md", "lambda_path.png")
 
 
 class UsageError(ValueError):
@@ -90,6 +101,16 @@ def _progress_factory(enabled: bool):
         return update
 
     return make
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value
 
 
 def _parse_classes(text: str) -> list[int]:
@@ -165,6 +186,18 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--style-seed", type=int, default=0, help="seed of --style (default 0)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+def _lambda_methods() -> list[str]:
+    """Methods with an anchor strength ``lam`` that run on a class request's forget and retain
+    sets (what ``sweep-lambda`` varies)."""
+    from .config import field_names
+
+    return [
+        e.name
+        for e in METHODS
+        if "lam" in field_names(e.meta["config"]) and set(e.meta["needs"]) <= {"forget", "retain"}
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fg.add_argument("--out", required=True, help="output .safetensors path")
     fg.add_argument("--overwrite", action="store_true")
+    fg.add_argument(
+        "--max-retain-drop",
+        type=_non_negative,
+        default=10.0,
+        metavar="POINTS",
+        help="refuse (exit 3, nothing written) a result whose test accuracy on the retained "
+        "data is more than this many points below the input model's (default 10)",
+    )
+    fg.add_argument(
+        "--write-anyway",
+        action="store_true",
+        help="write a refused result (not certified, or over --max-retain-drop) regardless; "
+        "the checkpoint's metadata and audit record say it was refused",
+    )
     fg.add_argument("--quiet", action="store_true")
     _add_config_flags(fg)
 
@@ -326,9 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--checkpoint", required=True)
     sw.add_argument("--classes", required=True)
     sw.add_argument("--lams", default="0.01,0.1,1,10,100", help="comma-separated lambda grid")
-    sw.add_argument(
-        "--method", default="famr", choices=["famr", "famr_literal", "famr_retain", "famr_newton"]
-    )
+    sw.add_argument("--method", default="famr", choices=_lambda_methods())
     sw.add_argument(
         "--out", required=True, help="output folder for sweep.json, sweep.md, lambda_path.png"
     )
@@ -341,15 +386,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checkpoint_out(path: str, overwrite: bool) -> Path:
+def _checkpoint_out(path: str) -> Path:
     out = Path(path)
     if out.suffix != ".safetensors":
         raise UsageError(
             f"--out {path!r} must end in .safetensors (its metadata goes to {out.stem}.json beside it)"
         )
-    io.check_new_path(out, overwrite=overwrite)
-    io.check_new_path(io.sidecar_path(out), overwrite=overwrite)
     return out
+
+
+# Every flag that names a file a command reads. A checkpoint-like input is read with its
+# sidecar, so both are protected; nothing any command writes may be one of them.
+_CHECKPOINT_INPUTS = ("checkpoint", "anchor", "reference", "init", "original", "unlearned")
+_FILE_INPUTS = ("weights", "config", "indices", "classes_file", "record")
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The files ``args`` name as inputs (resolved by :class:`famr.io.Outputs` when checking)."""
+    paths = []
+    for name in _CHECKPOINT_INPUTS:
+        value = getattr(args, name, None)
+        if value:
+            paths += [Path(value), io.sidecar_path(value)]
+    for name in _FILE_INPUTS:
+        value = getattr(args, name, None)
+        if value and not (name == "indices" and value.startswith("random:")):
+            paths.append(Path(value))
+    return paths
+
+
+def _plan(args: argparse.Namespace, files: list[Path]) -> io.Outputs:
+    """The command's outputs, checked now (before any work) against its inputs, existing files
+    and the folders' writability."""
+    return io.Outputs(files, inputs=_inputs(args), overwrite=args.overwrite)
+
+
+def _folder_outputs(folder: str, names: Sequence[str]) -> list[Path]:
+    """The files an output folder receives (only these are ever written or replaced in it)."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {folder!r} is a file; give a folder (it receives {names[0]}, ...)")
+    return [path / name for name in names]
 
 
 GROUPINGS = {"cifar10": CIFAR10_COARSE, "digits": DIGITS_COARSE}
@@ -439,17 +516,20 @@ def _read_indices(path: str) -> list[int]:
             raise UsageError(f"--indices file {path!r} must hold a JSON list of integers")
     else:
         values = text.replace(",", " ").split()
+    from_json = text.lstrip().startswith("[")
     out = []
     for value in values:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
+        # JSON integers, or ASCII digit tokens in a text file: never a float, a bool, a JSON
+        # string or another script's digits (int() would take "٣" as 3)
+        if from_json:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII) is not None
+        if not ok:
             raise UsageError(
                 f"--indices file {path!r} holds {value!r}, which is not an integer index"
-            ) from None
-        if isinstance(value, float) or isinstance(value, bool):
-            raise UsageError(f"--indices file {path!r} holds {value!r}, which is not an integer")
-        out.append(number)
+            )
+        out.append(int(value))
     return out
 
 
@@ -529,7 +609,8 @@ def _floats(text: str | None, name: str) -> list[float] | None:
 def cmd_import(args: argparse.Namespace) -> int:
     from .models.external import load_external
 
-    out = _checkpoint_out(args.out, args.overwrite)
+    out = _checkpoint_out(args.out)
+    plan = _plan(args, [out, io.sidecar_path(out)])
     renames = []
     for item in args.rename:
         if "=" not in item:
@@ -571,7 +652,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         "key_mapping": {"strip_prefix": args.strip_prefix, "renames": renames},
         "replaced_head": replaced,
     }
-    io.save_checkpoint(out, model, meta)
+    with plan:
+        io.save_checkpoint(out, model, meta, stage=plan)
+        plan.commit()
     print(f"imported {args.weights} as {args.arch}; saved {out}")
     return 0
 
@@ -580,9 +663,11 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .report import certificate_markdown
     from .theory import certify
 
-    out = io.check_new_path(args.out, overwrite=args.overwrite)
+    out = Path(args.out)
+    plan = _plan(args, _folder_outputs(args.out, CERTIFY_FILES))
     original, _ = io.load_checkpoint(args.original)
     unlearned, meta = io.load_checkpoint(args.unlearned)
+    _check_certify_request(args, meta)
     config = meta.get("config") or {}
     lam = args.lam if args.lam is not None else config.get("lam")
     target = args.target or config.get("target", "uniform")
@@ -597,8 +682,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
     if target == "retained":
         import torch
 
+        # classes forgotten by earlier requests were left out of the run's target too
         support = torch.ones(data.num_classes, dtype=torch.bool)
-        support[classes] = False
+        support[sorted(set(classes) | set(meta.get("forgotten_classes", [])))] = False
     checks = {
         "retain": splits.retain.tensors[0][:2000],
         "test_retain": splits.test_retain.tensors[0],
@@ -644,19 +730,47 @@ def cmd_certify(args: argparse.Namespace) -> int:
             f"- cosine {n['cosine']:.4f}, relative error {n['relative_error']:.4g}",
             f"- objective at the Newton step {n['objective_at_newton_step']:.6g} vs achieved {cert['objective_after']:.6g}",
         ]
-    with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
-        (tmp / "certificate.json").write_text(io.json_text(payload))
-        (tmp / "certificate.md").write_text("\n".join(lines) + "\n")
+    with plan:
+        plan.write_text(out / "certificate.json", io.json_text(payload))
+        plan.write_text(out / "certificate.md", "\n".join(lines) + "\n")
+        plan.commit()
     print(certificate_markdown(cert))
     print(f"wrote {out}/certificate.json and certificate.md")
     return 0 if cert["certified"] else 3
+
+
+def _check_certify_request(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """A certificate is about one request and one pair of models: ``--classes`` must be the
+    classes the unlearned checkpoint's metadata says it forgot, and ``--original`` the model it
+    was made from (or anchored to), whenever the metadata records them."""
+    classes = sorted(set(_parse_classes(args.classes)))
+    recorded = meta.get("forget")
+    if isinstance(recorded, dict):
+        kind = recorded.get("kind", "classes")
+        if kind != "classes":
+            raise UsageError(
+                f"--unlearned {args.unlearned!r} forgot a {kind!r} request; certify checks "
+                "class requests only"
+            )
+        if sorted(recorded.get("classes", [])) != classes:
+            raise UsageError(
+                f"--classes {args.classes!r} is not the request recorded in --unlearned's "
+                f"metadata (classes {recorded.get('classes')}); certify that request"
+            )
+    known = {meta.get("source_sha256"), (meta.get("anchor") or {}).get("sha256")} - {None}
+    if known and io.sha256_file(args.original) not in known:
+        raise UsageError(
+            f"--original {args.original!r} is not the model --unlearned was made from or "
+            f"anchored to (recorded sha256 {', '.join(sorted(known))})"
+        )
 
 
 def cmd_sweep_lambda(args: argparse.Namespace) -> int:
     from .experiment import lambda_path
     from .report import lambda_path_markdown, plot_lambda_path
 
-    out = io.check_new_path(args.out, overwrite=args.overwrite)
+    out = Path(args.out)
+    plan = _plan(args, _folder_outputs(args.out, SWEEP_FILES))
     lams = _floats(args.lams, "lams") or []
     bad = [v for v in lams if not (v == v and 0 <= v < float("inf"))]
     if not lams or bad:
@@ -671,12 +785,16 @@ def cmd_sweep_lambda(args: argparse.Namespace) -> int:
     data = _load_data(args)
     splits = _splits_for(data, _parse_classes(args.classes))
     rows = lambda_path(model, splits, lams, method=args.method, device=args.device, **config)
-    with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
-        (tmp / "sweep.json").write_text(
-            io.json_text({"method": args.method, "config": config, "rows": rows})
+    with plan:
+        plan.write_text(
+            out / "sweep.json",
+            io.json_text({"method": args.method, "config": config, "rows": rows}),
         )
-        (tmp / "sweep.md").write_text(lambda_path_markdown(rows) + "\n")
-        plot_lambda_path(rows).savefig(tmp / "lambda_path.png", dpi=110)
+        plan.write_text(out / "sweep.md", lambda_path_markdown(rows) + "\n")
+        plot_lambda_path(rows).savefig(
+            plan.path_for(out / "lambda_path.png"), dpi=110, format="png"
+        )
+        plan.commit()
     print(lambda_path_markdown(rows))
     print(f"wrote {out}/sweep.json, sweep.md, lambda_path.png")
     return 0
@@ -718,7 +836,8 @@ def _speed_note(cfg: Any, device: str | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    out = _checkpoint_out(args.out, args.overwrite)
+    out = _checkpoint_out(args.out)
+    plan = _plan(args, [out, io.sidecar_path(out)])
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed"))
     cfg = make_config(TrainConfig, values, parse=True)
     _speed_note(cfg, args.device)
@@ -770,7 +889,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "history": result.history,
         "environment": io.environment(),
     }
-    io.save_checkpoint(out, result.model, meta)
+    with plan:
+        io.save_checkpoint(out, result.model, meta, stage=plan)
+        plan.commit()
     print(
         f"trained {args.arch} on {args.data} in {result.seconds:.1f} s: test accuracy "
         f"{test_metrics['test_retain_acc']:.2f} %; saved {out}"
@@ -780,16 +901,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     source = Path(args.checkpoint)
-    out = _checkpoint_out(args.out, args.overwrite)
-    audit = Path(args.audit) if args.audit else out.with_suffix(".audit.json")
-    inputs = {source.resolve(), io.sidecar_path(source).resolve()}
-    outputs = {out.resolve(), io.sidecar_path(out).resolve(), audit.resolve()}
-    if inputs & outputs or len(outputs) < 3:
-        raise UsageError(
-            "--out and --audit must differ from --checkpoint, its metadata and each other: "
-            "the input checkpoint is never overwritten"
-        )
-    io.check_new_path(audit, overwrite=args.overwrite)
+    out = _checkpoint_out(args.out)
+    audit_path = Path(args.audit) if args.audit else out.with_suffix(".audit.json")
+    plan = _plan(args, [out, io.sidecar_path(out), audit_path])
     entry = METHODS.get(args.method)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
     cfg = make_config(entry.meta["config"], values, parse=True)
@@ -847,6 +961,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
         device=args.device,
     )
     metrics["seconds"] = result.seconds
+    checks = _result_checks(model, splits, result.certificate, metrics, args)
+    if checks["refused"] and not args.write_anyway:
+        print(
+            f"famr: refused, nothing written: {checks['refused']}; pass --write-anyway to keep "
+            "the model regardless",
+            file=sys.stderr,
+        )
+        return 3
     request = {
         **_data_request(args),
         "forget": spec.to_dict(),
@@ -873,20 +995,21 @@ def cmd_forget(args: argparse.Namespace) -> int:
         "source_sha256": source_hashes["sha256"],
         "anchor": anchor_info,
         "deviation_chain": chain,
+        "checks": checks,
         "environment": environment,
     }
-    with io.StagedOutputs() as stage:
+    with plan as stage:
         out_hashes = io.save_checkpoint(out, result.model, new_meta, stage=stage)
         record = {
-            "famr_audit_version": 1,
+            "famr_audit_version": audit.AUDIT_VERSION,
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"
             ),
             "command": "famr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "request": request,
             # checkpoint paths are relative to this record's folder
-            "input": {"checkpoint": _relative_to(source, audit.parent), **source_hashes},
-            "output": {"checkpoint": _relative_to(out, audit.parent), **out_hashes},
+            "input": {"checkpoint": _relative_to(source, audit_path.parent), **source_hashes},
+            "output": {"checkpoint": _relative_to(out, audit_path.parent), **out_hashes},
             "method": entry.name,
             "config": config_dict(result.config),
             "seeds": {"method": result.config.seed, "forget": getattr(spec, "seed", None)},
@@ -894,9 +1017,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
             "certificate": result.certificate,
             "anchor": anchor_info,
             "deviation_chain": chain,
+            "checks": checks,
             "environment": environment,
         }
-        stage.write_text(audit, io.json_text(record))
+        stage.write_text(audit_path, io.json_text(record))
         stage.commit()
     shown = ", ".join(
         f"{k} {metrics[k]:.2f}"
@@ -904,7 +1028,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         if k in metrics
     )
     print(f"{entry.name}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
-    print(f"audit record: {audit} (check it with: famr verify {shlex.quote(str(audit))})")
+    print(f"audit record: {audit_path} (check it with: famr verify {shlex.quote(str(audit_path))})")
     if result.certificate is not None:
         c = result.certificate
         print(
@@ -912,6 +1036,35 @@ def cmd_forget(args: argparse.Namespace) -> int:
             + (f" <= {c['final_bound']:.4g}" if c["final_bound"] is not None else "")
         )
     return 0
+
+
+def _result_checks(model, splits: Splits, certificate, metrics, args) -> dict[str, Any]:
+    """Whether the result may be written: a FAMR run must be certified, and no method may cost
+    the retained classes more than ``--max-retain-drop`` points of test accuracy against the
+    input model (a collapse is not an unlearning result, whatever else it scores)."""
+    before = evaluate(
+        model, test_retain=splits.test_retain, metrics=["test_retain_acc"], device=args.device
+    )["test_retain_acc"]
+    drop = before - metrics["test_retain_acc"]
+    refused = None
+    if certificate is not None and not certificate["certified"]:
+        refused = (
+            "the run is not certified (the anchored objective did not decrease: "
+            f"{certificate['objective_before']:.6g} -> {certificate['objective_after']:.6g})"
+        )
+    elif drop > args.max_retain_drop:
+        refused = (
+            f"test accuracy on the retained data fell {drop:.2f} points ({before:.2f} % -> "
+            f"{metrics['test_retain_acc']:.2f} %), more than --max-retain-drop "
+            f"{args.max_retain_drop:g}"
+        )
+    return {
+        "input_test_retain_acc": before,
+        "retain_drop": drop,
+        "max_retain_drop": args.max_retain_drop,
+        "refused": refused,
+        "written_anyway": bool(refused and args.write_anyway),
+    }
 
 
 def _deviation_chain(meta, source_sha256, anchor_info, certificate) -> dict[str, Any]:
@@ -948,9 +1101,6 @@ def _deviation_chain(meta, source_sha256, anchor_info, certificate) -> dict[str,
     }
 
 
-VERIFIED_METRICS = ("forget_acc", "ua", "test_forget_acc", "mia_efficacy")
-
-
 def _load_record(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
@@ -959,9 +1109,10 @@ def _load_record(path: str) -> dict[str, Any]:
         record = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"audit record {path!r} is not valid JSON: {err}") from None
-    keys = ("famr_audit_version", "request", "input", "output", "metrics")
-    if not isinstance(record, dict) or any(k not in record for k in keys):
-        raise UsageError(f"audit record {path!r} lacks one of {', '.join(keys)}")
+    try:
+        audit.check_record(record)
+    except ValueError as err:
+        raise UsageError(f"audit record {path!r} is malformed: {err}") from None
     return record
 
 
@@ -986,6 +1137,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 continue
             actual = io.sha256_file(file)
             check(f"{side} {key}", actual == record[side][key], f"{file}: {actual}")
+    output_intact = all(ok for name, ok, _ in checks if name.startswith("output"))
+    if output_intact:
+        model, output_meta = io.load_checkpoint(files["output"])
+        for name, ok, detail in audit.record_checks(record, output_meta):
+            check(name, ok, detail)
     data, derived = _build_data(
         {**request, "data_root": _absolute(args.data_root) or request.get("data_root")}
     )
@@ -993,12 +1149,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     splits = spec.split(data.train, data.test, data.num_classes)
     digest = splits.forget_indices_sha256()
     check("forget indices sha256", digest == request["forget_indices_sha256"], digest)
-    output_intact = all(ok for name, ok, _ in checks if name.startswith("output"))
+    count = len(splits.forget_indices)
+    check("forget count", count == request["forget_count"], str(count))
     if not output_intact:
         check("forget metrics", False, "not re-evaluated: the output checkpoint does not match")
     else:
-        model, _ = io.load_checkpoint(files["output"])
-        wanted = [m for m in VERIFIED_METRICS if m in record["metrics"]]
+        wanted = [m for m in audit.VERIFIED_METRICS if m in record["metrics"]]
         measured = evaluate(model, **splits.evaluation_sets(), metrics=wanted, device=args.device)
         for name in wanted:
             gap = abs(measured[name] - record["metrics"][name])
@@ -1009,6 +1165,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
     for name, ok, detail in checks:
         print(f"{'ok      ' if ok else 'MISMATCH'} {name}: {detail}")
+    print(f"not checked (informational): {', '.join(audit.UNCHECKED)}")
     failed = [name for name, ok, _ in checks if not ok]
     if failed:
         print(f"famr verify: {len(failed)} mismatch(es): {', '.join(failed)}", file=sys.stderr)
@@ -1021,7 +1178,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .experiment import run_class_forgetting
     from .report import markdown_table, plot_confidence, plot_per_class_accuracy, report_markdown
 
-    out = io.check_new_path(args.out, overwrite=args.overwrite)
+    out = Path(args.out)
+    plan = _plan(args, _folder_outputs(args.out, DEMO_FILES))
     data = load_dataset("digits")
     ClassForget(args.forget_class).validate(data.num_classes)
     resolve_device(args.device)
@@ -1046,18 +1204,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if sys.argv[1:2] == ["demo"]
         else "famr demo"
     )
-    with io.atomic_directory(out, overwrite=args.overwrite) as tmp:
-        (tmp / "results.json").write_text(io.json_text(results))
+    with plan:
+        plan.write_text(out / "results.json", io.json_text(results))
         report = report_markdown(results, command)
         report += (
             "\n## The lambda path of `famr`\n\n"
             + lambda_path_markdown(path)
             + "\n\n![lambda path](lambda_path.png)\n"
         )
-        (tmp / "report.md").write_text(report)
-        plot_per_class_accuracy(results).savefig(tmp / "per_class_accuracy.png", dpi=110)
-        plot_confidence(experiment.confidences).savefig(tmp / "confidence.png", dpi=110)
-        plot_lambda_path(path).savefig(tmp / "lambda_path.png", dpi=110)
+        plan.write_text(out / "report.md", report)
+        figures = {
+            "per_class_accuracy.png": plot_per_class_accuracy(results),
+            "confidence.png": plot_confidence(experiment.confidences),
+            "lambda_path.png": plot_lambda_path(path),
+        }
+        for name, figure in figures.items():
+            figure.savefig(plan.path_for(out / name), dpi=110, format="png")
+        plan.commit()
     print(markdown_table(results["runs"]))
     famr_run = results["runs"].get("famr")
     if famr_run and "certificate" in famr_run:
@@ -1087,6 +1250,11 @@ HANDLERS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
+    # torch.func's Hessian-vector products import a torch module that still calls the
+    # deprecated torch.jit.script: a warning about torch's own code, not the user's command
+    warnings.filterwarnings(
+        "ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning
+    )
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -1109,7 +1277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if hasattr(args, "quiet"):
                     args.quiet = True
             return HANDLERS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:  # FileNotFoundError, FileExistsError, PermissionError, ...
         message = " ".join(str(err).split())
         print(f"famr: error: {message}", file=sys.stderr)
         return 2

@@ -106,6 +106,11 @@ class OptimConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_positive("lr", self.lr)
         check_positive("momentum", self.momentum, allow_zero=True)
+        _require(
+            self.momentum < 1,
+            f"momentum={self.momentum!r} is not valid; it must lie in [0, 1) (at 1 or above "
+            "the velocity grows without bound)",
+        )
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_choice("schedule", self.schedule, SCHEDULES)
         if self.grad_clip is not None:

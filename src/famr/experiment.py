@@ -21,6 +21,7 @@ from .loop import DivergenceError, Progress
 from .methods import METHODS
 from .metrics.gaps import gaps
 from .models import create_model
+from .theory import parameter_distances
 
 ProgressFactory = Callable[[str], Progress | None]
 
@@ -266,10 +267,9 @@ def lambda_path(
                 "lam": lam,
                 **metrics,
                 "seconds": result.seconds,
-                **{
-                    k: cert.get(k)
-                    for k in ("distance", "a_priori_bound", "final_bound", "certified")
-                },
+                **{k: cert.get(k) for k in ("a_priori_bound", "final_bound", "certified")},
+                # measured on the weights: methods without a certificate have a distance too
+                "distance": parameter_distances(model, result.model)[0],
             }
         )
     return rows

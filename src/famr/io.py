@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -33,16 +32,6 @@ FORMAT_VERSION = 1
 def sidecar_path(path: str | Path) -> Path:
     """The JSON sidecar of checkpoint ``path`` (``model.safetensors`` -> ``model.json``)."""
     return Path(path).with_suffix(".json")
-
-
-def check_new_path(path: str | Path, *, overwrite: bool = False) -> Path:
-    """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"output {str(path)!r} already exists; pass --overwrite to replace it"
-        )
-    return path
 
 
 def _clean(value: Any) -> Any:
@@ -90,34 +79,154 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-class StagedOutputs:
-    """Files written under temporary names, renamed into place together by :meth:`commit`.
+def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """Where ``path`` really points: its resolved path, and the file it names (device and inode)
+    when it exists, so a hard link or a symlink to an input is recognised as that input."""
+    try:
+        stat = os.stat(path)
+        inode = (stat.st_dev, stat.st_ino)
+    except OSError:
+        inode = None
+    return os.path.realpath(path), inode
 
-    Use as a context manager: leaving the block without ``commit`` (an error, an interrupt)
-    deletes every temporary file and leaves the destinations exactly as they were.
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (after symlinks; hard links by their inode)."""
+    (real_a, inode_a), (real_b, inode_b) = _identity(Path(a)), _identity(Path(b))
+    return real_a == real_b or (inode_a is not None and inode_a == inode_b)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _check_writable(folder: Path, destination: Path) -> None:
+    """Raise now, before any work, if nothing could be written into ``folder``: the nearest
+    existing folder on its path gets a probe file, created and removed at once (a permission
+    test alone misses read-only file systems and is always true for root)."""
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise NotADirectoryError(
+            f"output {str(destination)!r} cannot be written: {str(base)!r} is a file, not a folder"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".famr-probe.", dir=base)
+    except OSError as err:
+        raise PermissionError(
+            f"output {str(destination)!r} cannot be written: folder {str(base)!r} is not "
+            f"writable ({err.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextlib.contextmanager
+def _folders_locked(folders: list[Path]) -> Iterator[None]:
+    """An exclusive ``flock`` on each destination folder while one run commits, so two famr
+    runs writing the same outputs with ``overwrite`` commit one after the other, never
+    interleaved (a lock on the folder itself: no lock file is left behind)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: exclusive creation still guards the no-overwrite case
+        yield
+        return
+    fds = []
+    try:
+        for folder in sorted({str(f) for f in folders}):  # one order everywhere: no deadlock
+            fd = os.open(folder, os.O_RDONLY)
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)  # closing releases the lock
+
+
+class Outputs:
+    """Every file one command writes: planned and checked before any work starts, staged
+    under temporary names, and committed together at the end.
+
+    The promises (``README``, "What famr promises about your files"):
+
+    - no input is ever an output: each destination is compared with every input path after
+      resolving symlinks, and by inode for hard links;
+    - an existing file is replaced only with ``overwrite``, and only the files named here (an
+      output folder is never emptied or swapped); without ``overwrite`` a file that another
+      process created while this one ran is not replaced either (each file is created
+      exclusively, by a hard link, at commit time);
+    - all files appear together or none does: an error, an interrupt or a lost race during the
+      commit rolls back the files already placed (replaced files are restored);
+    - folders this run created are removed again when nothing was committed;
+    - a destination that is a folder, or that lies where nothing can be written, is an error
+      before the run, not after it;
+    - files get the permissions ``open()`` would give them (``0o666`` minus the umask).
+
+    Use as a context manager; leaving the block without :meth:`commit` discards everything.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        files: list[str | Path],
+        *,
+        inputs: list[str | Path | None] = (),
+        overwrite: bool = False,
+    ) -> None:
+        self.files = [Path(f) for f in files]
+        self.overwrite = overwrite
         self._staged: dict[Path, Path] = {}
+        self._made_folders: list[Path] = []
         self.committed = False
+        named = [Path(p) for p in inputs if p]
+        for i, out in enumerate(self.files):
+            for other in self.files[:i]:
+                if same_file(out, other):
+                    raise ValueError(f"output {str(out)!r} is named twice ({str(other)!r})")
+            for source in named:
+                if same_file(out, source):
+                    raise ValueError(
+                        f"output {str(out)!r} is the input {str(source)!r}; famr never writes "
+                        "over a file it reads (an input is never overwritten)"
+                    )
+            if out.is_dir():
+                raise IsADirectoryError(
+                    f"output {str(out)!r} is an existing folder; give a file path"
+                )
+            if os.path.lexists(out) and not overwrite:
+                raise FileExistsError(
+                    f"output {str(out)!r} already exists; pass --overwrite to replace it"
+                )
+            _check_writable(out.parent, out)
 
-    def __enter__(self) -> StagedOutputs:
+    def __enter__(self) -> Outputs:
         return self
 
     def path_for(self, destination: str | Path) -> Path:
-        """A fresh temporary file beside ``destination`` to write its content to."""
+        """A fresh temporary file beside ``destination`` (one of the planned files)."""
         destination = Path(destination)
+        if destination not in self.files:
+            raise ValueError(f"output {str(destination)!r} was not planned")
         if destination in self._staged:
             raise ValueError(f"output {str(destination)!r} is staged twice")
+        missing = []
+        folder = destination.parent.absolute()
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
         destination.parent.mkdir(parents=True, exist_ok=True)
+        self._made_folders.extend(reversed(missing))
         fd, tmp = tempfile.mkstemp(
             prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
         )
         os.close(fd)
-        # mkstemp creates the file private (0600); give it the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         self._staged[destination] = Path(tmp)
         return Path(tmp)
 
@@ -126,31 +235,89 @@ class StagedOutputs:
         self.path_for(destination).write_text(text)
 
     def commit(self) -> None:
-        """Rename every staged file into place, with SIGINT / SIGTERM held back meanwhile.
+        """Place every staged file, all together, with SIGINT / SIGTERM held back meanwhile.
 
         Under torchrun only rank 0 commits; the other ranks' staged files are discarded.
+
+        Raises:
+            FileExistsError: A destination appeared after the run started and ``overwrite``
+                is off (another run wrote it); nothing of this run is kept.
         """
+        unstaged = [str(f) for f in self.files if f not in self._staged]
+        if unstaged:
+            raise ValueError(f"outputs {unstaged} were planned but never written")
         if not distributed.is_main():
             self.__exit__()
             return
-        with signals_deferred():
-            for destination, tmp in self._staged.items():
-                os.replace(tmp, destination)
+        mode = 0o666 & ~_umask()
+        with signals_deferred(), _folders_locked([d.parent for d in self._staged]):
+            placed: list[tuple[Path, Path | None]] = []
+            try:
+                for destination, tmp in self._staged.items():
+                    os.chmod(tmp, mode)
+                    placed.append((destination, self._place(destination, tmp)))
+            except BaseException:
+                for destination, backup in reversed(placed):
+                    if backup is not None:
+                        os.replace(backup, destination)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(destination)
+                raise
+            for _, backup in placed:
+                if backup is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(backup)
             self.committed = True
         self._staged.clear()
+
+    def _place(self, destination: Path, tmp: Path) -> Path | None:
+        """Move ``tmp`` to ``destination``; returns the backup of a replaced file, if any."""
+        if self.overwrite and os.path.lexists(destination):
+            backup = tmp.with_suffix(".old")  # beside our own unique temporary file
+            try:
+                os.link(destination, backup, follow_symlinks=False)
+            except OSError:  # no hard links here: move it aside instead
+                os.replace(destination, backup)
+            os.replace(tmp, destination)
+            return backup
+        try:
+            os.link(tmp, destination)  # fails if the destination exists: exclusive creation
+        except FileExistsError:
+            raise FileExistsError(
+                f"output {str(destination)!r} was created by someone else while this run "
+                "worked; nothing written (pass --overwrite to replace it)"
+            ) from None
+        except OSError:  # a file system without hard links: reserve the name, then replace it
+            try:
+                os.close(os.open(destination, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                raise FileExistsError(
+                    f"output {str(destination)!r} was created by someone else while this run "
+                    "worked; nothing written (pass --overwrite to replace it)"
+                ) from None
+            os.replace(tmp, destination)
+            return None
+        os.unlink(tmp)
+        return None
 
     def __exit__(self, *exc_info: Any) -> None:
         for tmp in self._staged.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         self._staged.clear()
+        if not self.committed:
+            for folder in reversed(self._made_folders):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if still empty
+        self._made_folders.clear()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    with StagedOutputs() as stage:
-        stage.write_text(path, text)
-        stage.commit()
+    """Write ``text`` to ``path`` (replacing it) through a temporary file and one rename."""
+    with Outputs([path], overwrite=True) as outputs:
+        outputs.write_text(path, text)
+        outputs.commit()
 
 
 def save_checkpoint(
@@ -158,7 +325,8 @@ def save_checkpoint(
     model: nn.Module,
     meta: dict[str, Any],
     *,
-    stage: StagedOutputs | None = None,
+    stage: Outputs | None = None,
+    overwrite: bool = False,
 ) -> dict[str, str]:
     """Save ``model``'s weights to ``path`` (safetensors) and ``meta`` to its JSON sidecar.
 
@@ -168,8 +336,9 @@ def save_checkpoint(
         path: Destination ``.safetensors`` file.
         model: The model (its ``state_dict`` is saved, including buffers).
         meta: Must hold ``arch`` and ``arch_args`` (with ``num_classes``, ``in_channels``).
-        stage: Stage both files there (committed with the caller's other outputs) instead of
-            committing them now.
+        stage: Stage both files there (committed with the caller's other outputs, which must
+            have planned ``path`` and its sidecar) instead of committing them now.
+        overwrite: Without ``stage``: replace existing files.
 
     Returns:
         ``{"sha256": ..., "metadata_sha256": ...}`` of the weights and sidecar files.
@@ -183,7 +352,11 @@ def save_checkpoint(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with contextlib.ExitStack() as stack:
         own = stage is None
-        staged = stack.enter_context(StagedOutputs()) if own else stage
+        staged = (
+            stack.enter_context(Outputs([path, sidecar_path(path)], overwrite=overwrite))
+            if own
+            else stage
+        )
         tmp_weights = staged.path_for(path)
         save_file(tensors, str(tmp_weights))
         digest = sha256_file(tmp_weights)
@@ -194,8 +367,57 @@ def save_checkpoint(
     return {"sha256": digest, "metadata_sha256": hashlib.sha256(side.encode()).hexdigest()}
 
 
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _is_sha256(value: Any) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+# Sidecar fields famr reads back, with what each must be. A field that is present but does not
+# fit is an error naming it; a missing weights hash is an error too (it is what ties the
+# sidecar to its weights: without it any weights file would load).
+_METADATA_FIELDS: dict[str, tuple[Any, str]] = {
+    "arch": (lambda v: isinstance(v, str) and bool(v), "an architecture name"),
+    "arch_args": (
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+        "a JSON object of architecture arguments",
+    ),
+    "weights_sha256": (_is_sha256, "the 64-hex-digit sha256 of the weights file"),
+    "forgotten_classes": (_int_list, "a list of class ids"),
+    "excluded_classes": (_int_list, "a list of class ids"),
+    "forget": (lambda v: v is None or isinstance(v, dict), "a forget spec object"),
+    "config": (lambda v: v is None or isinstance(v, dict), "a config object"),
+    "method": (lambda v: isinstance(v, str), "a method name"),
+    "deviation_chain": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict)
+                and _is_sha256(v.get("origin_sha256"))
+                and isinstance(v.get("steps"), list)
+                and (v.get("bound") is None or isinstance(v.get("bound"), (int, float)))
+            )
+        ),
+        "a deviation chain (origin_sha256, steps, bound)",
+    ),
+}
+_REQUIRED_METADATA = ("arch", "arch_args", "weights_sha256")
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint's JSON sidecar."""
+    """Read and check a checkpoint's JSON sidecar.
+
+    Raises:
+        FileNotFoundError: The sidecar is missing.
+        ValueError: It is not JSON, lacks ``arch`` / ``arch_args`` / ``weights_sha256``, or a
+            field famr reads holds the wrong kind of value (the message names the field).
+    """
     side = sidecar_path(path)
     if not side.is_file():
         raise FileNotFoundError(
@@ -205,8 +427,25 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"checkpoint metadata {str(side)!r} is not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or "arch" not in meta or "arch_args" not in meta:
-        raise ValueError(f"checkpoint metadata {str(side)!r} lacks 'arch' / 'arch_args'")
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint metadata {str(side)!r} is not a JSON object")
+    missing = [k for k in _REQUIRED_METADATA if k not in meta or meta[k] is None]
+    if missing:
+        raise ValueError(
+            f"checkpoint metadata {str(side)!r} lacks {', '.join(map(repr, missing))}"
+            + (
+                " (the weights hash ties the metadata to its weights; a sidecar without it is "
+                "refused)"
+                if "weights_sha256" in missing
+                else ""
+            )
+        )
+    for key, (ok, expected) in _METADATA_FIELDS.items():
+        if key in meta and not ok(meta[key]):
+            raise ValueError(
+                f"checkpoint metadata {str(side)!r}: {key}={meta[key]!r} is not valid; it must "
+                f"be {expected}"
+            )
     return meta
 
 
@@ -226,15 +465,20 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
     meta = read_metadata(path)
     args = dict(meta["arch_args"])
-    model = create_model(meta["arch"], **args)
+    try:
+        model = create_model(meta["arch"], **args)
+    except (TypeError, KeyError, ValueError) as err:  # e.g. an edited sidecar
+        raise ValueError(
+            f"checkpoint metadata {str(sidecar_path(path))!r} does not describe a model: {err}"
+        ) from None
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
             f"checkpoint {str(path)!r} is not a readable safetensors file: {err}"
         ) from None
-    expected = meta.get("weights_sha256")
-    actual = sha256_file(path) if expected is not None else None
+    expected = meta["weights_sha256"]
+    actual = sha256_file(path)
     if actual != expected:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match its metadata: sha256 {actual} "
@@ -255,40 +499,6 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"checkpoint {str(path)!r} does not match architecture {meta['arch']!r} {args}: {detail}"
         ) from None
     return model.eval(), meta
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Fill a fresh temporary folder, then move it to ``path`` only if the block succeeds.
-
-    An existing ``path`` is replaced only with ``overwrite`` (and only after the new content is
-    complete); on any error the destination is left exactly as it was.
-    """
-    path = Path(path)
-    check_new_path(path, overwrite=overwrite)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(
-            f"output {str(path)!r} is a file; an output folder never replaces a file"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if not distributed.is_main():  # under torchrun only rank 0 writes
-            return
-        old = None
-        with signals_deferred():  # the swap below is never cut in half by an interrupt
-            if path.exists():
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-                )
-                os.replace(path, old / "previous")
-            os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def environment() -> dict[str, Any]:

@@ -49,12 +49,19 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
             famr's own models); or a regular expression searched in each parameter name.
 
     Returns:
-        ``(name, parameter)`` pairs in model order.
+        ``(name, parameter)`` pairs in model order. Parameters with ``requires_grad=False``
+        (frozen by the caller) are never selected.
 
     Raises:
         ValueError: The spec selects nothing (the message lists the parameter names).
     """
-    named = list(model.named_parameters())
+    every = list(model.named_parameters())
+    # frozen means frozen: a parameter the caller set requires_grad=False on never moves
+    named = [(n, p) for n, p in every if p.requires_grad]
+    if not named:
+        raise ValueError(
+            "every parameter of the model is frozen (requires_grad=False); nothing can move"
+        )
     if spec == "all":
         chosen = named
     elif spec == "head":
@@ -68,8 +75,13 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
             raise ValueError(f"params={spec!r} is not a valid regular expression: {err}") from None
         chosen = [(n, p) for n, p in named if pattern.search(n)]
     if not chosen:
+        frozen = len(every) - len(named)
         names = ", ".join(n for n, _ in named[:12]) + (", ..." if len(named) > 12 else "")
-        raise ValueError(f"params={spec!r} selects no parameter; parameter names: {names}")
+        raise ValueError(
+            f"params={spec!r} selects no trainable parameter"
+            + (f" ({frozen} frozen ones are never selected)" if frozen else "")
+            + f"; trainable parameter names: {names}"
+        )
     return chosen
 
 

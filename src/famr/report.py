@@ -158,6 +158,9 @@ def plot_lambda_path(rows: Sequence[Mapping[str, Any]]):
     from matplotlib.figure import Figure
 
     lams = [r["lam"] for r in rows]
+    # lambda = 0 (no anchor) has no place on a log axis: symlog keeps it, linear near zero
+    xscale = ("symlog", {"linthresh": min((v for v in lams if v > 0), default=1.0)})
+    xscale = xscale if any(v <= 0 for v in lams) else ("log", {})
     fig = Figure(figsize=(10, 3.6), tight_layout=True)
     left = fig.add_subplot(1, 2, 1)
     for key, label, style in (
@@ -169,21 +172,22 @@ def plot_lambda_path(rows: Sequence[Mapping[str, Any]]):
     ):
         if all(key in r for r in rows):
             left.plot(lams, [r[key] for r in rows], style, label=label)
-    left.set_xscale("log")
+    left.set_xscale(xscale[0], **xscale[1])
     left.set_xlabel("anchor strength lambda")
     left.set_ylabel("%")
     left.set_title("Forgetting vs retention")
     left.legend(fontsize=7)
     right = fig.add_subplot(1, 2, 2)
-    right.plot(lams, [r["distance"] for r in rows], "o-", label="||theta - theta_0|| (achieved)")
     for key, label, style in (
+        ("distance", "||theta - theta_0|| (achieved)", "o-"),
         ("final_bound", "bound at the final theta", "v--"),
         ("a_priori_bound", "a-priori bound", "x:"),
     ):
-        pts = [(r["lam"], r[key]) for r in rows if r.get(key) is not None]
+        # a log axis has no place for 0 or a missing value (no certificate): leave them out
+        pts = [(r["lam"], r[key]) for r in rows if r.get(key) is not None and r[key] > 0]
         if pts:
             right.plot(*zip(*pts, strict=True), style, label=label)
-    right.set_xscale("log")
+    right.set_xscale(xscale[0], **xscale[1])
     right.set_yscale("log")
     right.set_xlabel("anchor strength lambda")
     right.set_title("Distance moved and the certificate bound")

@@ -43,7 +43,8 @@ def parameter_distances(original: nn.Module, updated: nn.Module) -> tuple[float,
     per_layer = {}
     total = 0.0
     for name, p in updated.named_parameters():
-        d = float((p.detach().double() - before[name].detach().double()).pow(2).sum())
+        b = before[name].detach().to(p.device, torch.float64)
+        d = float((p.detach().double() - b).pow(2).sum())
         total += d
         if d > 0:
             per_layer[name] = math.sqrt(d)
@@ -536,7 +537,7 @@ def _newton_report(model, target, x, lam, support, cg_iterations) -> dict:
         return uniform_cross_entropy(logits, support)
 
     model = copy.deepcopy(model).eval()
-    names = [n for n, _ in model.named_parameters()]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]  # frozen ones stay put
     batches = [(x[i : i + 512], torch.zeros(len(x[i : i + 512]))) for i in range(0, len(x), 512)]
     delta, info = newton_step(model, names, loss_fn, batches, lam, max_iter=cg_iterations)
     report = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,19 +54,29 @@ class Splits:
         }
 
 
-def _integers(values: Sequence[Any], what: str) -> tuple[int, ...]:
-    """``values`` as ints; a bool, a fraction or a non-number is a ``ValueError``."""
-    out = []
-    for v in values:
-        ok = not isinstance(v, bool)
-        try:
-            ok = ok and float(v).is_integer()
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{what} {v!r} is not an integer")
-        out.append(int(v))
-    return tuple(out)
+def _integer(value: Any, what: str) -> int:
+    """``value`` as an int when it is an integer type (Python, NumPy or a 0-d integer tensor).
+
+    A float (even 3.0), a bool, a string ("3", "٣") or anything else is a ``ValueError``: an
+    index that is not an integer is a mistake somewhere upstream, not something to round.
+    """
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_":
+        raise ValueError(f"{what} {value!r} is not an integer")
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        raise ValueError(f"{what} {value!r} is not an integer")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} {value!r} is not an integer") from None
+
+
+def _integers(values: Any, what: str) -> tuple[int, ...]:
+    """A sequence of integer ``values`` as ints (see :func:`_integer`); a string is refused
+    whole rather than read as a sequence of digits."""
+    zero_d = isinstance(values, torch.Tensor) and values.dim() == 0
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or zero_d:
+        raise ValueError(f"{what}: {values!r} is not a sequence of integers")
+    return tuple(_integer(v, what) for v in values)
 
 
 def _subset(images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> TensorDataset:
@@ -83,7 +94,8 @@ class ClassForget:
     classes: tuple[int, ...]
 
     def __init__(self, classes: int | Sequence[int]) -> None:
-        values = (classes,) if isinstance(classes, int) else tuple(classes)
+        scalar = hasattr(classes, "__index__") or isinstance(classes, (float, bool))
+        values = (classes,) if scalar else classes
         object.__setattr__(self, "classes", _integers(values, "class index"))
 
     def validate(self, num_classes: int) -> None:
@@ -248,7 +260,9 @@ def forget_spec_from_dict(data: dict[str, Any]) -> ForgetSpec:
         if kind == "samples":
             return SampleForget(data["indices"])
         if kind == "random":
-            return RandomForget(float(data["fraction"]), int(data.get("seed", 0)))
+            spec = RandomForget(data["fraction"], data.get("seed", 0))
+            spec.validate()  # a string or a bool in a record is refused, never converted
+            return spec
     except (KeyError, TypeError) as err:
         raise ValueError(f"forget spec {data!r} is malformed: {err}") from None
     raise ValueError(

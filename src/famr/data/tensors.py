@@ -49,6 +49,8 @@ def to_tensors(dataset: Dataset, *, name: str = "dataset") -> tuple[Tensor, Tens
         raise ValueError(f"the {name} set is empty")
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"the {name} set's labels must be integers, got {labels.dtype}")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ValueError(f"the {name} set's images hold NaN or infinite values")
     return images, labels.long()
 
 

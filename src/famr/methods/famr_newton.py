@@ -19,7 +19,7 @@ from ..loop import DivergenceError, select_parameters
 from ..losses import uniform_cross_entropy
 from ..theory import newton_step
 from . import MethodData, register_method
-from .famr import PAPER, FamrConfig, target_support
+from .famr import PAPER, FamrConfig, refuse_classless_request, target_support
 from .head import cached_head_problem
 
 
@@ -54,6 +54,7 @@ class FamrNewtonConfig(FamrConfig):
 )
 def famr_newton(model, data: MethodData, cfg: FamrNewtonConfig, *, device, progress=None):
     """One damped Newton step on FAMR's objective (Hessian-vector products + CG)."""
+    refuse_classless_request(cfg, data)
     support = target_support(cfg, data)
     cached = cached_head_problem(model, data, cfg) if cfg.cache_features else None
     if cached is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..config import TrainConfig
@@ -50,8 +51,17 @@ class RetrainConfig(TrainConfig):
     paper="Retraining from scratch without the forget set (exact unlearning)",
 )
 def retrain(model, data: MethodData, cfg: RetrainConfig, *, device, progress=None):
-    """Re-initialise every layer and train on the retain set only."""
+    """Re-initialise every layer and train on the retain set only.
+
+    Parameters the caller froze (``requires_grad=False``, e.g. a pretrained backbone) keep
+    their values: they were not learned from the data, so they are not retrained either.
+    """
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     reinitialize(model)
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, value in frozen.items():
+            params[name].copy_(value)
     return fit_cross_entropy(
         model, data.retain, cfg, device=device, stream="retain", progress=progress
     )

@@ -86,7 +86,8 @@ def load_external(
     their ``net.`` prefix. ``state`` gives the already-read tensors of ``path``.
 
     Raises:
-        ValueError: Keys or shapes do not match (the message lists a few of each).
+        ValueError: Keys or shapes do not match (the message lists a few of each), or a
+            tensor holds NaN/inf (famr would refuse the checkpoint it made from them).
     """
     raw = read_state_dict(path) if state is None else state
     state = map_keys(raw, strip_prefix=strip_prefix, renames=renames)
@@ -108,6 +109,12 @@ def load_external(
             f"weights {str(path)!r} do not match the architecture: missing {missing[:4]}, "
             f"unexpected {unexpected[:4]}, wrong shape {bad_shape[:4]}; "
             "use strip_prefix / renames to map the keys"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise ValueError(
+            f"weights {str(path)!r} hold non-finite (NaN/inf) values in {len(bad)} tensor(s), "
+            f"first {bad[0]!r}; refusing to import them"
         )
     model.load_state_dict(state, strict=True)
     return model

@@ -1,0 +1,197 @@
+"""Audit records of forgetting requests: what one holds, and the checks ``famr verify`` runs.
+
+``famr forget`` writes one record per request beside its output checkpoint. Every field is
+either checked by :func:`record_checks` / ``famr verify`` or listed in :data:`UNCHECKED` with
+the reason, and a record that lacks a field its version must have, or holds a field of the
+wrong kind, is refused as malformed before anything is compared.
+
+What is checked, and how:
+
+- ``input`` / ``output``: the sha256 of each checkpoint and of its metadata, recomputed from
+  the files.
+- ``method``, ``config``, ``seeds``, ``metrics``, ``certificate``, ``anchor``,
+  ``deviation_chain``, ``checks`` and the request's ``forget`` spec and index hash: compared
+  with the output checkpoint's metadata, whose own hash is checked first. Editing one of them
+  in the record alone is a mismatch.
+- ``request``: the forget set is rebuilt from the recorded data and spec and its index hash
+  recomputed; the forget metrics are re-evaluated on the output model.
+
+This detects an edit to any one file. It is not a signature: someone who rewrites the
+weights, the metadata and the record consistently is not detected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+AUDIT_VERSION = 2
+
+# Informational fields, recorded but never checked (they describe the run, they do not define
+# its result): when and how it was started, and on what software.
+UNCHECKED = {
+    "created_utc": "when the run finished (a clock reading)",
+    "command": "the command line as typed (the request fields define the run)",
+    "environment": "library versions and machine facts",
+}
+
+VERIFIED_METRICS = ("forget_acc", "ua", "test_forget_acc", "mia_efficacy")
+
+# record field -> output metadata field that must hold the same value
+MIRRORED = {
+    "method": "method",
+    "config": "config",
+    "metrics": "metrics",
+    "certificate": "certificate",
+    "anchor": "anchor",
+    "deviation_chain": "deviation_chain",
+    "checks": "checks",
+}
+
+
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_file_entry(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("checkpoint"), str)
+        and bool(v["checkpoint"])
+        and _is_sha256(v.get("sha256"))
+        and _is_sha256(v.get("metadata_sha256"))
+    )
+
+
+def _is_metrics(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        for x in v.values()
+    )
+
+
+_REQUEST = {
+    "data": _is_str,
+    "data_root": _optional(_is_str),
+    "forget": lambda v: isinstance(v, dict),
+    "forget_count": lambda v: _is_int(v) and v >= 1,
+    "forget_indices_sha256": _is_sha256,
+}
+
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "famr_audit_version": (_is_int, "an integer"),
+    "created_utc": (_is_str, "a time stamp"),
+    "command": (_is_str, "a command line"),
+    "request": (
+        lambda v: isinstance(v, dict) and all(k in v and ok(v[k]) for k, ok in _REQUEST.items()),
+        "an object with data, data_root, forget, forget_count and forget_indices_sha256",
+    ),
+    "input": (_is_file_entry, "an object with checkpoint, sha256 and metadata_sha256"),
+    "output": (_is_file_entry, "an object with checkpoint, sha256 and metadata_sha256"),
+    "method": (_is_str, "a method name"),
+    "config": (lambda v: isinstance(v, dict), "a config object"),
+    "seeds": (
+        lambda v: (
+            isinstance(v, dict) and _is_int(v.get("method")) and _optional(_is_int)(v.get("forget"))
+        ),
+        "an object with integer seeds method and forget",
+    ),
+    "metrics": (_is_metrics, "an object of finite numbers"),
+    "certificate": (lambda v: v is None or isinstance(v, dict), "a certificate object or null"),
+    "anchor": (lambda v: v is None or isinstance(v, dict), "an anchor object or null"),
+    "deviation_chain": (lambda v: isinstance(v, dict), "a deviation chain object"),
+    "checks": (lambda v: isinstance(v, dict), "the result checks object"),
+    "environment": (lambda v: isinstance(v, dict), "an object"),
+}
+
+# what each version of the record must hold (version 1 had no result checks)
+REQUIRED = {
+    1: tuple(k for k in FIELDS if k != "checks"),
+    2: tuple(FIELDS),
+}
+
+
+def check_record(record: Any) -> None:
+    """Raise ``ValueError`` naming the first field of ``record`` that is missing, malformed,
+    or not one its version has."""
+    if not isinstance(record, dict):
+        raise ValueError("the audit record is not a JSON object")
+    version = record.get("famr_audit_version")
+    if not _is_int(version) or version not in REQUIRED:
+        raise ValueError(
+            f"famr_audit_version={version!r} is not known; this famr reads "
+            f"{', '.join(map(str, REQUIRED))}"
+        )
+    extra = sorted(set(record) - set(REQUIRED[version]))
+    if extra:  # a field its version never had: not a record famr wrote
+        raise ValueError(
+            f"the audit record holds fields a version {version} record has not: {extra}"
+        )
+    for key in REQUIRED[version]:
+        if key not in record:
+            raise ValueError(f"the audit record lacks {key!r}")
+        ok, expected = FIELDS[key]
+        if not ok(record[key]):
+            raise ValueError(f"the audit record's {key!r} is not valid; it must be {expected}")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def record_checks(
+    record: dict[str, Any], output_meta: dict[str, Any]
+) -> list[tuple[str, bool, str]]:
+    """The record's fields compared with the output checkpoint's metadata (whose own hash the
+    caller has checked): ``[(check name, ok, detail)]``."""
+    out = []
+    for field, meta_field in MIRRORED.items():
+        if field not in record:
+            continue
+        same = _canonical(record[field]) == _canonical(output_meta.get(meta_field))
+        out.append(
+            (
+                f"record {field}",
+                same,
+                "matches the output metadata"
+                if same
+                else "differs from the output checkpoint's metadata",
+            )
+        )
+    request = record["request"]
+    pairs = [
+        ("record forget spec", request["forget"], output_meta.get("forget")),
+        (
+            "record forget indices sha256",
+            request["forget_indices_sha256"],
+            output_meta.get("forget_indices_sha256"),
+        ),
+        ("record input sha256", record["input"]["sha256"], output_meta.get("source_sha256")),
+        ("record method seed", record["seeds"]["method"], output_meta.get("seed")),
+        ("record config seed", record["seeds"]["method"], (record["config"] or {}).get("seed")),
+    ]
+    for name, mine, theirs in pairs:
+        same = _canonical(mine) == _canonical(theirs)
+        out.append((name, same, "matches" if same else f"{mine!r} vs {theirs!r}"))
+    forget_seed = (
+        request["forget"].get("seed") if request["forget"].get("kind") == "random" else None
+    )
+    same = record["seeds"].get("forget") == forget_seed
+    out.append(
+        ("record forget seed", same, "matches the spec" if same else "differs from the spec")
+    )
+    return out

@@ -1,0 +1,417 @@
+"""Issue 19: what a hostile but realistic user tried. No run reports success for a result that
+is wrong, and bad input is a one-line error (exit 2) that leaves every file as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import io as stdio
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import famr
+from famr import audit, io
+from famr.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    path = folder / "m.safetensors"
+    assert main(["train", "--epochs", "4", "--out", str(path), "--quiet"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def forgotten(checkpoint, tmp_path_factory):
+    """A digit-3 request through the CLI, with its audit record."""
+    folder = tmp_path_factory.mktemp("forgot")
+    out = folder / "f3.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--epochs", "3"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = stdio.StringIO(), stdio.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _refused(argv, folder: Path, match: str, code: int = 2) -> str:
+    """Run ``argv``: exit ``code``, one line on stderr holding ``match``, ``folder`` as it was."""
+    before = _files(folder)
+    got, _, err = _run(argv)
+    assert got == code, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert match in err, err
+    assert _files(folder) == before
+    return err
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.write_bytes(src.read_bytes())
+    io.sidecar_path(dst).write_bytes(io.sidecar_path(src).read_bytes())
+    return dst
+
+
+# --- item 6: the default never degrades a model quietly ----------------------------------
+
+
+def test_default_method_on_an_index_request_is_refused(checkpoint, tmp_path):
+    """`famr forget --indices` with the default used to forget nothing and cost 16 points."""
+    (tmp_path / "ids.txt").write_text("1 2 3")
+    argv = ["forget", "--checkpoint", str(checkpoint), "--indices", str(tmp_path / "ids.txt")]
+    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "famr_quantile")
+
+
+# --- item 8: out-of-range settings, failed certificates, collapsed models -----------------
+
+
+def test_out_of_range_momentum_is_refused_up_front(checkpoint, tmp_path):
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--set", "optimizer=sgd"]
+    argv += ["--set", "momentum=2", "--set", "lr=0.5", "--out", str(tmp_path / "o.safetensors")]
+    _refused(argv, tmp_path, "momentum=2.0 is not valid")
+    with pytest.raises(ValueError, match="momentum=1.0"):
+        famr.OptimConfig(momentum=1.0)
+
+
+def test_an_uncertified_run_is_refused_unless_asked_for(checkpoint, tmp_path):
+    out = tmp_path / "o.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--lam", "0"]
+    argv += ["--epochs", "2", "--out", str(out), "--quiet"]
+    _refused(argv, tmp_path, "not certified", code=3)
+    code, _, err = _run([*argv, "--write-anyway"])
+    assert code == 0, err
+    checks = json.loads(out.with_suffix(".audit.json").read_text())["checks"]
+    assert "not certified" in checks["refused"] and checks["written_anyway"]
+
+
+def test_a_collapsed_model_is_refused(checkpoint, tmp_path):
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
+    argv += ["--method", "gradient_ascent", "--out", str(tmp_path / "o.safetensors"), "--quiet"]
+    err = _refused(argv, tmp_path, "--max-retain-drop", code=3)
+    assert "fell" in err
+    code, _, _ = _run([*argv, "--max-retain-drop", "100"])
+    assert code == 0
+
+
+# --- item 9 and the crashes: hostile sidecars ----------------------------------------------
+
+SIDECAR_KEYS = (
+    "arch",
+    "arch_args",
+    "weights_sha256",
+    "forgotten_classes",
+    "excluded_classes",
+    "deviation_chain",
+    "config",
+    "forget",
+)
+HOSTILE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(-2, 12), st.text(max_size=3)), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["num_classes", "in_channels", "std", "x"]), st.integers(-1, 4)
+    ),
+)
+# fields whose value is checked against what the file must hold: any change is refused
+MUST_REFUSE = {"arch", "weights_sha256"}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=st.sampled_from(SIDECAR_KEYS), value=HOSTILE, delete=st.booleans())
+def test_a_hostile_sidecar_is_an_error_or_harmless(
+    checkpoint, tmp_path_factory, key, value, delete
+):
+    folder = tmp_path_factory.mktemp("sidecar")
+    model = _copy(checkpoint, folder / "m.safetensors")
+    meta = json.loads(io.sidecar_path(model).read_text())
+    if delete:
+        meta.pop(key, None)
+    else:
+        meta[key] = value
+    io.sidecar_path(model).write_text(json.dumps(meta))
+    before = _files(folder)
+    argv = ["forget", "--checkpoint", str(model), "--classes", "3", "--epochs", "1"]
+    code, _, err = _run([*argv, "--out", str(folder / "o.safetensors"), "--quiet"])
+    assert code in (0, 2), err  # never a traceback, never a half-written result
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and _files(folder) == before
+    else:
+        assert (folder / "o.safetensors").exists()
+        assert all(_files(folder)[name] == data for name, data in before.items())
+    if key in MUST_REFUSE or (key == "arch_args" and not isinstance(value, dict)):
+        assert code == 2, (key, value, delete)
+    if (
+        key == "forgotten_classes"
+        and not delete
+        and not (isinstance(value, list) and all(isinstance(v, int) and 0 <= v < 10 for v in value))
+    ):
+        assert code == 2, value
+
+
+def test_a_missing_or_null_weights_hash_is_refused(checkpoint, tmp_path):
+    """Issue 19, item 9: deleting the hash switched the integrity check off."""
+    model = _copy(checkpoint, tmp_path / "m.safetensors")
+    meta = json.loads(io.sidecar_path(model).read_text())
+    for value in (None, "deleted"):
+        if value == "deleted":
+            meta.pop("weights_sha256", None)
+        else:
+            meta["weights_sha256"] = value
+        io.sidecar_path(model).write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match="lacks 'weights_sha256'"):
+            io.load_checkpoint(model)
+
+
+# --- item 10 and the crashes: hostile audit records ----------------------------------------
+
+RECORD_FIELDS = (*audit.FIELDS, "metrics.forget_acc", "input.checkpoint", "request.forget")
+
+
+def _edit(record: dict, key: str, value) -> None:
+    target = record
+    *parents, last = key.split(".")
+    for part in parents:
+        target = target[part]
+    if value == "<delete>":
+        target.pop(last, None)
+    else:
+        target[last] = value
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from(RECORD_FIELDS),
+    value=st.one_of(st.just("<delete>"), st.none(), st.just("nan"), st.integers(-1, 3), HOSTILE),
+)
+def test_verify_never_passes_an_edited_record(forgotten, tmp_path_factory, key, value):
+    folder = tmp_path_factory.mktemp("record")
+    for suffix in (".safetensors", ".json", ".audit.json"):
+        (folder / f"f3{suffix}").write_bytes(forgotten.with_suffix(suffix).read_bytes())
+    record = json.loads((folder / "f3.audit.json").read_text())
+    source = (forgotten.parent / record["input"]["checkpoint"]).resolve()
+    record["input"]["checkpoint"] = str(source)
+    original = json.dumps(record)
+    _edit(record, key, value)
+    (folder / "f3.audit.json").write_text(json.dumps(record))
+    code, out, err = _run(["verify", str(folder / "f3.audit.json")])
+    if json.dumps(record) == original:
+        assert code == 0, out + err
+    elif key in audit.UNCHECKED and value != "<delete>" and audit.FIELDS[key][0](value):
+        assert code == 0, out + err  # informational, documented as unchecked
+    else:
+        assert code in (2, 4), (key, value, out, err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("method", "scrub"), ("config.lam", 0.5), ("certificate.certified", False)],
+)
+def test_verify_checks_method_config_and_certificate(forgotten, tmp_path, key, value):
+    """Issue 19, item 10: these three could be edited and verify still passed."""
+    for suffix in (".safetensors", ".json", ".audit.json"):
+        (tmp_path / f"f3{suffix}").write_bytes(forgotten.with_suffix(suffix).read_bytes())
+    record = json.loads((tmp_path / "f3.audit.json").read_text())
+    source = (forgotten.parent / record["input"]["checkpoint"]).resolve()
+    record["input"]["checkpoint"] = str(source)
+    _edit(record, key, value)
+    (tmp_path / "f3.audit.json").write_text(json.dumps(record))
+    code, out, _ = _run(["verify", str(tmp_path / "f3.audit.json")])
+    assert code == 4 and f"MISMATCH record {key.split('.')[0]}" in out
+
+
+# --- item 11: bad evaluation inputs raise ----------------------------------------------
+
+
+def test_evaluate_refuses_labels_outside_the_model_and_nan_images(digits_model, digits_splits):
+    x, y = digits_splits.forget.tensors
+    with pytest.raises(ValueError, match="labels outside 0..9"):
+        famr.evaluate(digits_model, forget=TensorDataset(x, y + 10))
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        famr.evaluate(digits_model, forget=TensorDataset(bad, y))
+
+
+# --- item 12: imports famr would refuse, certificates of another request --------------------
+
+
+def test_import_refuses_weights_famr_would_refuse(tmp_path):
+    model = famr.create_model("small_cnn", 10, in_channels=1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    next(iter(state.values())).view(-1)[0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    argv = ["import", "--weights", str(tmp_path / "nan.pt"), "--arch", "small_cnn"]
+    _refused(
+        [*argv, "--in-channels", "1", "--out", str(tmp_path / "o.safetensors")],
+        tmp_path,
+        "non-finite",
+    )
+    torch.save(model.state_dict(), tmp_path / "ok.pt")
+    argv = ["import", "--weights", str(tmp_path / "ok.pt"), "--arch", "small_cnn"]
+    argv += ["--in-channels", "1", "--mean", "0.5", "--std", "0"]
+    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "std=[0.0] is not valid")
+
+
+def test_certify_refuses_a_request_other_than_the_recorded_one(checkpoint, forgotten, tmp_path):
+    argv = ["certify", "--original", str(checkpoint), "--unlearned", str(forgotten)]
+    _refused(
+        [*argv, "--classes", "5", "--out", str(tmp_path / "c")],
+        tmp_path,
+        "is not the request recorded",
+    )
+    other = tmp_path / "other.safetensors"
+    assert main(["train", "--epochs", "1", "--seed", "3", "--out", str(other), "--quiet"]) == 0
+    argv = ["certify", "--original", str(other), "--unlearned", str(forgotten), "--classes", "3"]
+    _refused([*argv, "--out", str(tmp_path / "c")], tmp_path, "is not the model --unlearned was")
+
+
+# --- item 13: indices are integers, nothing else -------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["123", ["3"], ["\u0663"], [3.0], 3.7, [True], torch.tensor(3)])
+def test_forget_specs_take_integers_only(bad):
+    for spec in (famr.SampleForget, famr.ClassForget):
+        if spec is famr.ClassForget and isinstance(bad, torch.Tensor):
+            continue  # a 0-d integer tensor is one class id
+        with pytest.raises(ValueError, match="not (an integer|a sequence of integers)"):
+            spec(bad)
+    assert famr.ClassForget(np.int64(3)).classes == (3,)
+    assert famr.ClassForget(torch.tensor(3)).classes == (3,)
+    assert famr.SampleForget(np.array([4, 2])).indices == (4, 2)
+
+
+@pytest.mark.parametrize("content", ["\u0663 4", '["3"]', "[3.0]", "[true]", "3 4.0", "1e3"])
+def test_index_files_take_ascii_integers_only(checkpoint, tmp_path, content):
+    (tmp_path / "ids.txt").write_text(content)
+    argv = ["forget", "--checkpoint", str(checkpoint), "--indices", str(tmp_path / "ids.txt")]
+    _refused(
+        [*argv, "--method", "finetune", "--out", str(tmp_path / "o.safetensors")],
+        tmp_path,
+        "not an integer index",
+    )
+
+
+# --- crashes that are now one-line errors ------------------------------------------------
+
+
+def test_unavailable_devices_are_one_line_errors(checkpoint, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--device", "cuda"]
+    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "has no GPU")
+    with pytest.raises(ValueError, match="not supported"):
+        famr.evaluate(nn.Linear(2, 2), device="meta")
+
+
+def test_an_existing_folder_as_output_is_a_one_line_error(checkpoint, tmp_path):
+    (tmp_path / "o.safetensors").mkdir()
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
+    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "existing folder")
+
+
+class _Outputs(nn.Module):
+    """A digits classifier whose forward returns another container than a tensor."""
+
+    def __init__(self, inner: nn.Module, kind: str):
+        super().__init__()
+        self.inner, self.kind = inner, kind
+
+    def forward(self, x):
+        logits = self.inner(x)
+        if self.kind == "tuple":
+            return logits, x.mean()
+        if self.kind == "dict":
+            return {"logits": logits, "hidden": x}
+
+        class Output:  # a Hugging Face ModelOutput exposes .logits
+            pass
+
+        out = Output()
+        out.logits = logits
+        return out
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict", "object"])
+def test_models_returning_containers_work_and_come_back_unchanged(
+    digits_model, digits_splits, kind
+):
+    wrapped = _Outputs(digits_model, kind)
+    plain = famr.unlearn(digits_model, digits_splits, epochs=2, certificate=False)
+    other = famr.unlearn(wrapped, digits_splits, epochs=2, certificate=False)
+    for a, b in zip(plain.model.parameters(), other.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    x = digits_splits.forget.tensors[0][:2]
+    assert not isinstance(other.model(x), torch.Tensor)  # behaves as it came in
+    assert famr.evaluate(wrapped, forget=digits_splits.forget) == famr.evaluate(
+        digits_model, forget=digits_splits.forget
+    )
+    with pytest.raises(ValueError, match="needs the logits"):
+        famr.evaluate(_Bad(), forget=digits_splits.forget)
+
+
+class _Bad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return "not logits"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_float64_and_bfloat16_models_run_and_keep_their_dtype(digits_model, digits_splits, dtype):
+    model = __import__("copy").deepcopy(digits_model).to(dtype)
+    result = famr.unlearn(model, digits_splits)
+    reference = famr.unlearn(digits_model, digits_splits)  # the same run in float32
+    assert all(p.dtype == dtype for p in result.model.parameters())
+    assert result.certificate["certified"]
+    metrics = famr.evaluate(result.model, **digits_splits.evaluation_sets())
+    expected = famr.evaluate(reference.model, **digits_splits.evaluation_sets())
+    assert metrics["test_forget_acc"] <= 5 and math.isfinite(metrics["mia_efficacy"])
+    # float64 rounds to float32 and back exactly; bfloat16 keeps 8 bits of mantissa
+    tolerance = 0.0 if dtype == torch.float64 else 3.0
+    assert abs(metrics["test_retain_acc"] - expected["test_retain_acc"]) <= tolerance
+
+
+def test_images_with_the_wrong_channel_count_are_a_one_line_error(digits_model):
+    rgb = TensorDataset(torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"cannot take images of shape \(3, 8, 8\)") as err:
+        famr.unlearn(digits_model, rgb, forget_classes=[0])
+    assert "\n" not in str(err.value)
+
+
+def test_sweep_lambda_runs_every_anchored_method(checkpoint, tmp_path):
+    """`sweep-lambda --method famr_retain` always failed in matplotlib (no certificate)."""
+    argv = ["sweep-lambda", "--checkpoint", str(checkpoint), "--classes", "3", "--lams", "0,1"]
+    argv += ["--method", "famr_retain", "--set", "epochs=1", "--out", str(tmp_path / "s")]
+    code, _, err = _run(argv)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())["rows"]
+    assert rows[0]["distance"] > rows[1]["distance"] > 0
