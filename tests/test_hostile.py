@@ -415,3 +415,201 @@ def test_sweep_lambda_runs_every_anchored_method(checkpoint, tmp_path):
     assert code == 0, err
     rows = json.loads((tmp_path / "s" / "sweep.json").read_text())["rows"]
     assert rows[0]["distance"] > rows[1]["distance"] > 0
+
+
+# --- what a second hostile pass found ------------------------------------------------------
+
+
+def test_special_files_are_never_replaced_even_with_overwrite(checkpoint, tmp_path):
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--audit", str(fifo)]
+    code, _, err = _run([*argv, "--out", str(tmp_path / "o.safetensors"), "--overwrite"])
+    assert code == 2 and "not a regular file" in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_an_interrupt_after_the_outputs_are_placed_is_not_reported_as_nothing_written(
+    checkpoint, tmp_path, monkeypatch
+):
+    """SIGINT is held back while the files are placed and delivered as soon as they are: the
+    run finished, so it is not "interrupted, nothing written" (exit 130)."""
+    place = io.Outputs.commit
+
+    def commit_then_interrupt(self):
+        place(self)
+        raise KeyboardInterrupt("signal 2")
+
+    monkeypatch.setattr(io.Outputs, "commit", commit_then_interrupt)
+    out = tmp_path / "o.safetensors"
+    code, _, err = _run(
+        [
+            "forget",
+            "--checkpoint",
+            str(checkpoint),
+            "--classes",
+            "3",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0 and "written whole" in err and out.exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "downgrade",  # version 1 without the result checks: hides a refusal
+        "request.zzz",
+        "request.holdout",
+        "request.data_root",
+        "request.style",
+        "request.coarse",
+    ],
+)
+def test_verify_refuses_edits_to_the_request_and_the_version(forgotten, tmp_path, edit):
+    for suffix in (".safetensors", ".json", ".audit.json"):
+        (tmp_path / f"f3{suffix}").write_bytes(forgotten.with_suffix(suffix).read_bytes())
+    record = json.loads((tmp_path / "f3.audit.json").read_text())
+    record["input"]["checkpoint"] = str(
+        (forgotten.parent / record["input"]["checkpoint"]).resolve()
+    )
+    if edit == "downgrade":
+        record["famr_audit_version"] = 1
+        del record["checks"]
+        del record["request"]["validation"]
+    else:
+        key = edit.split(".")[1]
+        value = {
+            "zzz": 1,
+            "holdout": "test",
+            "data_root": "/nonexistent",
+            "style": 5,
+            "coarse": ["x"],
+        }[key]
+        record["request"][key] = value
+    (tmp_path / "f3.audit.json").write_text(json.dumps(record))
+    code, out, err = _run(["verify", str(tmp_path / "f3.audit.json")])
+    assert code in (2, 4), out + err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_json_nested_too_deeply_is_a_one_line_error(checkpoint, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    base = ["forget", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o.safetensors")]
+    for argv in (
+        [*base, "--classes", "3", "--config", str(tmp_path / "deep.json")],
+        [*base, "--indices", str(tmp_path / "deep.json")],
+        ["verify", str(tmp_path / "deep.json")],
+    ):
+        code, _, err = _run(argv)
+        assert code == 2 and "nested too deeply" in err and len(err.strip().splitlines()) == 1
+
+
+def test_settings_torch_cannot_hold_are_refused_up_front(checkpoint, tmp_path):
+    base = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
+    base += ["--out", str(tmp_path / "o.safetensors")]
+    for setting, match in (
+        ("lr=1e38", "lr=1e+38 is not valid"),
+        ("seed=99999999999999999999999", "seed=99999999999999999999999 is not valid"),
+        ("epochs=99999999999", "epochs=99999999999 is not valid"),
+    ):
+        _refused([*base, "--set", setting], tmp_path, match)
+    with pytest.raises(ValueError, match="epochs=True"):
+        famr.OptimConfig(epochs=True)
+
+
+def test_a_run_that_diverges_on_its_last_step_exits_as_diverged(digits_model, digits_splits):
+    from famr.registry import Entry
+
+    def last_step_nan(model, data, cfg, *, device, progress=None):
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = float("nan")
+        return [{"epoch": 1}]
+
+    entry = Entry(
+        "broken",
+        last_step_nan,
+        {"config": famr.OptimConfig, "needs": ("forget",), "certificate": False},
+    )
+    with pytest.raises(famr.DivergenceError, match="non-finite weights"):
+        famr.unlearn(digits_model, digits_splits, method=entry)
+
+
+def test_an_output_under_a_dangling_symlink_fails_before_the_run(checkpoint, tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
+    code, out, err = _run([*argv, "--out", str(tmp_path / "link" / "o.safetensors"), "--quiet"])
+    assert code == 2 and "symlink to nothing" in err and out == ""
+
+
+def test_a_hostile_deviation_chain_in_the_input_is_refused(checkpoint, tmp_path):
+    model = _copy(checkpoint, tmp_path / "m.safetensors")
+    meta = json.loads(io.sidecar_path(model).read_text())
+    for bound in (float("nan"), True, -1.0):
+        meta["deviation_chain"] = {"origin_sha256": "0" * 64, "steps": [], "bound": bound}
+        io.sidecar_path(model).write_text(json.dumps(meta))
+        argv = ["forget", "--checkpoint", str(model), "--classes", "3"]
+        _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "deviation_chain")
+
+
+def test_an_infinite_bound_is_not_a_certificate(checkpoint, tmp_path):
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--lam", "1e-320"]
+    argv += ["--epochs", "2", "--out", str(tmp_path / "o.safetensors"), "--quiet"]
+    err = _refused(argv, tmp_path, "no finite bound", code=3)
+    assert "did not decrease" not in err
+    code, _, err = _run([*argv, "--write-anyway", "--max-retain-drop", "0"])
+    refused = json.loads((tmp_path / "o.audit.json").read_text())["checks"]["refused"]
+    assert code == 0 and "no finite bound" in refused and "fell" in refused  # both reasons
+
+
+def test_api_inputs_that_used_to_crash_or_mislead(digits_model, digits_splits):
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(1, 8, 8), "label": 0}
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(1, 8, 8), 0
+
+    for bad in (Dicts(), Stream()):
+        with pytest.raises(ValueError, match="pairs"):
+            famr.evaluate(digits_model, forget=bad)
+    with pytest.raises(ValueError, match="not numbers"):
+        famr.evaluate(digits_model, **digits_splits.evaluation_sets(), reference={"ua": "x"})
+    with pytest.raises(ValueError, match="batch_size=0"):
+        famr.evaluate(digits_model, forget=digits_splits.forget, batch_size=0)
+    with pytest.raises(ValueError, match="does not cover the forget set's classes \\[3\\]"):
+        famr.unlearn(digits_model, digits_splits.forget, forget_classes=[5])
+
+
+@pytest.mark.parametrize("text", ["\u0663", "3,", "3,,5", " "])
+def test_class_lists_take_ascii_integers_only(checkpoint, tmp_path, text):
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", text]
+    code, _, err = _run([*argv, "--out", str(tmp_path / "o.safetensors")])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_import_refuses_integer_weights_for_a_float_model(tmp_path):
+    model = famr.create_model("small_cnn", 10, in_channels=1)
+    state = {
+        k: (v * 100).long() if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
+    torch.save(state, tmp_path / "int.pt")
+    argv = ["import", "--weights", str(tmp_path / "int.pt"), "--arch", "small_cnn"]
+    _refused(
+        [*argv, "--in-channels", "1", "--out", str(tmp_path / "o.safetensors")],
+        tmp_path,
+        "not weights of this model",
+    )

@@ -101,7 +101,7 @@ def test_a_diverging_method_is_recorded_not_fatal():
         retrained,
         splits,
         data,
-        {"broken": {"method": "famr_literal", "lr": 1e30}, "famr": {}},
+        {"broken": {"method": "famr_literal", "lr": 1000.0}, "famr": {}},
     )
     runs = experiment.results["runs"]
     assert "at step" in runs["broken"]["diverged"]

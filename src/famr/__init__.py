@@ -3,11 +3,14 @@
 The flat public API::
 
     import famr
-    result = famr.unlearn(model, forget, method="famr", lam=0.1)
-    metrics = famr.evaluate(result.model, forget=forget, retain=retain, test_retain=test)
+    request = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
+    result = famr.unlearn(model, request, method="famr", lam=0.1)
+    metrics = famr.evaluate(result.model, **request.evaluation_sets())
+    attacks = famr.attack(result.model, famr.AttackData(request, validation, original=model))
 """
 
 from .api import Result, evaluate, predict, resolve_device, train, unlearn
+from .attacks import ATTACKS, AttackData, attack, list_attacks
 from .config import OptimConfig, TrainConfig
 from .data import (
     ClassForget,
@@ -30,6 +33,10 @@ from .theory import deviation_certificate
 __version__ = "0.1.0"
 
 __all__ = [
+    "ATTACKS",
+    "AttackData",
+    "attack",
+    "list_attacks",
     "METHODS",
     "METRICS",
     "ClassForget",

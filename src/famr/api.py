@@ -16,7 +16,7 @@ from . import distributed
 from .config import OptimConfig, TrainConfig, make_config
 from .data.forget import Splits
 from .data.tensors import to_float, to_tensors
-from .loop import Progress
+from .loop import DivergenceError, Progress
 from .methods import METHODS, MethodData
 from .metrics import METRICS, SplitOutputs
 from .metrics.gaps import gaps
@@ -159,9 +159,16 @@ def _removed_classes(entry: Entry, cfg, forget_y: Tensor, retain_y: Tensor | Non
     only when a retain set shows none of them; without a retain set a sample request could not
     be told from a class request, and guessing "class" degraded models silently (issue 19).
     """
-    if given is not None:
-        return sorted({int(c) for c in given})
     labels = sorted(set(forget_y.tolist()))
+    if given is not None:
+        given = sorted({int(c) for c in given})
+        stray = sorted(set(labels) - set(given)) if given else []
+        if stray:  # a class request's forget set holds only the classes it removes
+            raise ValueError(
+                f"forget_classes={given} does not cover the forget set's classes {stray}: list "
+                "every class the request removes, or [] for a sample request"
+            )
+        return given
     if getattr(cfg, "target", None) != "retained":
         return labels
     if retain_y is None:
@@ -288,6 +295,12 @@ def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor,
         cfg.seed, dev, lambda: entry.obj(work, data, cfg, device=dev, progress=progress)
     )
     work.eval()
+    bad = [n for n, p in work.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:  # the last step can diverge after the loop's last loss check
+        raise DivergenceError(
+            f"the run left non-finite weights in {bad[0]!r}; lower lr, set grad_clip, or raise "
+            "the anchor strength"
+        )
     moved = [n for n, p in work.named_parameters() if not torch.equal(p.detach(), before[n])]
     if frozen & set(moved):  # a method that ignores requires_grad is a bug, not a result
         raise RuntimeError(
@@ -460,6 +473,8 @@ def evaluate(
     available = {name for name, ds in given.items() if ds is not None}
     chosen = choose_metrics(available, metrics)
     needed = {s for e in chosen for s in e.meta["splits"]}
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not valid; it must be an integer >= 1")
     dev = resolve_device(device)
     model_device = next(model.parameters()).device
     model = model if model_device == dev else copy.deepcopy(model).to(dev)

@@ -41,6 +41,7 @@ VERIFIED_METRICS = ("forget_acc", "ua", "test_forget_acc", "mia_efficacy")
 
 # record field -> output metadata field that must hold the same value
 MIRRORED = {
+    "request": "request",
     "method": "method",
     "config": "config",
     "metrics": "metrics",
@@ -84,21 +85,47 @@ def _is_metrics(v: Any) -> bool:
     )
 
 
+def _is_validation(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, dict)
+        and set(v) == {"fraction", "seed"}
+        and isinstance(v["fraction"], float)
+        and 0 < v["fraction"] < 1
+        and _is_int(v["seed"])
+    )
+
+
+# the request as famr forget writes it: exactly these keys (a version 1 record had no
+# "validation"), each of its kind
 _REQUEST = {
     "data": _is_str,
     "data_root": _optional(_is_str),
+    "classes_file": _optional(_is_str),
+    "image_size": _optional(_is_int),
+    "coarse": _optional(_is_str),
+    "style": _optional(_is_str),
+    "style_seed": _is_int,
+    "validation": _is_validation,
     "forget": lambda v: isinstance(v, dict),
     "forget_count": lambda v: _is_int(v) and v >= 1,
     "forget_indices_sha256": _is_sha256,
+    "forget_indices_hash": _is_str,
+    "holdout": _optional(_is_str),
 }
+
+
+def _is_request(v: Any, version: int) -> bool:
+    keys = set(_REQUEST) - ({"validation"} if version == 1 else set())
+    return isinstance(v, dict) and set(v) == keys and all(_REQUEST[k](v[k]) for k in keys)
+
 
 FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "famr_audit_version": (_is_int, "an integer"),
     "created_utc": (_is_str, "a time stamp"),
     "command": (_is_str, "a command line"),
     "request": (
-        lambda v: isinstance(v, dict) and all(k in v and ok(v[k]) for k, ok in _REQUEST.items()),
-        "an object with data, data_root, forget, forget_count and forget_indices_sha256",
+        lambda v: _is_request(v, AUDIT_VERSION),
+        f"an object with exactly {', '.join(_REQUEST)}, each of its kind",
     ),
     "input": (_is_file_entry, "an object with checkpoint, sha256 and metadata_sha256"),
     "output": (_is_file_entry, "an object with checkpoint, sha256 and metadata_sha256"),
@@ -145,6 +172,8 @@ def check_record(record: Any) -> None:
         if key not in record:
             raise ValueError(f"the audit record lacks {key!r}")
         ok, expected = FIELDS[key]
+        if key == "request":
+            ok = lambda v: _is_request(v, version)  # noqa: E731
         if not ok(record[key]):
             raise ValueError(f"the audit record's {key!r} is not valid; it must be {expected}")
 
@@ -160,9 +189,9 @@ def record_checks(
     caller has checked): ``[(check name, ok, detail)]``."""
     out = []
     for field, meta_field in MIRRORED.items():
-        if field not in record:
-            continue
-        same = _canonical(record[field]) == _canonical(output_meta.get(meta_field))
+        if field not in record and meta_field not in output_meta:
+            continue  # an older record and checkpoint, both without it
+        same = _canonical(record.get(field)) == _canonical(output_meta.get(meta_field))
         out.append(
             (
                 f"record {field}",

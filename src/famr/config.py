@@ -35,10 +35,20 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number > 0 (or >= 0)."""
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     bound = ">= 0" if allow_zero else "> 0"
     _require(ok, f"{name}={value!r} is not valid; it must be a finite number {bound}")
+
+
+def _integer_in(name: str, value: Any, low: int, high: int) -> None:
+    """An ``int`` (never a ``bool``) in ``[low, high]``: the upper limits catch typos that would
+    otherwise fail deep inside torch with an overflow message that names nothing."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    _require(ok, f"{name}={value!r} is not valid; it must be an integer in [{low}, {high}]")
+
+
+MAX_LR = 1e3  # no method here learns with a larger rate; beyond it torch overflows in float32
 
 
 @dataclass
@@ -91,20 +101,16 @@ class OptimConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(
-            isinstance(self.epochs, int) and self.epochs >= 1,
-            f"epochs={self.epochs!r} is not valid; it must be an integer >= 1",
-        )
-        _require(
-            self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
-            f"max_steps={self.max_steps!r} is not valid; it must be None or an integer >= 1",
-        )
-        _require(
-            isinstance(self.batch_size, int) and self.batch_size >= 1,
-            f"batch_size={self.batch_size!r} is not valid; it must be an integer >= 1",
-        )
+        _integer_in("epochs", self.epochs, 1, 10**6)
+        if self.max_steps is not None:
+            _integer_in("max_steps", self.max_steps, 1, 10**9)
+        _integer_in("batch_size", self.batch_size, 1, 10**8)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_positive("lr", self.lr)
+        _require(
+            self.lr <= MAX_LR,
+            f"lr={self.lr!r} is not valid; it must lie in (0, {MAX_LR:g}]",
+        )
         check_positive("momentum", self.momentum, allow_zero=True)
         _require(
             self.momentum < 1,
@@ -126,10 +132,7 @@ class OptimConfig:
             _require(
                 isinstance(value, bool), f"{name}={value!r} is not valid; it must be true or false"
             )
-        _require(
-            isinstance(self.seed, int) and self.seed >= 0,
-            f"seed={self.seed!r} is not valid; it must be an integer >= 0",
-        )
+        _integer_in("seed", self.seed, 0, 2**63 - 1)
 
 
 @dataclass

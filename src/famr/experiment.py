@@ -6,17 +6,20 @@ accuracies, confidences); the CLI and the benchmark scripts write it out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from .api import Result, evaluate, metrics_from_outputs, predict, resolve_device, train, unlearn
+from .attacks import AttackData, attack
 from .config import config_dict
-from .data import ClassForget, ImageData, Splits
+from .data import ClassForget, ImageData, Splits, hold_out_validation
 from .loop import DivergenceError, Progress
 from .methods import METHODS
 from .metrics.gaps import gaps
@@ -75,6 +78,7 @@ def compare_methods(
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] | None = None,
     holdout: Dataset | None = None,
+    probe_data: Dataset | None = None,
 ) -> Experiment:
     """Evaluate the original and retrained models, run every method, compare all to retraining.
 
@@ -91,9 +95,13 @@ def compare_methods(
         log: Optional ``log(message)`` called after each run.
         holdout: Examples the original never trained on (a validation split), for methods
             that calibrate against unseen data (``famr_matched``).
+        probe_data: Examples none of the models trained on that still hold the forgotten
+            data (a validation split): with it every run is also attacked (linear probe and
+            relearning, :mod:`famr.attacks`), the retrained model included.
 
     Returns:
-        An :class:`Experiment` whose ``runs`` hold metrics, gaps, ``seconds`` and ``time_ratio``.
+        An :class:`Experiment` whose ``runs`` hold metrics, gaps, ``seconds``, ``time_ratio``
+        and, with ``probe_data``, the attacks' values.
     """
     dev = resolve_device(device)
     track = progress or (lambda label: None)
@@ -102,6 +110,9 @@ def compare_methods(
 
     def record(name: str, result: Result, reference: dict | None) -> dict[str, Any]:
         entry, confidences = _evaluate_run(result.model, splits, data, dev, reference)
+        if probe_data is not None:
+            given = AttackData(splits, probe_data, original=original.model)
+            entry.update(attack(result.model, given, device=dev))
         entry.update(
             method=result.method,
             seconds=result.seconds,
@@ -180,6 +191,7 @@ def run_class_forgetting(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: ProgressFactory | None = None,
+    validation: float | None = None,
 ) -> Experiment:
     """Train, retrain without ``classes``, and compare every method in ``methods`` to retraining.
 
@@ -194,11 +206,16 @@ def run_class_forgetting(
         seed: Seed of the original model's initialisation and of every run.
         device: Where to run.
         progress: ``progress(label)`` returns a ``(step, total)`` callback for that run.
+        validation: Hold this share of every training class out of all training (seeded by
+            ``seed``). With a validation split (this one, or ``data.validation``) the attacks'
+            linear probe is fit on it, and every run is attacked.
 
     Returns:
         An :class:`Experiment`.
     """
     dev = resolve_device(device)
+    if validation is not None:
+        data = hold_out_validation(data, validation, seed=seed)
     splits = ClassForget(classes).split(data.train, data.test, data.num_classes)
     train_config = {"seed": seed, **(train_config or {})}
     if methods is None:
@@ -229,9 +246,23 @@ def run_class_forgetting(
         **train_config,
     )
     experiment = compare_methods(
-        original, retrained, splits, data, methods, seed=seed, device=dev, progress=progress
+        original,
+        retrained,
+        splits,
+        data,
+        methods,
+        seed=seed,
+        device=dev,
+        progress=progress,
+        probe_data=data.validation,
     )
-    experiment.results = {**experiment.results, "arch": arch, "arch_args": arch_args}
+    experiment.results = {
+        **experiment.results,
+        "arch": arch,
+        "arch_args": arch_args,
+        "validation": None if validation is None else {"fraction": validation, "seed": seed},
+        "validation_size": 0 if data.validation is None else len(data.validation),
+    }
     return experiment
 
 
@@ -273,3 +304,109 @@ def lambda_path(
             }
         )
     return rows
+
+
+def _protocol_outputs(model: nn.Module, splits: Splits, device) -> dict[str, Any]:
+    """What the epsilon score needs of one model: its forget-set logits, retain and test
+    accuracy."""
+    forget = predict(model, splits.forget, device=device)
+    retain = predict(model, splits.retain, device=device)
+    test = predict(model, splits.test_retain, device=device)
+    return {
+        "logits": forget.logits,
+        "retain_acc": 100.0 * float(retain.correct.float().mean()),
+        "test_acc": 100.0 * float(test.correct.float().mean()),
+    }
+
+
+EPSILON_PROTOCOLS = ("one_original", "n_originals")
+
+
+def epsilon_study(
+    data: ImageData,
+    splits: Splits,
+    methods: dict[str, dict[str, Any]],
+    *,
+    n: int,
+    arch: str,
+    arch_args: dict[str, Any],
+    train_config: dict[str, Any],
+    holdout: Dataset | None = None,
+    device: str | torch.device | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The NeurIPS 2023 challenge's epsilon score for every method, under both protocols.
+
+    Trains N originals (seeds 0..N-1) and 2N models retrained without the forget set (seeds
+    0..2N-1). ``one_original``: N runs of each method from the seed-0 original, with seeds
+    0..N-1 (the challenge's protocol). ``n_originals``: one run from each original, seed i.
+    Both are scored against the retrained models 0..N-1; ``retrain`` scores the retrained
+    models N..2N-1 against them, the best any method can reach at this N (see
+    docs/epsilon.md). A method that refuses the request (a kind it does not handle) is
+    recorded with its one-line reason.
+
+    Returns:
+        ``{"n": N, "rows": {name: {protocol: epsilon_report summary}}}``; per-example epsilons
+        are kept in each report.
+    """
+    from .attacks.epsilon import epsilon_report
+
+    dev = resolve_device(device)
+    say = log or (lambda message: None)
+
+    def trained(seed: int, dataset: Dataset) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            initial = create_model(arch, **arch_args)
+        return train(initial, dataset, device=dev, **{**train_config, "seed": seed}).model
+
+    originals = [trained(seed, data.train) for seed in range(n)]
+    say(f"trained {n} originals")
+    retrained = [
+        _protocol_outputs(trained(seed, splits.retain), splits, dev) for seed in range(2 * n)
+    ]
+    say(f"trained {2 * n} retrained models")
+    reference, calibration = retrained[:n], retrained[n:]
+    labels = splits.forget.tensors[1]
+
+    def summary(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+        return epsilon_report(
+            [o["logits"] for o in outputs],
+            [r["logits"] for r in reference],
+            labels,
+            retain_acc=([o["retain_acc"] for o in outputs], [r["retain_acc"] for r in reference]),
+            test_acc=([o["test_acc"] for o in outputs], [r["test_acc"] for r in reference]),
+        ) | {
+            "retain_acc": float(np.mean([o["retain_acc"] for o in outputs])),
+            "test_acc": float(np.mean([o["test_acc"] for o in outputs])),
+        }
+
+    rows: dict[str, dict[str, Any]] = {"retrain": {"calibration": summary(calibration)}}
+    for name, overrides in methods.items():
+        config = dict(overrides)
+        method = config.pop("method", name)
+        rows[name] = {}
+        for protocol in EPSILON_PROTOCOLS:
+            outputs, start = [], time.perf_counter()
+            try:
+                for i in range(n):
+                    origin = originals[0] if protocol == "one_original" else originals[i]
+                    result = unlearn(
+                        origin,
+                        splits,
+                        method=method,
+                        device=dev,
+                        holdout=holdout,
+                        **{**config, "seed": i},
+                    )
+                    outputs.append(_protocol_outputs(result.model, splits, dev))
+            except (ValueError, DivergenceError) as err:
+                rows[name][protocol] = {"refused": " ".join(str(err).split())}
+                say(f"{name} ({protocol}): {rows[name][protocol]['refused']}")
+                continue
+            rows[name][protocol] = summary(outputs) | {"seconds": time.perf_counter() - start}
+            say(
+                f"{name} ({protocol}): forget quality {rows[name][protocol]['forget_quality']:.3f}, "
+                f"score {rows[name][protocol]['score']:.3f}"
+            )
+    return {"n": n, "rows": rows, "protocols": list(EPSILON_PROTOCOLS)}

@@ -104,7 +104,7 @@ def _umask() -> int:
 
 def _existing_ancestor(folder: Path) -> Path:
     folder = folder.absolute()
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.lexists(folder) and folder != folder.parent:
         folder = folder.parent
     return folder
 
@@ -115,8 +115,9 @@ def _check_writable(folder: Path, destination: Path) -> None:
     test alone misses read-only file systems and is always true for root)."""
     base = _existing_ancestor(folder)
     if not base.is_dir():
+        what = "a symlink to nothing" if base.is_symlink() and not base.exists() else "a file"
         raise NotADirectoryError(
-            f"output {str(destination)!r} cannot be written: {str(base)!r} is a file, not a folder"
+            f"output {str(destination)!r} cannot be written: {str(base)!r} is {what}, not a folder"
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=".famr-probe.", dir=base)
@@ -149,6 +150,31 @@ def _folders_locked(folders: list[Path]) -> Iterator[None]:
     finally:
         for fd in fds:
             os.close(fd)  # closing releases the lock
+
+
+# Files committed by this process, so that an interrupt arriving just after a commit (held back
+# during it, delivered as the signals are unmasked) is not reported as "nothing written".
+_COMMITTED: list[Path] = []
+
+
+def committed_outputs() -> list[Path]:
+    """The files :class:`Outputs` placed in this process since :func:`forget_committed`."""
+    return list(_COMMITTED)
+
+
+def forget_committed() -> None:
+    """Start a fresh list for :func:`committed_outputs` (the CLI does, per command)."""
+    _COMMITTED.clear()
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; anything that is not readable JSON is one ``ValueError`` naming it
+    (including nesting deep enough to exhaust Python's recursion limit)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {detail}") from None
 
 
 class Outputs:
@@ -200,6 +226,12 @@ class Outputs:
                 raise IsADirectoryError(
                     f"output {str(out)!r} is an existing folder; give a file path"
                 )
+            if os.path.lexists(out) and not (out.is_symlink() or out.is_file()):
+                # a device, a FIFO or a socket: replacing it would break the system (as root,
+                # "--audit /dev/null --overwrite" would replace /dev/null)
+                raise ValueError(
+                    f"output {str(out)!r} exists and is not a regular file; famr never replaces it"
+                )
             if os.path.lexists(out) and not overwrite:
                 raise FileExistsError(
                     f"output {str(out)!r} already exists; pass --overwrite to replace it"
@@ -250,7 +282,9 @@ class Outputs:
             self.__exit__()
             return
         mode = 0o666 & ~_umask()
-        with signals_deferred(), _folders_locked([d.parent for d in self._staged]):
+        # the lock first (an interrupt while waiting for another run must still work), then
+        # the signals held back for the placing itself
+        with _folders_locked([d.parent for d in self._staged]), signals_deferred():
             placed: list[tuple[Path, Path | None]] = []
             try:
                 for destination, tmp in self._staged.items():
@@ -269,6 +303,7 @@ class Outputs:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(backup)
             self.committed = True
+            _COMMITTED.extend(self.files)
         self._staged.clear()
 
     def _place(self, destination: Path, tmp: Path) -> Path | None:
@@ -369,7 +404,35 @@ def save_checkpoint(
 
 def _int_list(value: Any) -> bool:
     return isinstance(value, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+        isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**31 for v in value
+    )
+
+
+def _bound(value: Any) -> bool:
+    """A certified distance bound: a finite number >= 0, or None (no certificate)."""
+    return value is None or (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _chain(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict)
+        and set(value) == {"origin_sha256", "steps", "bound"}
+        and _is_sha256(value["origin_sha256"])
+        and _bound(value["bound"])
+        and isinstance(value["steps"], list)
+        and all(
+            isinstance(step, dict)
+            and set(step) == {"input_sha256", "anchor_sha256", "bound"}
+            and _is_sha256(step["input_sha256"])
+            and _is_sha256(step["anchor_sha256"])
+            and _bound(step["bound"])
+            for step in value["steps"]
+        )
     )
 
 
@@ -394,24 +457,35 @@ _METADATA_FIELDS: dict[str, tuple[Any, str]] = {
     "forget": (lambda v: v is None or isinstance(v, dict), "a forget spec object"),
     "config": (lambda v: v is None or isinstance(v, dict), "a config object"),
     "method": (lambda v: isinstance(v, str), "a method name"),
-    "deviation_chain": (
+    "validation": (
         lambda v: (
             v is None
             or (
                 isinstance(v, dict)
-                and _is_sha256(v.get("origin_sha256"))
-                and isinstance(v.get("steps"), list)
-                and (v.get("bound") is None or isinstance(v.get("bound"), (int, float)))
+                and isinstance(v.get("fraction"), float)
+                and 0 < v["fraction"] < 1
+                and _int_list([v.get("seed")])
+                and v["seed"] >= 0
             )
         ),
-        "a deviation chain (origin_sha256, steps, bound)",
+        "null or the held-out split {fraction in (0, 1), seed >= 0}",
+    ),
+    "deviation_chain": (
+        _chain,
+        "a deviation chain {origin_sha256, steps: [{input_sha256, anchor_sha256, bound}], "
+        "bound} with finite bounds >= 0 or null",
     ),
 }
 _REQUIRED_METADATA = ("arch", "arch_args", "weights_sha256")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint's JSON sidecar.
+    """Read and check a checkpoint's JSON sidecar (see :func:`_read_metadata`)."""
+    return _read_metadata(path)[0]
+
+
+def _read_metadata(path: str | Path) -> tuple[dict[str, Any], str]:
+    """Read and check a checkpoint's JSON sidecar; also the sha256 of the very bytes parsed.
 
     Raises:
         FileNotFoundError: The sidecar is missing.
@@ -423,10 +497,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"checkpoint metadata {str(side)!r} not found (needed beside {str(path)!r})"
         )
+    raw = side.read_bytes()
     try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"checkpoint metadata {str(side)!r} is not valid JSON: {err}") from None
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ValueError(f"checkpoint metadata {str(side)!r} is not valid JSON: {detail}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"checkpoint metadata {str(side)!r} is not a JSON object")
     missing = [k for k in _REQUIRED_METADATA if k not in meta or meta[k] is None]
@@ -446,7 +522,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                 f"checkpoint metadata {str(side)!r}: {key}={meta[key]!r} is not valid; it must "
                 f"be {expected}"
             )
-    return meta
+    return meta, hashlib.sha256(raw).hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -457,13 +533,21 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         ValueError: The file is not a valid safetensors file, or its tensors do not match the
             architecture named in the sidecar.
     """
+    model, meta, _ = load_checkpoint_hashed(path)
+    return model, meta
+
+
+def load_checkpoint_hashed(path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, str]]:
+    """:func:`load_checkpoint`, also returning ``{"sha256", "metadata_sha256"}`` of the very
+    bytes the model and metadata were built from (each file is read once: a file replaced
+    between hashing and loading cannot slip into an audit record)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
-    meta = read_metadata(path)
+    meta, metadata_sha256 = _read_metadata(path)
     args = dict(meta["arch_args"])
     try:
         model = create_model(meta["arch"], **args)
@@ -471,14 +555,15 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(
             f"checkpoint metadata {str(sidecar_path(path))!r} does not describe a model: {err}"
         ) from None
+    raw = path.read_bytes()
     try:
-        tensors = load_file(str(path))
+        tensors = load(raw)
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
             f"checkpoint {str(path)!r} is not a readable safetensors file: {err}"
         ) from None
     expected = meta["weights_sha256"]
-    actual = sha256_file(path)
+    actual = hashlib.sha256(raw).hexdigest()
     if actual != expected:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match its metadata: sha256 {actual} "
@@ -498,7 +583,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match architecture {meta['arch']!r} {args}: {detail}"
         ) from None
-    return model.eval(), meta
+    return model.eval(), meta, {"sha256": actual, "metadata_sha256": metadata_sha256}
 
 
 def environment() -> dict[str, Any]:

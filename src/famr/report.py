@@ -17,12 +17,23 @@ COLUMNS = [
     ("seconds", "seconds", "{:.2f}"),
     ("time_ratio", "time / retrain", "{:.3f}"),
 ]
+# the attacks (famr.attacks), shown when a run has them: what a linear probe finds of the
+# forgotten class in the features, and what 30 relearning steps bring back
+ATTACK_COLUMNS = [
+    ("probe_test_forget_acc", "probe (forgotten)", "{:.1f}"),
+    ("probe_test_acc", "probe (retained)", "{:.1f}"),
+    ("relearn_forget_acc", "relearned", "{:.1f}"),
+    ("relearn_steps_to_half", "steps to half", "{:.0f}"),
+]
 
 
 def markdown_table(
     runs: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS
 ) -> str:
-    """One row per run, one column per metric (``-`` where a run lacks the metric)."""
+    """One row per run, one column per metric (``-`` where a run lacks the metric; the attack
+    columns are added when any run has them, ``never`` where relearning never reached half)."""
+    if columns is COLUMNS and any("relearn_forget_acc" in run for run in runs.values()):
+        columns = [*COLUMNS[:-2], *ATTACK_COLUMNS, *COLUMNS[-2:]]
     header = "| run | " + " | ".join(title for _, title, _ in columns) + " |"
     rule = "|---|" + "|".join("---:" for _ in columns) + "|"
     lines = [header, rule]
@@ -30,6 +41,9 @@ def markdown_table(
         cells = []
         for key, _, fmt in columns:
             value = run.get(key)
+            if key == "relearn_steps_to_half" and value is None and "relearn_curve" in run:
+                cells.append("never")
+                continue
             cells.append(fmt.format(value) if isinstance(value, (int, float)) else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -78,9 +92,17 @@ def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
         "",
         "Accuracies, UA and MIA-efficacy in %; avg gap in points against `retrain`; ToW in [0, 1];"
         " `original` and `retrain` seconds are training times.",
-        "",
-        markdown_table(runs),
     ]
+    if any("relearn_forget_acc" in run for run in runs.values()):
+        parts += [
+            "The attacks read the weights, not only the outputs: *probe* = test accuracy on the "
+            "forgotten (retained) classes of a logistic-regression probe fit on the frozen "
+            "penultimate features of a validation split; *relearned* = test accuracy on the "
+            "forgotten class after 30 fine-tuning steps on a few of its images mixed with "
+            "retained ones; *steps to half* = steps until that accuracy reached half the "
+            "original's. The `retrain` row is the level real forgetting reaches.",
+        ]
+    parts += ["", markdown_table(runs)]
     for name, run in runs.items():
         if "certificate" in run:
             parts += ["", f"## Certificate: `{name}`", "", certificate_markdown(run["certificate"])]
@@ -211,3 +233,81 @@ def lambda_path_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return markdown_table({f"{r['lam']:g}": r for r in rows}, cols[1:]).replace(
         "| run |", "| lambda |"
     )
+
+
+def attack_markdown(results: Mapping[str, Mapping[str, Any]], request: Mapping[str, Any]) -> str:
+    """The attacks on each model (original, retrained, unlearned), with what they mean."""
+    rows = [
+        ("probe_test_forget_acc", "probe: forgotten class, test images (%)", "{:.1f}"),
+        ("probe_forget_acc", "probe: forget set (%)", "{:.1f}"),
+        ("probe_test_acc", "probe: retained test images (%)", "{:.1f}"),
+        ("relearn_start_acc", "forgotten accuracy before relearning (%)", "{:.1f}"),
+        ("relearn_forget_acc", "forgotten accuracy after relearning (%)", "{:.1f}"),
+        ("relearn_steps_to_half", "relearning steps to half the original's level", "{:.0f}"),
+    ]
+    roles = list(results)
+    lines = [
+        f"# Attacks on the request {dict(request)}",
+        "",
+        "The retrained model's values are the level that real forgetting reaches; an unlearned "
+        "model near the original's hides what it knows rather than forgetting it.",
+        "",
+        "| attack | " + " | ".join(roles) + " |",
+        "|---|" + "|".join("---:" for _ in roles) + "|",
+    ]
+    for key, title, fmt in rows:
+        if not any(key in r for r in results.values()):
+            continue
+        cells = []
+        for role in roles:
+            value = results[role].get(key)
+            if key == "relearn_steps_to_half" and value is None and key in results[role]:
+                cells.append("never")
+            else:
+                cells.append(fmt.format(value) if isinstance(value, (int, float)) else "-")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_attacks(results: Mapping[str, Mapping[str, Any]]):
+    """Probe accuracy per model (bars) and the relearning curves."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), tight_layout=True)
+    left = fig.add_subplot(1, 2, 1)
+    roles = list(results)
+    keys = [
+        (k, label)
+        for k, label in (
+            ("probe_test_forget_acc", "forgotten class (test)"),
+            ("probe_forget_acc", "forget set"),
+            ("probe_test_acc", "retained (test)"),
+        )
+        if any(k in r for r in results.values())
+    ]
+    width = 0.8 / max(1, len(keys))
+    for i, (key, label) in enumerate(keys):
+        values = [results[r].get(key, 0.0) for r in roles]
+        left.bar([j + i * width for j in range(len(roles))], values, width, label=label)
+    left.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(roles))], roles)
+    left.set_ylabel("linear-probe accuracy (%)")
+    left.set_title("What a linear probe finds in the features")
+    if keys:
+        left.legend(fontsize=7)
+    right = fig.add_subplot(1, 2, 2)
+    for role in roles:
+        curve = results[role].get("relearn_curve")
+        if curve:
+            right.plot(
+                range(0, len(curve) + 1),
+                [results[role]["relearn_start_acc"], *curve],
+                "o-",
+                markersize=3,
+                label=role,
+            )
+    right.set_xlabel("relearning step")
+    right.set_ylabel("accuracy on the forgotten data (%)")
+    right.set_title("What a few fine-tuning steps bring back")
+    if any(results[r].get("relearn_curve") for r in roles):
+        right.legend(fontsize=7)
+    return fig

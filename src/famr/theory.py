@@ -107,7 +107,8 @@ def bounds_report(
     decreased = objective_after <= objective_before + 1e-6 * max(1.0, abs(objective_before))
     a_priori = math.sqrt(2.0 / lam * max(0.0, before - minimum + offset)) if lam > 0 else None
     final = math.sqrt(2.0 / lam * max(0.0, before - after + offset)) if lam > 0 else None
-    holds = final is not None and distance <= final * (1 + 1e-6) + 1e-9
+    # an infinite bound (lam so small that 2 / lam overflows) bounds nothing
+    holds = final is not None and math.isfinite(final) and distance <= final * (1 + 1e-6) + 1e-9
     return {
         "lam": lam,
         "uniform_minimum": minimum,
@@ -457,8 +458,8 @@ def certify(
         check set, ``head_logit_bound`` (head-only) and ``newton`` (agreement, objective at the
         Newton step, CG info) where computed.
     """
+    from .features import head_inputs
     from .loop import head_name
-    from .methods.head import head_inputs
 
     checks = check_images or {}
     start_distance = 0.0

@@ -65,9 +65,12 @@ def _integer(value: Any, what: str) -> int:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         raise ValueError(f"{what} {value!r} is not an integer")
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise ValueError(f"{what} {value!r} is not an integer") from None
+    if abs(number) >= 2**62:  # beyond any data set, and beyond what a tensor index holds
+        raise ValueError(f"{what} {number} is out of range")
+    return number
 
 
 def _integers(values: Any, what: str) -> tuple[int, ...]:

@@ -35,15 +35,21 @@ def to_tensors(dataset: Dataset, *, name: str = "dataset") -> tuple[Tensor, Tens
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
         images, labels = dataset.tensors
     else:
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise ValueError(
+                f"the {name} set must be a map-style Dataset (with __len__ and __getitem__) of "
+                "(image tensor, integer label) pairs"
+            )
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError(f"the {name} set is empty")
         try:
             parts = list(DataLoader(dataset, batch_size=512, shuffle=False))
             images = torch.cat([p[0] for p in parts])
             labels = torch.cat([torch.as_tensor(p[1]) for p in parts])
-        except (TypeError, IndexError, RuntimeError) as err:
+        except (TypeError, IndexError, KeyError, ValueError, RuntimeError) as err:
+            first = " ".join(str(err).split())[:200]
             raise ValueError(
-                f"the {name} set must yield (image tensor, integer label) pairs: {err}"
+                f"the {name} set must yield (image tensor, integer label) pairs ({first})"
             ) from None
     if len(images) == 0:
         raise ValueError(f"the {name} set is empty")

@@ -13,11 +13,11 @@ import logging
 from dataclasses import replace
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from .. import distributed
 from ..config import OptimConfig
 from ..data.tensors import to_float
+from ..features import head_inputs
 from ..loop import head_name
 from . import MethodData
 
@@ -28,41 +28,11 @@ def can_cache(model: nn.Module, cfg: OptimConfig) -> bool:
     """Whether the head's inputs are constant during a run with ``cfg``."""
     if cfg.params != "head" or cfg.batchnorm != "eval" or cfg.augment != "none":
         return False
+    if not all(p.requires_grad for p in model.get_submodule(head_name(model)).parameters()):
+        return False  # a frozen head: the full path says so with the parameter names
     return not any(
         isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
     )
-
-
-@torch.no_grad()
-def head_inputs(
-    model: nn.Module, head: nn.Module, images: Tensor, batch_size: int = 512, *, bf16: bool = False
-) -> Tensor:
-    """The inputs the model feeds its ``head`` for ``images`` (eval mode, returned as float32).
-
-    With ``bf16`` the body runs under bfloat16 autocast (as the full-forward path does with
-    ``bf16=True``), about four times faster on a CPU with bf16 support.
-    """
-    captured: list[Tensor] = []
-    hook = head.register_forward_pre_hook(
-        lambda _, inputs: captured.append(inputs[0].detach().float())
-    )
-    was_training = model.training
-    model.eval()
-
-    def features(part: Tensor) -> Tensor:
-        captured.clear()
-        for start in range(0, len(part), batch_size):
-            x = part[start : start + batch_size]
-            with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
-                model(to_float(x))
-        return torch.cat(captured)
-
-    try:
-        # under torchrun each rank computes its share; every rank gets all the features
-        return distributed.gather_rows(features, images)
-    finally:
-        hook.remove()
-        model.train(was_training)
 
 
 def cached_head_problem(

@@ -30,6 +30,14 @@ def gaps(run: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, 
         (1 - |dFA|/100)(1 - |dRA|/100)(1 - |dTA|/100) in [0, 1] (higher = closer; 1 for the
         reference itself).
     """
+    bad = {
+        k: v
+        for k, v in reference.items()
+        if k in GAP_KEYS or k == "forget_acc"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v
+    }
+    if bad:
+        raise ValueError(f"reference metrics {bad} are not numbers; pass famr.evaluate's output")
     out = {
         gap: abs(run[key] - reference[key])
         for key, gap in GAP_KEYS.items()

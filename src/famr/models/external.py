@@ -110,6 +110,16 @@ def load_external(
             f"unexpected {unexpected[:4]}, wrong shape {bad_shape[:4]}; "
             "use strip_prefix / renames to map the keys"
         )
+    kinds = [
+        k
+        for k in set(own) & set(state)
+        if own[k].is_floating_point() != state[k].is_floating_point()
+    ]
+    if kinds:  # integer weights loaded into a float model would be silently truncated copies
+        raise ValueError(
+            f"weights {str(path)!r} hold {state[kinds[0]].dtype} values for {kinds[0]!r}, where "
+            f"the architecture has {own[kinds[0]].dtype}: not weights of this model"
+        )
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise ValueError(

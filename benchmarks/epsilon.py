@@ -1,0 +1,175 @@
+"""The NeurIPS 2023 unlearning challenge's per-example epsilon score, for every method.
+
+N models unlearned with each method against N retrained without the forget set, under both
+protocols (docs/epsilon.md): ``one_original`` (N runs from one original, the challenge's) and
+``n_originals`` (one run from each of N originals trained with different seeds). The
+``retrain`` row scores N more retrained models against the N: the best score reachable at this
+N. Every method at its default configuration.
+
+    python benchmarks/epsilon.py --data digits --request random:0.1 --n 32      # ~30 min, CPU
+    python benchmarks/epsilon.py --data digits --request classes:3 --n 32
+
+Results: benchmarks/results/epsilon_<data>_<request>.json and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+common.reexec_with_tcmalloc()
+
+import famr  # noqa: E402
+from famr import io  # noqa: E402
+from famr.data import hold_out_validation  # noqa: E402
+from famr.experiment import EPSILON_PROTOCOLS, epsilon_study  # noqa: E402
+
+SETUPS = {
+    "digits": {
+        "arch": "small_cnn",
+        "arch_args": {"width": 16},
+        "train": {"epochs": 15},
+        "validation": 0.2,
+    },
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", choices=sorted(SETUPS), default="digits")
+    p.add_argument("--data-root")
+    p.add_argument("--request", default="random:0.1", help="random:FRACTION or classes:C[,C]")
+    p.add_argument("--n", type=int, default=32, help="models per side (N)")
+    p.add_argument("--methods", help="comma-separated (default: every method but retrain)")
+    p.add_argument("--device")
+    return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def request_spec(text: str):
+    kind, _, value = text.partition(":")
+    if kind == "random":
+        return famr.RandomForget(float(value), seed=0)
+    if kind == "classes":
+        return famr.ClassForget([int(c) for c in value.split(",")])
+    raise SystemExit(f"--request {text!r}: use random:FRACTION or classes:C[,C]")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup = SETUPS[args.data]
+    data = hold_out_validation(
+        famr.load_dataset(args.data, args.data_root), setup["validation"], seed=0
+    )
+    splits = request_spec(args.request).split(data.train, data.test, data.num_classes)
+    names = (
+        args.methods.split(",")
+        if args.methods
+        else [n for n in famr.METHODS.names() if n != "retrain"]
+    )
+    arch_args = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    arch_args.update(setup["arch_args"])
+    log(f"{args.data}, {args.request}: {len(splits.forget)} forget examples, N = {args.n}")
+    study = epsilon_study(
+        data,
+        splits,
+        {name: {} for name in names},
+        n=args.n,
+        arch=setup["arch"],
+        arch_args=arch_args,
+        train_config=setup["train"],
+        holdout=data.validation,
+        device=args.device,
+        log=log,
+    )
+    command = "python benchmarks/epsilon.py " + " ".join(sys.argv[1:])
+    env = common.environment()
+    payload = {
+        "benchmark": "epsilon",
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": env,
+        "data": args.data,
+        "request": args.request,
+        "forget_count": len(splits.forget),
+        "setup": setup,
+        **study,
+    }
+    tag = f"{args.data}_{args.request.replace(':', '').replace('.', '').replace(',', '_')}"
+    out = Path(__file__).resolve().parent / "results" / f"epsilon_{tag}.json"
+    io.write_text_atomic(out, io.json_text(payload))
+    common.update_benchmarks_md(f"epsilon_{tag}", markdown(payload, out.name))
+    log(f"wrote {out} and BENCHMARKS.md")
+    return 0
+
+
+def _cells(report: dict) -> list[str]:
+    if "refused" in report:
+        return ["refuses this request", "-", "-", "-", "-", "-"]
+    return [
+        f"{report['forget_quality']:.3f}",
+        f"{report['score']:.3f}",
+        f"{report['retain_acc']:.1f}",
+        f"{report['test_acc']:.1f}",
+        f"{100 * report['peaky_or_separated']:.0f}",
+        f"{report['unlearned_spread']:.2f}",
+    ]
+
+
+def markdown(payload: dict, name: str) -> str:
+    env = payload["environment"]
+    rows = payload["rows"]
+    n = payload["n"]
+    calibration = rows["retrain"]["calibration"]
+    lines = [
+        f"## Per-example epsilon score ({payload['data']}, {payload['request']}, N = {n})",
+        "",
+        f"Command: `{payload['command']}`; {env['cpu_count']}-core {env['machine']} CPU, kernels "
+        f"{env['cpu_capability']}, torch {env['torch']}, {payload['date']}; "
+        f"{payload['setup']['arch']} trained {payload['setup']['train']['epochs']} epochs on "
+        f"{100 - 100 * payload['setup']['validation']:.0f} % of the training set; "
+        f"{payload['forget_count']} forget examples; every method at its default configuration "
+        f"({name}). Definition and protocols: docs/epsilon.md. *F* = forgetting quality (mean "
+        "points over the forget set: 1 = indistinguishable from retraining), *score* = F × "
+        "RA ratio × TA ratio to the retrained models, *eps = 50* = share of examples separated "
+        "completely or with a far narrower unlearned sample (no points), *spread* = median over "
+        "examples of the range of the unlearned models' confidences (0 = the same model every "
+        "run).",
+        "",
+        f"Calibration: {n} more retrained models (seeds {n}..{2 * n - 1}) against the {n} reference "
+        f"ones score F = {calibration['forget_quality']:.3f}, score "
+        f"{calibration['score']:.3f}: the best a method can reach at N = {n} (with few models "
+        "the attacks find spurious separation even between two samples of one distribution).",
+    ]
+    for protocol in EPSILON_PROTOCOLS:
+        title = {
+            "one_original": f"{n} runs from one original (the challenge's protocol)",
+            "n_originals": f"one run from each of {n} originals (seeds 0..{n - 1})",
+        }[protocol]
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            "| method | F | score | RA | TA | eps = 50 (%) | spread |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for method, reports in rows.items():
+            if method == "retrain":
+                continue
+            lines.append(f"| {method} | " + " | ".join(_cells(reports[protocol])) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
