@@ -193,6 +193,7 @@ def main(argv=None) -> int:
                 seed=seed,
                 device=device,
                 log=log,
+                probe_data=data.validation,  # the attacks: linear probe and relearning
             )
             for run in experiment.results["runs"].values():
                 run.pop("history", None)  # kept out of the results file: it is large
@@ -275,6 +276,9 @@ SUMMARY_KEYS = (
     "tow",
     "seconds",
     "time_ratio",
+    "probe_test_forget_acc",
+    "probe_test_acc",
+    "relearn_forget_acc",
 )
 TABLE = [
     ("ua", "UA"),
@@ -284,6 +288,10 @@ TABLE = [
     ("mia_efficacy", "MIA-efficacy"),
     ("avg_gap", "avg gap"),
     ("tow", "ToW"),
+    ("probe_test_forget_acc", "probe forgotten"),
+    ("probe_test_acc", "probe retained"),
+    ("relearn_forget_acc", "relearned"),
+    ("relearn_steps_to_half", "steps to half"),
     ("seconds", "seconds"),
     ("time_ratio", "time / retrain"),
 ]
@@ -328,14 +336,21 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
     lines = [
         f"## CIFAR-10 class-wise forgetting ({args.profile} profile{', quick' if args.quick else ''})",
         "",
-        f"Command: `{command}`; {env['cpu_count']}-core {env['machine']} CPU, torch {env['torch']}, "
+        f"Command: `{command}`; {env['cpu_count']}-core {env['machine']} CPU (kernels "
+        f"{env['cpu_capability']}), torch {env['torch']}, "
         f"{payload['date']}; {arch}, forget classes {sorted({c for b in blocks for c in b['forget']['classes']})}, "
         f"seeds {args.seeds}. Mean ± std over {len(blocks)} class/seed blocks; every number from one run "
         f"({out.name}). The original model's test accuracy: {blocks[0]['original_test_acc_all_classes']:.2f} % "
         f"on all 10 classes, {original:.2f} % on the retained ones. Configurations: `configs` in the JSON; "
         "UA, RA, TA, MIA-efficacy in %, avg gap in points against `retrain`, TA forgotten = test "
         "accuracy on the forgotten class, seconds of the method alone (training time for `original` "
-        "and `retrain`). Peak resident memory of the benchmark process: "
+        "and `retrain`). The attacks (famr.attacks): *probe* = test accuracy on the forgotten "
+        "(retained) classes of a logistic-regression probe fit on the frozen penultimate features "
+        "of the 5k validation split; *relearned* = test accuracy on the forgotten class after 30 "
+        "full-batch SGD steps (lr 0.01, momentum 0.9) on 1 % of its training images mixed with 3x "
+        "as many retained ones; *steps to half* = steps until half the original's level, per "
+        "block. The `retrain` row is the level real forgetting reaches; attack time is not in "
+        "*seconds*. Peak resident memory of the benchmark process: "
         f"{payload['peak_rss_mib']:.0f} MiB (the uint8 data set on the device, models, every run).",
         "",
         "| run | " + " | ".join(t for _, t in TABLE) + " |",
@@ -347,6 +362,10 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
             lines.append(f"| {name} | diverged (NaN objective) |" + " |" * (len(TABLE) - 1))
             continue
         for key, _ in TABLE:
+            if key == "relearn_steps_to_half":  # per block: a count of steps, or never
+                steps = [b["runs"][name].get(key, "-") for b in blocks]
+                cells.append(" / ".join("never" if s is None else str(s) for s in steps))
+                continue
             if key not in summary[name]:
                 cells.append("-")
                 continue

@@ -210,7 +210,9 @@ LOSSLESS = "../shared/data/cifar10-lossless-subset/cifar10_train_first4000_lossl
 def test_probe_separates_a_head_edit_from_retraining_on_cifar10_images():
     """4,000 original CIFAR-10 images (skipped when the shared data is absent): forgetting
     cats, the head-only edit's probe equals the original's exactly, the retrained model's is
-    lower. MARGIN_NOTE"""
+    lower. Measured with AVX-512, AVX2 and default kernels, 1 and 2 threads: probe on the 55
+    test cats original 25.5-29.1 %, retrained 3.6-14.5 %, the difference 12.7-23.6 points; the
+    test asks for 5."""
     import os
 
     path = os.path.join(os.path.dirname(__file__), "..", LOSSLESS)
