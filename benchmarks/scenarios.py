@@ -135,7 +135,15 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
     runs.update({name: {"method": name} for name in BASELINES})
     log(f"scenario concept {data.class_names[concept]}: {len(runs)} runs")
     experiment = compare_methods(
-        original, retrained, splits, coarse.data, runs, seed=args.seed, device=device, log=log
+        original,
+        retrained,
+        splits,
+        coarse.data,
+        runs,
+        seed=args.seed,
+        device=device,
+        log=log,
+        probe_data=coarse.data.validation,
     )
     group = next(g for g in coarse.groups.values() if concept in g)
     siblings = torch.isin(coarse.fine_test, torch.tensor([c for c in group if c != concept]))
@@ -183,6 +191,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
         device=device,
         log=log,
         holdout=holdout,
+        probe_data=styled.data.validation,
     )
     experiment.results["style"] = {"style": "sketch", "fraction": STYLE_FRACTION}
     return experiment.results
@@ -296,6 +305,8 @@ def sequential_runs(original, splits_all, first, second, data, device, reference
         )
         entry = famr.evaluate(step2.model, **splits_all.evaluation_sets(), device=device)
         entry.update(gaps(entry, reference))
+        given = famr.AttackData(splits_all, data.validation, original=original.model)
+        entry.update(famr.attack(step2.model, given, device=device))
         entry["method"] = "famr, then famr" + (" (anchor: original)" if anchor is not None else "")
         entry["seconds"] = step1.seconds + step2.seconds
         entry["time_ratio"] = entry["seconds"] / retrain_seconds
@@ -335,7 +346,15 @@ def main(argv=None) -> int:
         runs.update({name: {"method": name} for name in BASELINES})
         log(f"scenario classes {a}+{b}: {len(runs)} runs")
         experiment = compare_methods(
-            original, retrained, splits, data, runs, seed=args.seed, device=device, log=log
+            original,
+            retrained,
+            splits,
+            data,
+            runs,
+            seed=args.seed,
+            device=device,
+            log=log,
+            probe_data=data.validation,
         )
         results = experiment.results
         reference = {k: v for k, v in results["runs"]["retrain"].items() if isinstance(v, float)}
@@ -373,6 +392,7 @@ def main(argv=None) -> int:
             device=device,
             log=log,
             holdout=data.validation,
+            probe_data=data.validation,
         )
         blocks["random"] = experiment.results
         # the original's accuracy on the held-out split, through the registry's accuracy metric
@@ -401,6 +421,11 @@ TABLE = [
     ("mia_efficacy", "MIA-efficacy"),
     ("avg_gap", "avg gap"),
     ("sibling_acc", "siblings"),
+    ("probe_test_forget_acc", "probe forgotten"),
+    ("probe_forget_acc", "probe forget set"),
+    ("probe_test_acc", "probe TA"),
+    ("relearn_forget_acc", "relearned"),
+    ("relearn_steps_to_half", "steps to half"),
     ("seconds", "seconds"),
 ]
 
@@ -431,6 +456,14 @@ def write(args, arch, train_cfg, blocks) -> None:
     log(f"wrote {out} and BENCHMARKS.md")
 
 
+def _cell(entry: dict, key: str) -> str:
+    if key not in entry:
+        return "-"
+    if key == "relearn_steps_to_half":
+        return "never" if entry[key] is None else f"{entry[key]}"
+    return f"{entry[key]:.2f}"
+
+
 def write_table(payload) -> None:
     """The BENCHMARKS.md section of one data set's scenario results."""
     lines = [
@@ -439,7 +472,14 @@ def write_table(payload) -> None:
         f"{payload['arch']}, seed {payload['seed']}, default configurations (not tuned per "
         "scenario). Accuracies and MIA-efficacy in %, avg gap in points against `retrain` "
         "(retrained without the forget set); seconds of the method alone (training time for "
-        "`original` and `retrain`). Each block names the command and environment it ran in.",
+        "`original` and `retrain`). Each block names the command and environment it ran in. The "
+        "attacks (famr.attacks), fit or tuned on the validation split: *probe forgotten* / "
+        "*probe forget set* / *probe TA* = accuracy of a linear probe on the frozen penultimate "
+        "features, on the forgotten test images / the forget set / the retained test images; "
+        "*relearned* = accuracy on the forgotten data after 30 fine-tuning steps on 1 % of the "
+        "forget set (at least 10 images) mixed with 3x as many retained ones; the `retrain` row "
+        "is the level real forgetting reaches. For a concept the probe predicts the coarse "
+        "labels (the same task as the model).",
     ]
     titles = {
         "classes": "Two classes at once, and one after the other",
@@ -458,7 +498,8 @@ def write_table(payload) -> None:
         env = block.get("environment") or payload.get("environment", {})
         command = block.get("command") or payload.get("command", "")
         lines += [
-            f"Command: `{command}`; {env.get('cpu_count')}-core {env.get('machine')} CPU, torch "
+            f"Command: `{command}`; {env.get('cpu_count')}-core {env.get('machine')} CPU "
+            f"(kernels {env.get('cpu_capability', 'not recorded')}), torch "
             f"{env.get('torch')} ({env.get('torch_threads')} threads), "
             f"{block.get('date') or payload.get('date')}.",
             "",
@@ -471,7 +512,7 @@ def write_table(payload) -> None:
             if "diverged" in entry:
                 lines.append(f"| {run} | diverged |" + " |" * (len(TABLE) - 1))
                 continue
-            cells = [f"{entry[k]:.2f}" if k in entry else "-" for k, _ in TABLE]
+            cells = [_cell(entry, k) for k, _ in TABLE]
             lines.append(f"| {run} | " + " | ".join(cells) + " |")
         chosen = block.get("chosen_famr_quantile")
         if chosen:
