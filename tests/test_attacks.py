@@ -174,6 +174,7 @@ def test_attacks_do_not_modify_the_model_and_say_what_they_need(digits_request):
         attack(model, AttackData(splits), attacks=["lira"])
 
 
+@pytest.mark.science
 def test_sample_requests_are_measured_on_unused_forget_images(digits_request):
     data, _, model, _ = digits_request
     splits = famr.RandomForget(0.1, seed=0).split(data.train, data.test, 10)
@@ -301,3 +302,25 @@ def test_cli_attack_writes_json_markdown_and_plot(tmp_path):
         ["attack", "--unlearned", str(f), "--original", str(plain), "--out", str(tmp_path / "c")]
     )
     assert code == 2 and "different validation splits" in err
+
+
+def test_relearning_edge_cases_and_unequal_populations(digits_request):
+    data, _, model, _ = digits_request
+    one = famr.SampleForget([0]).split(data.train, data.test, 10)
+    with pytest.raises(ValueError, match="at least 2 forget examples"):
+        attack(model, AttackData(one), attacks=["relearn"])
+    with pytest.raises(ValueError, match="N models on each side"):
+        from famr.attacks.epsilon import epsilons
+
+        epsilons(np.zeros((4, 3)), np.zeros((5, 3)))
+
+
+def test_probe_options_from_the_command_line_are_parsed():
+    from famr.attacks.probe import ProbeConfig
+
+    assert ProbeConfig(cs="0.1,1").cs == (0.1, 1.0) and ProbeConfig(cs=2).cs == (2.0,)
+    for bad in ("x", "0,1", -1):
+        with pytest.raises(ValueError, match="cs="):
+            ProbeConfig(cs=bad)
+    with pytest.raises(ValueError, match="seed=-1"):
+        ProbeConfig(seed=-1)

@@ -348,3 +348,80 @@ def test_two_concurrent_runs_never_both_report_success(checkpoint, tmp_path):
         "same.json",
         "same.safetensors",
     ]
+
+
+# --- what a review of the output layer found ----------------------------------------------
+
+
+def test_one_folder_spelled_two_ways_is_locked_once(tmp_path, monkeypatch):
+    """flock locks belong to an open file: locking the same folder twice (a relative and an
+    absolute spelling) waited on itself forever."""
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    files = [Path("a.txt"), tmp_path / "sub" / ".." / "b.txt", tmp_path / "c.txt"]
+    done = threading.Event()
+
+    def run():
+        with io.Outputs(files) as out:
+            for f in files:
+                out.write_text(f, f.name)
+            out.commit()
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    (tmp_path / "sub").mkdir()
+    worker.start()
+    assert done.wait(30), "commit hung on its own lock"
+    assert {p.name for p in tmp_path.iterdir()} == {"a.txt", "b.txt", "c.txt", "sub"}
+
+
+def test_a_real_interrupt_during_the_commit_is_delivered_after_it(tmp_path, monkeypatch):
+    """With another thread alive, a masked signal still reached Python inside the block: now
+    the handlers only note it while the files are placed, and it is raised once they are."""
+    import signal
+    import threading
+
+    blocker = threading.Event()
+    threading.Thread(target=blocker.wait, daemon=True).start()  # a thread, as torch starts
+    place = io.Outputs._place
+
+    def place_and_interrupt(self, destination, tmp):
+        os.kill(os.getpid(), signal.SIGINT)
+        return place(self, destination, tmp)
+
+    monkeypatch.setattr(io.Outputs, "_place", place_and_interrupt)
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    out = io.Outputs(files)
+    with pytest.raises(KeyboardInterrupt):
+        with out:
+            for f in files:
+                out.write_text(f, f.name)
+            out.commit()
+    blocker.set()
+    assert out.committed and _files(tmp_path) == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
+
+
+def test_a_folder_that_appears_at_an_output_is_never_moved(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old a")
+    b.write_text("old b")
+    late = io.Outputs([a, b], overwrite=True)
+    b.unlink()
+    b.mkdir()
+    (b / "precious.txt").write_text("mine")
+    with late, pytest.raises(FileExistsError, match="became a folder"):
+        late.write_text(a, "new a")
+        late.write_text(b, "new b")
+        late.commit()
+    assert _files(tmp_path) == {"a.txt": b"old a", "b.txt/precious.txt": b"mine"}
+
+
+def test_no_output_lies_among_the_data(checkpoint, tmp_path):
+    root = tmp_path / "tree"
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--data-root", str(root)]
+    code, _, err = _run([*argv, "--out", str(root / "train" / "a" / "o.safetensors")])
+    assert code == 2 and "inside --data-root" in err

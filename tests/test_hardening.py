@@ -444,7 +444,7 @@ def test_progress_bars_start_no_monitor_thread():
 def test_a_swallowed_interrupt_is_raised_again_at_the_next_step(enabled, monkeypatch):
     # Python only reports a KeyboardInterrupt raised inside a finaliser; the flag the signal
     # handler sets makes the next step raise it again, progress bar or not
-    from famr import cli
+    from famr.cli import common as cli  # the module that owns the interrupt flag
 
     monkeypatch.setattr(cli, "_INTERRUPT", threading.Event())
     update = cli._progress_factory(enabled)("train")

@@ -102,6 +102,7 @@ def test_an_uncertified_run_is_refused_unless_asked_for(checkpoint, tmp_path):
     assert "not certified" in checks["refused"] and checks["written_anyway"]
 
 
+@pytest.mark.science
 def test_a_collapsed_model_is_refused(checkpoint, tmp_path):
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
     argv += ["--method", "gradient_ascent", "--out", str(tmp_path / "o.safetensors"), "--quiet"]
@@ -385,6 +386,7 @@ class _Bad(nn.Module):
         return "not logits"
 
 
+@pytest.mark.science
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_float64_and_bfloat16_models_run_and_keep_their_dtype(digits_model, digits_splits, dtype):
     model = __import__("copy").deepcopy(digits_model).to(dtype)
@@ -613,3 +615,57 @@ def test_import_refuses_integer_weights_for_a_float_model(tmp_path):
         tmp_path,
         "not weights of this model",
     )
+
+
+def test_verify_accepts_a_version_1_record(forgotten, tmp_path):
+    """Records and checkpoints of the last release carry no request or result checks in the
+    metadata; they must still verify (and a version-2 record must not pass as version 1)."""
+    import hashlib
+
+    for suffix in (".safetensors", ".json", ".audit.json"):
+        (tmp_path / f"f3{suffix}").write_bytes(forgotten.with_suffix(suffix).read_bytes())
+    meta = json.loads((tmp_path / "f3.json").read_text())
+    del meta["request"], meta["checks"]
+    side = io.json_text(meta)
+    (tmp_path / "f3.json").write_text(side)
+    record = json.loads((tmp_path / "f3.audit.json").read_text())
+    record["input"]["checkpoint"] = str(
+        (forgotten.parent / record["input"]["checkpoint"]).resolve()
+    )
+    record["famr_audit_version"] = 1
+    del record["checks"], record["request"]["validation"]
+    record["output"]["metadata_sha256"] = hashlib.sha256(side.encode()).hexdigest()
+    (tmp_path / "f3.audit.json").write_text(json.dumps(record))
+    code, out, err = _run(["verify", str(tmp_path / "f3.audit.json")])
+    assert code == 0, out + err
+
+
+def test_hostile_metadata_never_reaches_a_traceback(checkpoint, forgotten, tmp_path):
+    unlearned = _copy(forgotten, tmp_path / "u.safetensors")
+    meta = json.loads(io.sidecar_path(unlearned).read_text())
+    for key, value in (
+        ("anchor", "x"),
+        ("source_sha256", [1]),
+        ("forget", {"kind": "classes", "classes": 3}),
+        ("forget", {"kind": "concept"}),
+        ("forgotten_classes", [99]),
+    ):
+        io.sidecar_path(unlearned).write_text(json.dumps({**meta, key: value}))
+        argv = ["certify", "--original", str(checkpoint), "--unlearned", str(unlearned)]
+        code, _, err = _run([*argv, "--classes", "3", "--out", str(tmp_path / "c")])
+        assert code == 2 and len(err.strip().splitlines()) == 1, (key, err)
+        assert not (tmp_path / "c").exists()
+
+
+def test_a_concept_record_without_its_fields_is_a_one_line_error(forgotten, tmp_path):
+    for suffix in (".safetensors", ".json", ".audit.json"):
+        (tmp_path / f"f3{suffix}").write_bytes(forgotten.with_suffix(suffix).read_bytes())
+    record = json.loads((tmp_path / "f3.audit.json").read_text())
+    record["input"]["checkpoint"] = str(
+        (forgotten.parent / record["input"]["checkpoint"]).resolve()
+    )
+    record["request"]["forget"] = {"kind": "concept"}
+    record["request"]["coarse"] = "digits"
+    (tmp_path / "f3.audit.json").write_text(json.dumps(record))
+    code, _, err = _run(["verify", str(tmp_path / "f3.audit.json")])
+    assert code in (2, 4) and len(err.strip().splitlines()) == 1

@@ -39,6 +39,8 @@ UNCHECKED = {
 
 VERIFIED_METRICS = ("forget_acc", "ua", "test_forget_acc", "mia_efficacy")
 
+# mirrored into the checkpoint's metadata only since version 2 of the record
+V2_MIRRORED = ("request", "checks")
 # record field -> output metadata field that must hold the same value
 MIRRORED = {
     "request": "request",
@@ -188,9 +190,12 @@ def record_checks(
     """The record's fields compared with the output checkpoint's metadata (whose own hash the
     caller has checked): ``[(check name, ok, detail)]``."""
     out = []
+    version = record["famr_audit_version"]
     for field, meta_field in MIRRORED.items():
         if field not in record and meta_field not in output_meta:
             continue  # an older record and checkpoint, both without it
+        if version == 1 and field in V2_MIRRORED and meta_field not in output_meta:
+            continue  # a version-1 checkpoint did not carry these (its record still must match)
         same = _canonical(record.get(field)) == _canonical(output_meta.get(meta_field))
         out.append(
             (
@@ -224,3 +229,181 @@ def record_checks(
         ("record forget seed", same, "matches the spec" if same else "differs from the spec")
     )
     return out
+
+
+def deviation_chain(
+    input_meta: dict[str, Any],
+    source_sha256: str,
+    anchor: dict[str, Any] | None,
+    certificate: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """How far the output may be from the first model of a sequence of requests.
+
+    Each certified FAMR step bounds ||theta_out - theta_anchor||. Anchored to its input (the
+    default), the bounds add up along the chain by the triangle inequality; anchored to the
+    first model, the step's own bound already covers the whole distance. ``bound`` is
+    ``None`` once any step in the chain had no certificate.
+
+    Args:
+        input_meta: The input checkpoint's metadata (its ``deviation_chain``, if any).
+        source_sha256: The input checkpoint's weights hash.
+        anchor: ``{"sha256": ...}`` of an explicit anchor checkpoint, or ``None``.
+        certificate: The step's certificate, or ``None``.
+    """
+    previous = input_meta.get("deviation_chain") or {
+        "origin_sha256": source_sha256,
+        "steps": [],
+        "bound": 0.0,
+    }
+    bound = certificate["final_bound"] if certificate and certificate["certified"] else None
+    step = {
+        "input_sha256": source_sha256,
+        "anchor_sha256": anchor["sha256"] if anchor else source_sha256,
+        "bound": bound,
+    }
+    if bound is None:
+        total = None
+    elif anchor and anchor["sha256"] == previous["origin_sha256"]:
+        total = bound
+    elif anchor:
+        total = None  # anchored to a model outside the chain
+    else:
+        total = None if previous["bound"] is None else previous["bound"] + bound
+    return {
+        "origin_sha256": previous["origin_sha256"],
+        "steps": [*previous["steps"], step],
+        "bound": total,
+    }
+
+
+def result_checks(
+    input_test_acc: float,
+    output_test_acc: float,
+    certificate: dict[str, Any] | None,
+    *,
+    max_retain_drop: float,
+    write_anyway: bool = False,
+) -> dict[str, Any]:
+    """Whether a result may be written: a FAMR run must be certified, and no method may cost
+    the retained data more than ``max_retain_drop`` points of test accuracy against the input
+    model (a collapse is not an unlearning result, whatever else it scores).
+
+    Returns:
+        ``input_test_retain_acc``, ``retain_drop``, ``max_retain_drop``, ``refused`` (every
+        reason, or ``None``) and ``written_anyway``.
+    """
+    drop = input_test_acc - output_test_acc
+    reasons = []
+    if certificate is not None and not certificate["certified"]:
+        if not certificate["objective_decreased"]:
+            why = (
+                "the anchored objective did not decrease: "
+                f"{certificate['objective_before']:.6g} -> {certificate['objective_after']:.6g}"
+            )
+        elif not certificate["final_bound"] or not math.isfinite(certificate["final_bound"]):
+            why = f"lam = {certificate['lam']:g} gives no finite bound on ||theta - theta_0||"
+        else:
+            why = "the distance moved exceeds the bound"
+        reasons.append(f"the run is not certified ({why})")
+    if drop > max_retain_drop:
+        reasons.append(
+            f"test accuracy on the retained data fell {drop:.2f} points ({input_test_acc:.2f} % "
+            f"-> {output_test_acc:.2f} %), more than --max-retain-drop {max_retain_drop:g}"
+        )
+    refused = "; and ".join(reasons) or None
+    return {
+        "input_test_retain_acc": input_test_acc,
+        "retain_drop": drop,
+        "max_retain_drop": max_retain_drop,
+        "refused": refused,
+        "written_anyway": bool(refused and write_anyway),
+    }
+
+
+INDEX_HASH = "sha256 of the sorted training-set indices as little-endian int64"
+
+
+def request_record(data_request: dict[str, Any], spec: Any, splits: Any, holdout: str | None):
+    """The ``request`` of an audit record (also stored in the output checkpoint's metadata):
+    the data request, the forget spec, how many examples it selects and their indices' hash."""
+    return {
+        **data_request,
+        "forget": spec.to_dict(),
+        "forget_count": len(splits.forget_indices),
+        "forget_indices_sha256": splits.forget_indices_sha256(),
+        "forget_indices_hash": INDEX_HASH,
+        "holdout": holdout,
+    }
+
+
+def output_metadata(
+    input_meta: dict[str, Any],
+    request: dict[str, Any],
+    result: Any,
+    *,
+    forgotten_classes: list[int],
+    metrics: dict[str, float],
+    source: str,
+    source_sha256: str,
+    anchor: dict[str, Any] | None,
+    chain: dict[str, Any],
+    checks: dict[str, Any],
+    environment: dict[str, Any],
+) -> dict[str, Any]:
+    """The unlearned checkpoint's metadata: what the record mirrors, plus what a later request
+    on this checkpoint needs (architecture, forgotten classes, validation split, chain)."""
+    from .config import config_dict
+
+    return {
+        "arch": input_meta["arch"],
+        "arch_args": input_meta["arch_args"],
+        "dataset": request["data"],
+        "forget": request["forget"],
+        "forget_indices_sha256": request["forget_indices_sha256"],
+        "forgotten_classes": forgotten_classes,
+        "validation": input_meta.get("validation"),
+        "method": result.method,
+        "config": config_dict(result.config),
+        "seed": result.config.seed,
+        "metrics": metrics,
+        "certificate": result.certificate,
+        "history": result.history,
+        "source_checkpoint": source,
+        "source_sha256": source_sha256,
+        "anchor": anchor,
+        "deviation_chain": chain,
+        "checks": checks,
+        "request": request,  # the audit record's request, checked against it by famr verify
+        "environment": environment,
+    }
+
+
+def build_record(
+    output_meta: dict[str, Any],
+    *,
+    input_entry: dict[str, str],
+    output_entry: dict[str, str],
+    forget_seed: int | None,
+    command: str,
+    created_utc: str,
+) -> dict[str, Any]:
+    """The audit record of one request, from the output checkpoint's metadata and the two
+    checkpoints' entries (``checkpoint`` path relative to the record's folder, ``sha256``,
+    ``metadata_sha256``)."""
+    return {
+        "famr_audit_version": AUDIT_VERSION,
+        "created_utc": created_utc,
+        "command": command,
+        "request": output_meta["request"],
+        "input": input_entry,
+        "output": output_entry,
+        "method": output_meta["method"],
+        "config": output_meta["config"],
+        "seeds": {"method": output_meta["seed"], "forget": forget_seed},
+        "metrics": output_meta["metrics"],
+        "certificate": output_meta["certificate"],
+        "anchor": output_meta["anchor"],
+        "deviation_chain": output_meta["deviation_chain"],
+        "checks": output_meta["checks"],
+        "environment": output_meta["environment"],
+    }

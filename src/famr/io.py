@@ -64,19 +64,30 @@ def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while the block runs (they are delivered right after).
 
     Used around the final renames, so an interrupt can never land between two of them: a
-    run's outputs appear all together or not at all.
+    run's outputs appear all together or not at all. Masking the signal is not enough once
+    torch has started threads (the kernel then delivers it to another thread, and Python still
+    runs the handler in the main thread, inside the block): while the block runs, the handlers
+    only note the signal, and the noted ones are handed to the previous handlers at the end.
     """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "pthread_sigmask"
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held = (signal.SIGINT, signal.SIGTERM)
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in pending[:1]:  # one interrupt is enough to act on
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
@@ -141,15 +152,37 @@ def _folders_locked(folders: list[Path]) -> Iterator[None]:
         yield
         return
     fds = []
+    # one lock per folder however it is spelled (a path with "..", a symlink, relative or
+    # absolute: flock locks belong to an open file, so a folder opened twice would wait on
+    # itself), taken in one order everywhere (no deadlock between two runs)
+    unique = {}
+    for folder in folders:
+        stat = os.stat(folder)
+        unique[(stat.st_dev, stat.st_ino)] = folder
     try:
-        for folder in sorted({str(f) for f in folders}):  # one order everywhere: no deadlock
-            fd = os.open(folder, os.O_RDONLY)
+        for key in sorted(unique):
+            fd = os.open(unique[key], os.O_RDONLY)
             fds.append(fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         for fd in fds:
             os.close(fd)  # closing releases the lock
+
+
+def _sync_folders(folders: list[Path]) -> None:
+    """fsync each folder, so the new names survive a power cut (POSIX; a no-op elsewhere)."""
+    for folder in {os.path.realpath(f) for f in folders}:
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:  # some file systems do not sync folders
+            pass
+        finally:
+            os.close(fd)
 
 
 # Files committed by this process, so that an interrupt arriving just after a commit (held back
@@ -282,14 +315,18 @@ class Outputs:
             self.__exit__()
             return
         mode = 0o666 & ~_umask()
+        for tmp in self._staged.values():  # the content on disk before any name points to it
+            os.chmod(tmp, mode)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         # the lock first (an interrupt while waiting for another run must still work), then
         # the signals held back for the placing itself
         with _folders_locked([d.parent for d in self._staged]), signals_deferred():
             placed: list[tuple[Path, Path | None]] = []
             try:
                 for destination, tmp in self._staged.items():
-                    os.chmod(tmp, mode)
                     placed.append((destination, self._place(destination, tmp)))
+                _sync_folders([d.parent for d in self._staged])
             except BaseException:
                 for destination, backup in reversed(placed):
                     if backup is not None:
@@ -309,12 +346,22 @@ class Outputs:
     def _place(self, destination: Path, tmp: Path) -> Path | None:
         """Move ``tmp`` to ``destination``; returns the backup of a replaced file, if any."""
         if self.overwrite and os.path.lexists(destination):
+            if not (destination.is_symlink() or destination.is_file()):
+                # a folder or a special file appeared after the plan: never moved or replaced
+                raise FileExistsError(
+                    f"output {str(destination)!r} became a folder or a special file while this "
+                    "run worked; nothing written"
+                )
             backup = tmp.with_suffix(".old")  # beside our own unique temporary file
             try:
                 os.link(destination, backup, follow_symlinks=False)
             except OSError:  # no hard links here: move it aside instead
                 os.replace(destination, backup)
-            os.replace(tmp, destination)
+            try:
+                os.replace(tmp, destination)
+            except BaseException:
+                os.replace(backup, destination)  # the original back where it was
+                raise
             return backup
         try:
             os.link(tmp, destination)  # fails if the destination exists: exclusive creation
@@ -331,7 +378,11 @@ class Outputs:
                     f"output {str(destination)!r} was created by someone else while this run "
                     "worked; nothing written (pass --overwrite to replace it)"
                 ) from None
-            os.replace(tmp, destination)
+            try:
+                os.replace(tmp, destination)
+            except BaseException:
+                os.unlink(destination)  # the empty placeholder is ours
+                raise
             return None
         os.unlink(tmp)
         return None
@@ -476,6 +527,47 @@ _METADATA_FIELDS: dict[str, tuple[Any, str]] = {
         "bound} with finite bounds >= 0 or null",
     ),
 }
+
+
+def _spec_dict(value: Any) -> bool:
+    """A recorded forget spec (``spec.to_dict()``) of a known kind with fields of its kind."""
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("kind", "classes")
+    number = (int, float)
+    checks = {
+        "classes": lambda v: _int_list(v.get("classes")),
+        "samples": lambda v: _int_list(v.get("indices")),
+        "random": lambda v: (
+            isinstance(v.get("fraction"), number)
+            and not isinstance(v.get("fraction"), bool)
+            and _int_list([v.get("seed", 0)])
+        ),
+        "concept": lambda v: _int_list([v.get("concept")]) and isinstance(v.get("name", ""), str),
+        "style": lambda v: True,
+    }
+    return kind in checks and checks[kind](value)
+
+
+_METADATA_FIELDS.update(
+    {
+        "forget": (_spec_dict, "a forget spec of a known kind (classes, samples, random, ...)"),
+        "source_sha256": (_is_sha256, "the 64-hex-digit sha256 of the input checkpoint"),
+        "anchor": (
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, dict)
+                    and isinstance(v.get("checkpoint"), str)
+                    and _is_sha256(v.get("sha256"))
+                )
+            ),
+            "null or the anchor checkpoint {checkpoint, sha256}",
+        ),
+    }
+)
 _REQUIRED_METADATA = ("arch", "arch_args", "weights_sha256")
 
 
@@ -521,6 +613,14 @@ def _read_metadata(path: str | Path) -> tuple[dict[str, Any], str]:
             raise ValueError(
                 f"checkpoint metadata {str(side)!r}: {key}={meta[key]!r} is not valid; it must "
                 f"be {expected}"
+            )
+    k = meta["arch_args"].get("num_classes")
+    for key in ("forgotten_classes", "excluded_classes"):
+        stray = [c for c in meta.get(key) or [] if isinstance(k, int) and not 0 <= c < k]
+        if stray:
+            raise ValueError(
+                f"checkpoint metadata {str(side)!r}: {key} holds {stray}, outside the model's "
+                f"classes 0..{k - 1}"
             )
     return meta, hashlib.sha256(raw).hexdigest()
 

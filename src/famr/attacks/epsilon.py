@@ -143,8 +143,10 @@ def epsilons(unlearned: np.ndarray, retrained: np.ndarray, delta: float = DELTA)
             f"confidences must be (models, examples) with the same examples; got {u.shape} "
             f"and {r.shape}"
         )
-    if min(len(u), len(r)) < 3:
-        raise ValueError(f"the score needs at least 3 models per side; got {len(u)}, {len(r)}")
+    if len(u) != len(r):  # the bins assume N on both sides (see bin_edges)
+        raise ValueError(f"the score needs N models on each side; got {len(u)} and {len(r)}")
+    if len(u) < 3:
+        raise ValueError(f"the score needs at least 3 models per side; got {len(u)}")
     return np.array([example_epsilon(u[:, i], r[:, i], delta) for i in range(u.shape[1])])
 
 

@@ -56,9 +56,24 @@ class ProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.cs = tuple(self.cs)
-        if not self.cs or not all(isinstance(c, (int, float)) and c > 0 for c in self.cs):
-            raise ValueError(f"cs={self.cs!r} is not valid; give positive numbers")
+        given = self.cs
+        if isinstance(given, str):  # the command line: linear_probe.cs=0.1,1,10
+            try:
+                given = tuple(float(c) for c in given.split(","))
+            except ValueError:
+                given = (given,)
+        elif isinstance(given, (int, float)):
+            given = (given,)
+        ok = isinstance(given, (tuple, list)) and len(given) > 0
+        ok = ok and all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < float("inf")
+            for c in given
+        )
+        if not ok:
+            raise ValueError(f"cs={self.cs!r} is not valid; give positive numbers, e.g. 0.1,1,10")
+        self.cs = tuple(float(c) for c in given)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} is not valid; it must be an integer >= 0")
         for name in ("folds", "max_train", "max_iter"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 2):

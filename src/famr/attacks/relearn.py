@@ -89,6 +89,11 @@ def relearn(model: nn.Module, data: AttackData, cfg: RelearnConfig, *, device) -
     if request.test_forget is None:  # keep images to measure on
         k = min(k, len(fy) // 2)
     k = min(k, len(fy))
+    if k == 0:
+        raise ValueError(
+            "the relearning attack needs at least 2 forget examples when the request has no "
+            "test images of its own (half to relearn from, half to measure on)"
+        )
     order = torch.randperm(len(fy), generator=generator)
     used, unused = order[:k], order[k:]
     extra = torch.randperm(len(ry), generator=generator)[: k * cfg.retain_per_forget]
@@ -139,5 +144,6 @@ def relearn(model: nn.Module, data: AttackData, cfg: RelearnConfig, *, device) -
             level = accuracy(original, eval_x, eval_y)
         reached = [i + 1 for i, acc in enumerate(curve) if acc >= level / 2]
         out["relearn_original_level"] = level
-        out["relearn_steps_to_half"] = reached[0] if reached else None
+        # undefined when the original itself scores 0 there: nothing to get back half of
+        out["relearn_steps_to_half"] = reached[0] if reached and level > 0 else None
     return out

@@ -114,13 +114,15 @@ from .concepts import (  # noqa: E402
 )
 from .forget import (  # noqa: E402
     ClassForget,
-    ForgetSpec,
     RandomForget,
     SampleForget,
     Splits,
     forget_spec_from_dict,
     indices_sha256,
 )
+
+# every kind of request: whole classes, chosen samples, a random share, a concept, a style
+ForgetSpec = ClassForget | SampleForget | RandomForget | ConceptForget | StyleForget
 
 __all__ = [
     "CIFAR10_COARSE",

@@ -249,11 +249,10 @@ class RandomForget:
         return {"kind": "random", "fraction": self.fraction, "seed": self.seed}
 
 
-ForgetSpec = ClassForget | SampleForget | RandomForget
-
-
-def forget_spec_from_dict(data: dict[str, Any]) -> ForgetSpec:
-    """Rebuild a spec from its ``to_dict`` form (older records without ``kind`` are classes)."""
+def forget_spec_from_dict(data: dict[str, Any]) -> ClassForget | SampleForget | RandomForget:
+    """Rebuild a spec from its ``to_dict`` form (older records without ``kind`` are classes).
+    Concept and style specs need the relabelled / stylised data: see
+    :func:`famr.data.request.spec_from_record`."""
     if not isinstance(data, dict):
         raise ValueError(f"forget spec {data!r} is not a JSON object")
     kind = data.get("kind", "classes")

@@ -1,0 +1,151 @@
+"""``famr forget``: one unlearning request, its checkpoint and its audit record."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import audit, io
+from ..api import evaluate, unlearn
+from ..config import config_dict, make_config
+from ..data.forget import Splits
+from ..methods import METHODS
+from .common import (
+    UsageError,
+    _build_data,
+    _check_data_fits,
+    _checkpoint_out,
+    _config_values,
+    _data_request,
+    _forget_spec,
+    _plan,
+    _progress_factory,
+    _relative_to,
+    _speed_note,
+)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    source = Path(args.checkpoint)
+    out = _checkpoint_out(args.out)
+    audit_path = Path(args.audit) if args.audit else out.with_suffix(".audit.json")
+    plan = _plan(args, [out, io.sidecar_path(out), audit_path])
+    entry = METHODS.get(args.method)
+    values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
+    cfg = make_config(entry.meta["config"], values, parse=True)
+    _speed_note(cfg, args.device)
+    model, meta, source_hashes = io.load_checkpoint_hashed(source)
+    data, derived = _build_data(_data_request(args, meta.get("validation")), args.workers)
+    spec = _forget_spec(args, derived)
+    _check_data_fits(meta, data, "the checkpoint")
+    splits = spec.split(data.train, data.test, data.num_classes)
+    reference = None
+    if args.reference:
+        ref_model, _ = io.load_checkpoint(args.reference)
+        reference = evaluate(
+            ref_model,
+            **splits.evaluation_sets(),
+            device=args.device,
+        )
+    anchor_model, anchor_info = None, None
+    if args.anchor:
+        anchor_model, anchor_meta, anchor_hashes = io.load_checkpoint_hashed(args.anchor)
+        if anchor_meta["arch"] != meta["arch"] or anchor_meta["arch_args"] != meta["arch_args"]:
+            raise UsageError(
+                f"--anchor {args.anchor!r} is a {anchor_meta['arch']!r} {anchor_meta['arch_args']}, "
+                f"not the checkpoint's {meta['arch']!r} {meta['arch_args']}"
+            )
+        anchor_info = {"checkpoint": str(args.anchor), "sha256": anchor_hashes["sha256"]}
+    # classes forgotten by earlier requests stay forgotten: FAMR's "retained" target leaves
+    # them out too (otherwise a second request would push probability back onto them)
+    forgotten = sorted(set(meta.get("forgotten_classes", [])) | set(splits.forget_classes))
+    needs_retain = "retain" in entry.meta["needs"]
+    result = unlearn(
+        model,
+        splits.forget,
+        splits.retain if needs_retain else None,
+        method=entry.name,
+        device=args.device,
+        progress=_progress_factory(not args.quiet)(entry.name),
+        forget_classes=forgotten,
+        anchor=anchor_model,
+        holdout=splits.test_retain if args.holdout == "test" else None,
+        **config_dict(cfg),
+    )
+    chain = audit.deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
+    metrics = evaluate(
+        result.model,
+        **splits.evaluation_sets(),
+        reference=reference,
+        device=args.device,
+    )
+    metrics["seconds"] = result.seconds
+    checks = _result_checks(model, splits, result.certificate, metrics, args)
+    if checks["refused"] and not args.write_anyway:
+        print(
+            f"famr: refused, nothing written: {checks['refused']}; pass --write-anyway to keep "
+            "the model regardless",
+            file=sys.stderr,
+        )
+        return 3
+    request = audit.request_record(
+        _data_request(args, meta.get("validation")), spec, splits, args.holdout
+    )
+    new_meta = audit.output_metadata(
+        meta,
+        request,
+        result,
+        forgotten_classes=forgotten,
+        metrics=metrics,
+        source=str(source),
+        source_sha256=source_hashes["sha256"],
+        anchor=anchor_info,
+        chain=chain,
+        checks=checks,
+        environment=io.environment(),
+    )
+    with plan as stage:
+        out_hashes = io.save_checkpoint(out, result.model, new_meta, stage=stage)
+        record = audit.build_record(
+            new_meta,
+            # checkpoint paths are relative to the record's folder (they move together)
+            input_entry={"checkpoint": _relative_to(source, audit_path.parent), **source_hashes},
+            output_entry={"checkpoint": _relative_to(out, audit_path.parent), **out_hashes},
+            forget_seed=getattr(spec, "seed", None),
+            command="famr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        )
+        stage.write_text(audit_path, io.json_text(record))
+        stage.commit()
+    shown = ", ".join(
+        f"{k} {metrics[k]:.2f}"
+        for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
+        if k in metrics
+    )
+    print(f"{entry.name}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
+    print(f"audit record: {audit_path} (check it with: famr verify {shlex.quote(str(audit_path))})")
+    if result.certificate is not None:
+        c = result.certificate
+        print(
+            f"certificate: {'certified' if c['certified'] else 'NOT certified'}; ||theta - theta_0|| = {c['distance']:.4g}"
+            + (f" <= {c['final_bound']:.4g}" if c["final_bound"] is not None else "")
+        )
+    return 0
+
+
+def _result_checks(model, splits: Splits, certificate, metrics, args) -> dict[str, Any]:
+    """:func:`famr.audit.result_checks` against the input model's retained test accuracy."""
+    before = evaluate(
+        model, test_retain=splits.test_retain, metrics=["test_retain_acc"], device=args.device
+    )["test_retain_acc"]
+    return audit.result_checks(
+        before,
+        metrics["test_retain_acc"],
+        certificate,
+        max_retain_drop=args.max_retain_drop,
+        write_anyway=args.write_anyway,
+    )
