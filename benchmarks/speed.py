@@ -30,6 +30,7 @@ from famr.config import OptimConfig  # noqa: E402
 from famr.data.tensors import TensorBatches, crop_flip, to_float  # noqa: E402
 from famr.loop import Streams, optimise  # noqa: E402
 from famr.losses import anchor_penalty, cross_entropy, uniform_cross_entropy  # noqa: E402
+from famr.parts import L2Anchor  # noqa: E402
 
 
 def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps=30):
@@ -56,7 +57,7 @@ def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps
         Streams("train", batches),
         OptimConfig(**{**cfg.__dict__, "max_steps": steps + 5}),
         device=torch.device("cpu"),
-        anchor_lam=anchor_lam,
+        parts=[L2Anchor(anchor_lam)] if anchor_lam else [],
         progress=lambda s, t: stamps.append(time.perf_counter()),
     )
     return statistics.median(b - a for a, b in zip(stamps[5:-1], stamps[6:], strict=True))

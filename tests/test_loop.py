@@ -8,6 +8,7 @@ from famr.config import OptimConfig
 from famr.data.tensors import TensorBatches
 from famr.loop import DivergenceError, Streams, optimise, select_parameters, set_train_mode
 from famr.losses import cross_entropy
+from famr.parts import EachStep, L2Anchor, StopWhen, UpdateMask
 
 CPU = torch.device("cpu")
 
@@ -81,14 +82,17 @@ def test_update_mask_holds_against_momentum_and_weight_decay():
     mask[0] = True  # only the first row may move
     before = weight.detach().clone()
     cfg = OptimConfig(epochs=3, params="head", momentum=0.9, weight_decay=0.1, lr=0.1)
-    optimise(model, objective, streams, cfg, device=CPU, update_mask={"classifier.weight": mask})
+    parts = [UpdateMask({"classifier.weight": mask})]
+    optimise(model, objective, streams, cfg, device=CPU, parts=parts)
     assert torch.equal(weight[1:], before[1:])
     assert not torch.equal(weight[0], before[0])
 
 
 def test_anchor_history_records_objective_and_distance():
     model, streams, objective = _setup()
-    history = optimise(model, objective, streams, OptimConfig(epochs=2), device=CPU, anchor_lam=2.0)
+    history = optimise(
+        model, objective, streams, OptimConfig(epochs=2), device=CPU, parts=[L2Anchor(2.0)]
+    )
     assert len(history) == 2
     last = history[-1]
     assert last["anchor"] == pytest.approx(0.5 * 2.0 * last["distance"] ** 2)
@@ -181,3 +185,30 @@ def test_a_compile_failure_is_one_line_that_says_what_to_do(tiny, monkeypatch):
     with pytest.raises(ValueError, match="compile=True failed .*RuntimeError: C.. compile") as err:
         famr.unlearn(model, forget, method="famr_literal", compile=True, certificate=False)
     assert "\n" not in str(err.value) and str(err.value).endswith("run with compile=false")
+
+
+def test_parts_compose_in_order_and_a_rule_stops_the_run():
+    """The loop's parts (famr.parts): a schedule sees every step before it runs, a stopping
+    rule ends the run after its step, and the anchor and the mask compose (the mask wins)."""
+    model, streams, objective = _setup(batch=8)  # 3 steps per epoch
+    seen = []
+    weight = dict(model.named_parameters())["classifier.weight"]
+    frozen_row = weight[1].detach().clone()
+    mask = torch.ones_like(weight, dtype=torch.bool)
+    mask[1] = False
+    history = optimise(
+        model,
+        objective,
+        streams,
+        OptimConfig(epochs=4, params="head"),
+        device=CPU,
+        parts=[
+            EachStep(lambda step, total: seen.append((step, total))),
+            L2Anchor(1.0),
+            UpdateMask({"classifier.weight": mask}),
+            StopWhen(lambda step: step == 5),
+        ],
+    )
+    assert seen == [(s, 12) for s in range(5)]
+    assert history[-1]["stopped_at"] == 5 and len(history) == 2
+    assert torch.equal(weight[1], frozen_row) and "anchor" in history[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from . import distributed
 from .config import OptimConfig
-from .losses import add_anchor_gradient_, squared_distance
+from .losses import squared_distance
+from .parts import Part
 
 Batch = dict[str, tuple[Tensor, Tensor]]
 Objective = Callable[[Batch], dict[str, Tensor]]
@@ -83,16 +84,6 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
             + f"; trainable parameter names: {names}"
         )
     return chosen
-
-
-def _aligned(
-    tensors: dict[str, Tensor], chosen: list[tuple[str, nn.Parameter]], what: str
-) -> list[Tensor]:
-    """``tensors`` for each updated parameter, in order, on its device and dtype."""
-    missing = [n for n, _ in chosen if n not in tensors]
-    if missing:
-        raise ValueError(f"{what} lacks parameters {missing[:4]}")
-    return [tensors[n].to(device=p.device, dtype=p.dtype) for n, p in chosen]
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -232,49 +223,32 @@ def optimise(
     cfg: OptimConfig,
     *,
     device: torch.device,
-    anchor_lam: float = 0.0,
-    anchor: dict[str, Tensor] | None = None,
-    anchor_weights: dict[str, Tensor] | None = None,
-    update_mask: dict[str, Tensor] | None = None,
+    parts: Sequence[Part] = (),
     progress: Progress | None = None,
-    on_step: Callable[[int, int], None] | None = None,
-    stop: Callable[[int], bool] | None = None,
 ) -> list[dict[str, float]]:
-    """Minimise ``objective`` (plus an optional l2 weight anchor) over ``streams``.
+    """Minimise ``objective`` over ``streams``, with the method's ``parts`` composed in.
 
     Args:
         model: Network to update in place (already on ``device``).
         objective: Maps a batch dict to loss terms; the key ``"loss"`` is minimised, every
             other key is only logged.
         streams: The data to iterate.
-        cfg: Loop options (optimiser, schedule, parameters, BatchNorm mode, ...).
+        cfg: Loop options (optimiser, schedule, parameters, BatchNorm mode, precision, ...).
         device: Where the computation runs (for autocast).
-        anchor_lam: Strength of the anchor ``(lam/2) ||theta - theta_start||^2`` over the
-            updated parameters, where ``theta_start`` are their values on entry. Its gradient
-            is added with fused ops after back-propagation (no extra pass over the network).
-        anchor: ``{parameter name: tensor}``: anchor to these values instead of the values on
-            entry (e.g. the original weights during a second, sequential request).
-        anchor_weights: ``{parameter name: tensor}`` of per-element weights w: the anchor
-            becomes ``(lam/2) sum w (theta - theta_anchor)^2`` (e.g. a diagonal Fisher).
-        update_mask: Optional ``{parameter name: bool tensor}``; entries where the mask is
-            false never move: their gradients are zeroed and, after each step, their values are
-            restored, so momentum and weight decay cannot move them either.
+        parts: :mod:`famr.parts` objects: an l2 anchor, an update mask, a per-step schedule,
+            a stopping rule; their hooks run in the order given.
         progress: Called as ``progress(step, total_steps)`` after every step.
-        on_step: Called as ``on_step(step, total_steps)`` before every step (0-based), for
-            objectives whose terms follow a schedule (e.g. a decaying penalty).
-        stop: Called as ``stop(step)`` after every step (1-based); returning true ends the run
-            there (an early-stopping rule). The last epoch record then has ``"stopped_at"``.
 
     Returns:
-        One dict per epoch: the mean of each logged term, ``"anchor"`` and ``"objective"``
-        (mean loss + anchor) when an anchor is used, ``"distance"`` = ``||theta -
-        theta_anchor||`` (the anchor point: ``theta_start`` unless ``anchor`` is given) over the updated parameters at the end of the epoch, ``"lr"``.
+        One dict per epoch: the mean of each logged term, ``"distance"`` = ``||theta -
+        theta_start||`` over the updated parameters at the end of the epoch (from the anchor
+        point when an :class:`~famr.parts.L2Anchor` is given, which also adds ``"anchor"`` and
+        ``"objective"``), ``"lr"``, ``"epoch"`` and ``"stopped_at"`` when a rule stopped it.
 
     Raises:
         DivergenceError: The loss became NaN or infinite (the message names the step).
     """
     chosen = select_parameters(model, cfg.params)
-    names = [n for n, _ in chosen]
     params = [p for _, p in chosen]
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for _, p in model.named_parameters():
@@ -282,19 +256,8 @@ def optimise(
     for p in params:
         p.requires_grad_(True)
     start = [p.detach().clone() for p in params]
-    anchor_point = start if anchor is None else _aligned(anchor, chosen, "anchor")
-    weights = None if anchor_weights is None else _aligned(anchor_weights, chosen, "anchor_weights")
-    masks = {}
-    if update_mask:
-        unknown = sorted(set(update_mask) - set(names))
-        if unknown:
-            raise ValueError(f"update_mask names parameters that are not updated: {unknown}")
-        masks = {
-            i: update_mask[n].to(device=p.device, dtype=torch.bool)
-            for i, (n, p) in enumerate(chosen)
-            if n in update_mask
-        }
-
+    for part in parts:
+        part.start(chosen)
     rank, world_size = distributed.world()
     if world_size > 1 and cfg.batchnorm == "train" and _has_batchnorm(model):
         raise ValueError(
@@ -306,11 +269,9 @@ def optimise(
     total = total if cfg.max_steps is None else min(total, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.schedule, total))
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-
     history: list[dict[str, float]] = []
     iterators: dict[str, Iterator] = {}
-    step = 0
-    stopped = None
+    step, stopped = 0, None
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     compiled_before = getattr(model, "_compiled_call_impl", None)
@@ -323,75 +284,37 @@ def optimise(
             count = 0
             lr = optimizer.param_groups[0]["lr"]
             for batch in islice(streams.epoch(iterators), max(0, total - step)):
-                if cfg.channels_last:
-                    batch = {k: (_channels_last(x), y) for k, (x, y) in batch.items()}
-                if on_step is not None:
-                    on_step(step, total)
-                share = 1.0
-                if world_size > 1:  # this rank's strided share of the global batch
-                    driver = (
-                        streams.driver_name if streams.driver_name in batch else next(iter(batch))
-                    )
-                    global_count = len(batch[driver][1])
-                    batch = {
-                        k: (distributed.shard(x), distributed.shard(y))
-                        for k, (x, y) in batch.items()
-                    }
-                    share = len(batch[driver][1]) / global_count
-                optimizer.zero_grad(set_to_none=True)
-                if share > 0:
-                    with autocast, _compile_errors(cfg.compile):
-                        terms = objective(batch)
-                    (terms["loss"] * share).backward()
-                    logged = {k: float(v.detach()) * share for k, v in terms.items()}
-                else:  # fewer examples than ranks in this batch: this rank adds nothing
-                    logged = None
-                if world_size > 1:
-                    logged = _sum_over_ranks(logged, params, global_count < world_size)
-                value = logged["loss"]
+                for part in parts:
+                    part.before_step(step, total)
+                value, logged = _gradient(batch, objective, streams, cfg, autocast, params)
                 if not math.isfinite(value):
                     raise DivergenceError(
                         f"the objective became {value} at step {step + 1} (epoch {epoch + 1}); "
                         "lower lr, set grad_clip, or raise the anchor strength"
                     )
-                add_anchor_gradient_(params, anchor_point, anchor_lam, weights)
-                for i, mask in masks.items():
-                    params[i].grad.mul_(mask)
+                for part in parts:
+                    part.gradients(params)
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
-                if masks:
-                    with torch.no_grad():
-                        for i, mask in masks.items():
-                            params[i].copy_(torch.where(mask, params[i], start[i]))
+                for part in parts:
+                    part.after_step(params)
                 scheduler.step()
                 for key, term in logged.items():
                     sums[key] = sums.get(key, 0.0) + term
-                count += 1
-                step += 1
+                count, step = count + 1, step + 1
                 if progress is not None:
                     progress(step, total)
-                if stop is not None and stop(step):
+                if any([part.should_stop(step) for part in parts]):
                     stopped = step
                     break
             if count == 0:
                 break
             record = {k: v / count for k, v in sums.items() if k != "loss"}
             record["loss"] = sums["loss"] / count
-            distance_sq = float(squared_distance(params, anchor_point))
-            if anchor_lam:
-                weighted_sq = distance_sq
-                if weights is not None:
-                    with torch.no_grad():
-                        weighted_sq = float(
-                            sum(
-                                (w * (p - a).pow(2)).sum()
-                                for p, a, w in zip(params, anchor_point, weights, strict=True)
-                            )
-                        )
-                record["anchor"] = 0.5 * anchor_lam * weighted_sq
-                record["objective"] = record["loss"] + record["anchor"]
-            record["distance"] = math.sqrt(distance_sq)
+            record["distance"] = math.sqrt(float(squared_distance(params, start)))
+            for part in parts:
+                part.record(record, params)
             record["lr"] = lr
             record["epoch"] = epoch + 1
             if stopped is not None:
@@ -406,3 +329,30 @@ def optimise(
             model._compiled_call_impl = compiled_before
         model.eval()
     return history
+
+
+def _gradient(batch, objective, streams, cfg, autocast, params) -> tuple[float, dict[str, float]]:
+    """One step's gradient in ``param.grad``: this rank's share of the batch under data
+    parallelism (share-weighted, summed over ranks), else the whole batch. Returns the loss
+    and the logged terms, summed over ranks."""
+    world_size = distributed.world()[1]
+    if cfg.channels_last:
+        batch = {k: (_channels_last(x), y) for k, (x, y) in batch.items()}
+    share, global_count = 1.0, None
+    if world_size > 1:  # this rank's strided share of the global batch
+        driver = streams.driver_name if streams.driver_name in batch else next(iter(batch))
+        global_count = len(batch[driver][1])
+        batch = {k: (distributed.shard(x), distributed.shard(y)) for k, (x, y) in batch.items()}
+        share = len(batch[driver][1]) / global_count
+    for p in params:
+        p.grad = None
+    if share > 0:
+        with autocast, _compile_errors(cfg.compile):
+            terms = objective(batch)
+        (terms["loss"] * share).backward()
+        logged = {k: float(v.detach()) * share for k, v in terms.items()}
+    else:  # fewer examples than ranks in this batch: this rank adds nothing
+        logged = None
+    if world_size > 1:
+        logged = _sum_over_ranks(logged, params, global_count < world_size)
+    return logged["loss"], logged

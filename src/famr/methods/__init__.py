@@ -94,21 +94,18 @@ class MethodData:
         return mask
 
 
-def optimise_anchored(model, objective, streams, cfg, data: MethodData, *, device, progress, **kw):
-    """:func:`famr.loop.optimise` with the request's l2 anchor: strength ``cfg.lam``, point
-    ``data.anchor`` (the model's weights on entry unless the caller gave another)."""
+def optimise_anchored(
+    model, objective, streams, cfg, data: MethodData, *, device, progress, weights=None, parts=()
+):
+    """:func:`famr.loop.optimise` with the request's l2 anchor (:class:`famr.parts.L2Anchor`):
+    strength ``cfg.lam``, point ``data.anchor`` (the model's weights on entry unless the caller
+    gave another), optional per-element ``weights``; then any other ``parts``."""
     from ..loop import optimise
+    from ..parts import L2Anchor
 
+    anchor = L2Anchor(cfg.lam, data.anchor, weights)
     return optimise(
-        model,
-        objective,
-        streams,
-        cfg,
-        device=device,
-        anchor_lam=cfg.lam,
-        anchor=data.anchor,
-        progress=progress,
-        **kw,
+        model, objective, streams, cfg, device=device, parts=[anchor, *parts], progress=progress
     )
 
 

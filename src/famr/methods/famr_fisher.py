@@ -102,5 +102,5 @@ def famr_fisher(model, data: MethodData, cfg: FamrFisherConfig, *, device, progr
         buffer,
         device=device,
         progress=progress,
-        anchor_weights=weights,
+        weights=weights,
     )

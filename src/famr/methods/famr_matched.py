@@ -21,6 +21,7 @@ from ..config import check_choice, check_positive
 from ..data.tensors import to_float
 from ..loop import Streams
 from ..losses import uniform_cross_entropy
+from ..parts import StopWhen
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
@@ -124,7 +125,14 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
     def run(stop):
         streams = Streams("forget", data.batches("forget", cfg))
         return optimise_anchored(
-            model, objective, streams, cfg, data, device=device, progress=progress, stop=stop
+            model,
+            objective,
+            streams,
+            cfg,
+            data,
+            device=device,
+            progress=progress,
+            parts=[StopWhen(stop)],
         )
 
     return until_held_out_level(model, data.forget, level, cfg, run)

@@ -24,6 +24,7 @@ import torch
 from ..config import check_choice
 from ..loop import Streams
 from ..losses import cross_entropy, kl_from_reference, uniform_cross_entropy
+from ..parts import StopWhen
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER, target_support
 from .famr_matched import FamrMatchedConfig, true_label_statistic, until_held_out_level
@@ -103,7 +104,14 @@ def famr_matched_retain(
             "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
         )
         return optimise_anchored(
-            model, objective, streams, cfg, data, device=device, progress=progress, stop=stop
+            model,
+            objective,
+            streams,
+            cfg,
+            data,
+            device=device,
+            progress=progress,
+            parts=[StopWhen(stop)],
         )
 
     return until_held_out_level(model, data.forget, level, cfg, run)

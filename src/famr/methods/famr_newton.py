@@ -17,7 +17,7 @@ import torch
 from ..data.tensors import to_float
 from ..loop import DivergenceError, select_parameters
 from ..losses import uniform_cross_entropy
-from ..theory import newton_step
+from ..theory.curvature import newton_step
 from . import MethodData, register_method
 from .famr import PAPER, FamrConfig, refuse_classless_request, target_support
 from .head import cached_head_problem

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from ..config import check_choice
 from ..loop import Streams
+from ..parts import StopWhen
 from . import MethodData, optimise_anchored, register_method
 from .famr import PAPER
 from .famr_matched import true_label_outputs, until_held_out_level
@@ -169,7 +170,7 @@ def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, p
             data,
             device=device,
             progress=progress,
-            stop=stop,
+            parts=[StopWhen(stop)],
         )
 
     return until_held_out_level(model, data.forget, level, cfg, run)

@@ -21,7 +21,7 @@ from ..config import OptimConfig, check_positive
 from ..data.tensors import to_float
 from ..loop import select_parameters
 from ..losses import cross_entropy
-from ..theory import conjugate_gradient, loss_hvp, mean_gradient
+from ..theory.curvature import conjugate_gradient, loss_hvp, mean_gradient
 from . import MethodData, register_method
 
 

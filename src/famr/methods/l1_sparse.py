@@ -9,6 +9,7 @@ import torch
 from ..config import OptimConfig, check_positive
 from ..loop import Streams, optimise, select_parameters
 from ..losses import cross_entropy
+from ..parts import EachStep
 from . import MethodData, register_method
 
 
@@ -55,4 +56,6 @@ def l1_sparse(model, data: MethodData, cfg: L1SparseConfig, *, device, progress=
         }
 
     streams = Streams("retain", data.batches("retain", cfg))
-    return optimise(model, objective, streams, cfg, device=device, progress=progress, on_step=decay)
+    return optimise(
+        model, objective, streams, cfg, device=device, progress=progress, parts=[EachStep(decay)]
+    )

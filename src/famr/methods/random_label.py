@@ -10,6 +10,7 @@ from torch import Tensor
 from ..config import OptimConfig
 from ..loop import Streams, optimise
 from ..losses import cross_entropy
+from ..parts import UpdateMask
 from . import MethodData, register_method
 
 
@@ -50,9 +51,8 @@ def run_random_label(
     streams = Streams(
         "forget", data.batches("forget", cfg), {"retain": data.batches("retain", cfg)}
     )
-    return optimise(
-        model, objective, streams, cfg, device=device, update_mask=update_mask, progress=progress
-    )
+    parts = [] if update_mask is None else [UpdateMask(update_mask)]
+    return optimise(model, objective, streams, cfg, device=device, parts=parts, progress=progress)
 
 
 @register_method(
