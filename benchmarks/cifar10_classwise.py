@@ -16,46 +16,17 @@ interrupted or repeated run skips finished trainings.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-
-common.reexec_with_tcmalloc()
-
-import json  # noqa: E402
-
-import torch  # noqa: E402
-
-import famr  # noqa: E402
-from famr import io  # noqa: E402
-from famr.data import hold_out_validation  # noqa: E402
-from famr.experiment import compare_methods  # noqa: E402
-
-TRAIN_CPU = {
-    "epochs": 30,
-    "batch_size": 128,
-    "lr": 0.1,
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "schedule": "onecycle",
-    "augment": "crop_flip",
-    "bf16": True,
-    "channels_last": True,
-    "batchnorm": "train",
-}
-PROFILES = {
-    "cpu": {"arch": "resnet20", "train": TRAIN_CPU},
-    "gpu": {
-        "arch": "resnet18_cifar",
-        "train": {**TRAIN_CPU, "epochs": 15, "batch_size": 256, "lr": 0.1},
-    },
-}
-TRAINING_CODE_VERSION = 1  # bump when the training code changes in a way that changes models
+import famr
+from famr import bench, io
+from famr.api import resolve_device
+from famr.bench import CIFAR10_PROFILES as PROFILES
+from famr.bench import log, with_speed
+from famr.experiment import compare_methods
 
 
 def parse_args(argv=None):
@@ -80,91 +51,34 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def setup(args):
-    profile = PROFILES[args.profile]
-    train_cfg = dict(profile["train"])
-    classes = args.classes
-    if args.quick:
-        train_cfg["epochs"] = 2
-        classes = classes[:1]
-    data = hold_out_validation(famr.load_dataset("cifar10", args.data_root), fraction=0.1, seed=0)
-    arch_args = {
-        "num_classes": 10,
-        "in_channels": 3,
-        "mean": list(data.mean),
-        "std": list(data.std),
-    }
-    return profile["arch"], arch_args, train_cfg, classes, data
-
-
-def training_key(arch, arch_args, train_cfg, seed, excluded, device):
-    return {
-        "label": f"{arch} seed {seed} excluding {excluded}",
-        "arch": arch,
-        "arch_args": arch_args,
-        "train": train_cfg,
-        "seed": seed,
-        "excluded": excluded,
-        "data": "cifar10 45k/5k/10k, validation seed 0",
-        "code": TRAINING_CODE_VERSION,
-        "device": device.type,
-    }
+    arch, arch_args, train_cfg, data = bench.cifar10_protocol(
+        args.data_root, args.profile, args.quick
+    )
+    classes = args.classes[:1] if args.quick else args.classes
+    return arch, arch_args, train_cfg, classes, data
 
 
 def trained_model(args, arch, arch_args, train_cfg, data, device, seed, excluded=None):
-    """The original (``excluded=None``) or the model retrained without class ``excluded``,
-    from the cache when it is there, else trained now and cached."""
-    cache = Path(args.cache)
-    key = training_key(
-        arch, arch_args, train_cfg, seed, [] if excluded is None else [excluded], device
+    """The original (``excluded=None``) or the model retrained without class ``excluded``
+    (famr.bench.trained_model: cached by configuration)."""
+    return bench.trained_model(
+        Path(args.cache),
+        data,
+        arch=arch,
+        arch_args=arch_args,
+        train_config=train_cfg,
+        seed=seed,
+        data_label=bench.CIFAR10_DATA_LABEL,
+        device=device,
+        without=None if excluded is None else famr.ClassForget(excluded),
     )
-    if excluded is None:
-
-        def build():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                initial = famr.create_model(arch, **arch_args)
-            log(f"training original, seed {seed}")
-            result = famr.train(initial, data.train, device=device, seed=seed, **train_cfg)
-            return result.model, {"seconds": result.seconds, "history": result.history}
-
-    else:
-
-        def build():
-            # the original is needed only to retrain (its architecture and init scheme), so a
-            # cache hit never loads or re-evaluates it
-            original, _ = trained_model(args, arch, arch_args, train_cfg, data, device, seed)
-            splits = famr.ClassForget(excluded).split(data.train, data.test, 10)
-            log(f"retraining without class {excluded}, seed {seed}")
-            result = famr.unlearn(
-                original,
-                splits.forget,
-                splits.retain,
-                method="retrain",
-                device=device,
-                seed=seed,
-                **train_cfg,
-            )
-            return result.model, {"seconds": result.seconds, "history": result.history}
-
-    model, record = common.cached_training(cache, key, build, log)
-    acc = famr.evaluate(model, test_retain=data.test, metrics=["test_retain_acc"], device=device)[
-        "test_retain_acc"
-    ]
-    record["test_acc_all_classes"] = acc
-    log(
-        f"seed {seed} excluding {excluded}: test accuracy {acc:.2f} % (all classes), trained in {record['seconds']:.0f} s"
-    )
-    return model, record
 
 
 def main(argv=None) -> int:
+    bench.reexec_with_tcmalloc()
     args = parse_args(argv)
-    device = famr.resolve_device(args.device)
+    device = resolve_device(args.device)
     arch, arch_args, train_cfg, classes, data = setup(args)
     if args.stage == "train":
         for seed in args.seeds:
@@ -185,8 +99,8 @@ def main(argv=None) -> int:
             splits = famr.ClassForget(cls).split(data.train, data.test, 10)
             log(f"seed {seed}, forgetting class {cls} ({data.class_names[cls]}): {len(runs)} runs")
             experiment = compare_methods(
-                as_result(original, original_record, "train"),
-                as_result(retrained, retrain_record, "retrain"),
+                bench.as_result(original, original_record, "train"),
+                bench.as_result(retrained, retrain_record, "retrain"),
                 splits,
                 data,
                 runs,
@@ -209,17 +123,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def as_result(model, record, method):
-    """A trained (possibly cached) model as a famr Result, with its measured training time."""
-    from famr.config import TrainConfig
-
-    return famr.Result(
-        model.eval(), method, TrainConfig(), record.get("history", []), record["seconds"]
-    )
-
-
 QUICK = ("famr", "famr_no_retain", "famr_retain", "gradient_ascent", "ssd")
-SPEED = {"bf16": True, "channels_last": True}  # measured 2.6x faster conv training on this CPU
 DEFAULTS = ("finetune", "l1_sparse", "influence", "ssd")
 
 
@@ -231,10 +135,10 @@ def method_configs(args) -> dict[str, dict]:
             f"{study_path} is missing: run benchmarks/famr_study.py first (it picks the configs)"
         )
     chosen = json.loads(study_path.read_text())["chosen"]
-    no_retain = {"method": "famr", **chosen["famr"]["config"]}
-    with_retain = {"method": "famr_retain", **chosen["famr_retain"]["config"]}
-    recommended = min((no_retain, with_retain), key=lambda c: chosen[c["method"]]["score"])
-    runs = {"famr": recommended, "famr_no_retain": no_retain}
+    runs = {
+        "famr": bench.recommended_famr(chosen),
+        "famr_no_retain": {"method": "famr", **chosen["famr"]["config"]},
+    }
     for lam in (1.0, 10.0, 100.0, 1000.0):
         runs[f"famr_literal_lam{lam:g}"] = {"method": "famr_literal", "lam": lam}
     for name in (
@@ -252,17 +156,6 @@ def method_configs(args) -> dict[str, dict]:
     if args.quick:  # a smoke run: FAMR's three forms and two cheap baselines
         runs = {k: v for k, v in runs.items() if k in QUICK}
     return {name: with_speed(config["method"], config) for name, config in runs.items()}
-
-
-def with_speed(method: str, config: dict) -> dict:
-    """Speed flags: bf16 + channels_last for whole-network runs; bf16 feature extraction for
-    head-only FAMR runs (their body runs once, under autocast)."""
-    cfg = famr.METHODS.get(method).meta["config"]()
-    if config.get("params", cfg.params) == "head":
-        return (
-            {**config, "bf16": True} if hasattr(cfg, "cache_features") else config
-        )  # bf16 features
-    return {**config, **SPEED}
 
 
 SUMMARY_KEYS = (
@@ -304,7 +197,7 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         values = {
             k: [b["runs"][name][k] for b in blocks if k in b["runs"][name]] for k in SUMMARY_KEYS
         }
-        summary[name] = {k: common.mean_std(v) for k, v in values.items() if v}
+        summary[name] = {k: bench.mean_std(v) for k, v in values.items() if v}
         diverged = sum("diverged" in b["runs"][name] for b in blocks)
         if diverged:
             summary[name]["diverged_blocks"] = diverged
@@ -316,14 +209,14 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         "quick": args.quick,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
-        "environment": common.environment(),
+        "environment": bench.environment(),
         "arch": arch,
         "train_config": train_cfg,
         "configs": runs,
         "blocks": blocks,
         "summary": summary,
         # the whole process so far: data set, original, retrained models, every method's run
-        "peak_rss_mib": common.peak_rss_mib(),
+        "peak_rss_mib": bench.peak_rss_mib(),
     }
     out = Path(
         args.out
@@ -373,7 +266,7 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
             fmt = "{:.3f}" if key in ("tow", "time_ratio") else "{:.2f}"
             cells.append(fmt.format(m) + (f" ± {fmt.format(sd)}" if len(blocks) > 1 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    common.update_benchmarks_md(
+    bench.update_benchmarks_md(
         f"cifar10_classwise_{args.profile}{'_quick' if args.quick else ''}", "\n".join(lines)
     )
     log(f"wrote {out} and BENCHMARKS.md")

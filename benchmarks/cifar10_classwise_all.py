@@ -21,12 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from famr import bench, io
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import common  # noqa: E402
-
-from famr import io  # noqa: E402
 
 STAGES = (
     ("train", [str(HERE / "cifar10_classwise.py"), "--stage", "train"]),
@@ -72,7 +69,7 @@ def main(argv=None) -> int:
         "benchmark": "cifar10_classwise_all",
         "command": "python benchmarks/cifar10_classwise_all.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "environment": common.environment(),
+        "environment": bench.environment(),
         "cache_models_at_start": started_with,
         "stages": stages,
         "total_seconds": time.perf_counter() - total,
@@ -103,7 +100,7 @@ def write_table(payload, profile: str) -> None:
         )
     t = payload["total_seconds"]
     lines.append(f"| **total** | | **{t:.0f}** | **{t / 60:.1f}** ({t / 3600:.2f} h) |")
-    common.update_benchmarks_md(f"cifar10_classwise_timing_{profile}", "\n".join(lines))
+    bench.update_benchmarks_md(f"cifar10_classwise_timing_{profile}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from famr import bench
 
 HERE = Path(__file__).resolve()
 
@@ -120,7 +118,7 @@ def main(argv=None) -> int:
     for n in args.processes:
         summary[n]["speedup"] = summary[n]["median_images_per_s"] / base
     command = "python benchmarks/ddp_scaling.py " + " ".join(sys.argv[1:])
-    env = common.environment()
+    env = bench.environment()
     payload = {
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
@@ -150,7 +148,7 @@ def main(argv=None) -> int:
     for n in args.processes:
         s = summary[n]
         lines.append(f"| {n} | {s['median_images_per_s']:.0f} | {s['speedup']:.2f}x |")
-    common.update_benchmarks_md(f"ddp_scaling_{kind}", "\n".join(lines))
+    bench.update_benchmarks_md(f"ddp_scaling_{kind}", "\n".join(lines))
     print(f"wrote {out} and BENCHMARKS.md")
     return 0
 

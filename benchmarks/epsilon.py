@@ -19,16 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-
-common.reexec_with_tcmalloc()
-
-import famr  # noqa: E402
-from famr import io  # noqa: E402
-from famr.data import hold_out_validation  # noqa: E402
-from famr.experiment import EPSILON_PROTOCOLS, epsilon_study  # noqa: E402
+import famr
+from famr import bench, io
+from famr.data import hold_out_validation
+from famr.experiment import EPSILON_PROTOCOLS, epsilon_study
+from famr.methods import METHODS
 
 SETUPS = {
     "digits": {
@@ -67,6 +62,7 @@ def request_spec(text: str):
 
 
 def main(argv=None) -> int:
+    bench.reexec_with_tcmalloc()
     args = parse_args(argv)
     setup = SETUPS[args.data]
     data = hold_out_validation(
@@ -74,9 +70,7 @@ def main(argv=None) -> int:
     )
     splits = request_spec(args.request).split(data.train, data.test, data.num_classes)
     names = (
-        args.methods.split(",")
-        if args.methods
-        else [n for n in famr.METHODS.names() if n != "retrain"]
+        args.methods.split(",") if args.methods else [n for n in METHODS.names() if n != "retrain"]
     )
     arch_args = {"num_classes": data.num_classes, "in_channels": data.in_channels}
     arch_args.update(setup["arch_args"])
@@ -94,7 +88,7 @@ def main(argv=None) -> int:
         log=log,
     )
     command = "python benchmarks/epsilon.py " + " ".join(sys.argv[1:])
-    env = common.environment()
+    env = bench.environment()
     payload = {
         "benchmark": "epsilon",
         "command": command,
@@ -109,7 +103,7 @@ def main(argv=None) -> int:
     tag = f"{args.data}_{args.request.replace(':', '').replace('.', '').replace(',', '_')}"
     out = Path(__file__).resolve().parent / "results" / f"epsilon_{tag}.json"
     io.write_text_atomic(out, io.json_text(payload))
-    common.update_benchmarks_md(f"epsilon_{tag}", markdown(payload, out.name))
+    bench.update_benchmarks_md(f"epsilon_{tag}", markdown(payload, out.name))
     log(f"wrote {out} and BENCHMARKS.md")
     return 0
 

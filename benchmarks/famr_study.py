@@ -18,21 +18,17 @@ cifar10_classwise.py reads for its configurations.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-
-common.reexec_with_tcmalloc()
-
-from cifar10_classwise import log, parse_args, setup, trained_model, with_speed  # noqa: E402
-
-import famr  # noqa: E402
-from famr import io  # noqa: E402
+import famr
+from famr import bench, io
+from famr.api import resolve_device
+from famr.bench import log, with_speed
+from famr.methods import METHODS
 
 LAST_STAGE = r"^(layer3|linear)\."
 SHORT = [{"lr": lr, "epochs": 1} for lr in (1e-4, 1e-5)] + [{"lr": 1e-5, "epochs": 5}]
@@ -114,9 +110,22 @@ def choose(configs, mean, ceiling=None):
     return ranked[0]
 
 
-def main() -> int:
-    import argparse
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="the class-wise protocol's data, model and cache")
+    p.add_argument(
+        "--data-root", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
+    )
+    p.add_argument("--profile", choices=sorted(bench.CIFAR10_PROFILES), default="cpu")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--classes", type=int, nargs="+", default=[3, 8])
+    p.add_argument("--quick", action="store_true", help="2-epoch trainings, one class")
+    p.add_argument("--device", default=None)
+    p.add_argument("--cache", default=str(Path(__file__).resolve().parent / "cache"))
+    return p.parse_args(argv)
 
+
+def main() -> int:
+    bench.reexec_with_tcmalloc()
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument(
         "--methods",
@@ -139,9 +148,21 @@ def main() -> int:
     if known.methods:
         previous = json.loads(out.read_text())
         kept = [r for r in previous["rows"] if r["method"] not in rerun]
-    device = famr.resolve_device(args.device)
-    arch, arch_args, train_cfg, classes, data = setup(args)
-    original, _ = trained_model(args, arch, arch_args, train_cfg, data, device, args.seeds[0])
+    device = resolve_device(args.device)
+    arch, arch_args, train_cfg, data = bench.cifar10_protocol(
+        args.data_root, args.profile, args.quick
+    )
+    classes = args.classes[:1] if args.quick else args.classes
+    original, _ = bench.trained_model(
+        Path(args.cache),
+        data,
+        arch=arch,
+        arch_args=arch_args,
+        train_config=train_cfg,
+        seed=args.seeds[0],
+        data_label=bench.CIFAR10_DATA_LABEL,
+        device=device,
+    )
     rows = list(kept)
     for cls in classes:
         splits = famr.ClassForget(cls).split(data.train, data.validation, 10)
@@ -167,7 +188,7 @@ def main() -> int:
                 # the certificate is not needed for choosing; it is reported by the benchmark
                 extra = (
                     {"certificate": False}
-                    if "certificate" in famr.METHODS.get(method).meta["config"]().__dict__
+                    if "certificate" in METHODS.get(method).meta["config"]().__dict__
                     else {}
                 )
                 result = famr.unlearn(
@@ -216,7 +237,7 @@ def main() -> int:
         "command": previous["command"] if known.methods else this_command,
         "reruns": previous.get("reruns", []) + [this_command] if known.methods else [],
         "date": time.strftime("%Y-%m-%d"),
-        "environment": common.environment(),
+        "environment": bench.environment(),
         "classes": classes,
         "rule": __doc__.split("\n\n")[1],
         "forget_ceiling": FORGET_CEILING,
@@ -327,7 +348,7 @@ def write_table(payload) -> None:
             f"| {method} | {shown.replace('|', chr(92) + '|')} | {chosen['val_forget_acc']:.2f} "
             f"| {chosen['val_retain_drop']:.2f} | {chosen['score']:.2f} |"
         )
-    common.update_benchmarks_md("famr_study_cpu", "\n".join(lines))
+    bench.update_benchmarks_md("famr_study_cpu", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from famr import bench
 
 HERE = Path(__file__).resolve()
 # every method but retraining; influence and famr_newton (Hessian-vector products over a
@@ -63,8 +61,10 @@ def main(argv=None) -> int:
 
     import famr
     from famr import io
+    from famr.api import resolve_device
+    from famr.methods import METHODS
 
-    device = famr.resolve_device(args.device)
+    device = resolve_device(args.device)
     speed = {"bf16": True, "channels_last": True}
     data = famr.load_dataset("imagefolder", args.data_root, image_size=args.image_size, workers=8)
     splits = famr.ClassForget(args.forget_class).split(data.train, data.test, data.num_classes)
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     for method in args.methods or retrain_free():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        entry = famr.METHODS.get(method)
+        entry = METHODS.get(method)
         needs_retain = "retain" in entry.meta["needs"]
         seen[0] = 0
         # the certificate's own forward passes would count as the method's images
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
             ),
         }
         print(f"{method}: {rows[method]}", flush=True)
-    env = common.environment()
+    env = bench.environment()
     command = "python benchmarks/gpu_imagefolder.py " + " ".join(sys.argv[1:])
     payload = {
         "command": command,
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             f"{r['retain_acc']:.2f} | {r['test_retain_acc']:.2f} |"
         )
     if args.out == parse_args([]).out:
-        common.update_benchmarks_md("gpu_imagefolder", "\n".join(lines))
+        bench.update_benchmarks_md("gpu_imagefolder", "\n".join(lines))
     print(f"wrote {args.out}")
     return 0
 

@@ -12,7 +12,7 @@ FAMR and the strongest baselines, all evaluated against the reference in the dem
   validation split (never looking at the retrained model); ``famr_quantile`` gives each
   forgotten image the held-out confidence of its rank as its target and stops at the held-out
   accuracy (three anchor settings; the one reported as chosen has the smallest gap estimated from
-  the held-out and retain accuracies, see ``choose_quantile``).
+  the held-out and retain accuracies, see ``famr.bench.choose_quantile``).
 
 - ``concept``: coarse labels (CIFAR-10: road vehicles, air & sea, pets, large animals, small
   animals; digits: loops, strokes, curves); forget "dog" inside "pets" (digits: 8 inside
@@ -34,35 +34,29 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from torch.utils.data import TensorDataset
 
-import common  # noqa: E402
-
-common.reexec_with_tcmalloc()
-
-import torch  # noqa: E402
-from torch.utils.data import TensorDataset  # noqa: E402
-
-import famr  # noqa: E402
-from famr import io  # noqa: E402
-from famr.api import Result  # noqa: E402
-from famr.config import TrainConfig  # noqa: E402
-from famr.data import (  # noqa: E402
+import famr
+from famr import bench, io
+from famr.api import Result, resolve_device
+from famr.bench import log
+from famr.data import (
     CIFAR10_COARSE,
     DIGITS_COARSE,
     add_style,
     coarsen,
     hold_out_validation,
 )
-from famr.experiment import compare_methods  # noqa: E402
-from famr.metrics.gaps import gaps  # noqa: E402
+from famr.experiment import compare_methods
+from famr.metrics.gaps import gaps
 
 HERE = Path(__file__).resolve()
 PAIRS = {"digits": (3, 5), "cifar10": (3, 5)}  # CIFAR-10: cat, dog
 DIGITS_TRAIN = {"epochs": 15, "seed": 0}
 BASELINES = ("finetune", "neggrad_plus", "random_label", "salun", "l1_sparse")
 # famr_quantile configurations; which one the random scenario reports as chosen is decided by
-# choose_quantile, from held-out and retain accuracies only. Measured on CIFAR-10 before this
+# famr.bench.choose_quantile, from held-out and retain accuracies only. Measured on CIFAR-10 before this
 # grid was fixed (probes, not in the tables; lr 3e-4): with the l2 anchor at lam 0.1 the forget
 # accuracy settles at 88.8-89.8 % for beta 0.3 to 10 (lr 5e-4 then collapses; lr 1e-3 with a
 # one-cycle warm-up dips to 87.8 % and comes back to 89 %); at lam 0 it reaches the held-out
@@ -72,41 +66,6 @@ QUANTILE_RUNS = {
     "famr_quantile_beta1": {"beta": 1.0},
     "famr_quantile_l2": {"lam": 0.1, "beta": 10.0},  # the defaults before this grid
 }
-QUANTILE_RULE = (
-    "the famr_quantile run with the smallest estimated gap: the mean of |forget accuracy - "
-    "the original model's held-out accuracy| (what a retrained model scores on data it never "
-    "saw) and |retain accuracy - the original's|; the retrained model and the test set are "
-    "not looked at"
-)
-
-
-def choose_quantile(runs: dict, holdout_acc: float) -> dict:
-    """The famr_quantile configuration picked by QUANTILE_RULE.
-
-    ``holdout_acc``: the original model's accuracy (%) on the held-out split."""
-    retain_before = runs["original"]["retain_acc"]
-    estimates = {}
-    for name in QUANTILE_RUNS:
-        run = runs.get(name, {})
-        if "forget_acc" not in run:  # diverged
-            continue
-        forget_off = abs(run["forget_acc"] - holdout_acc)
-        estimates[name] = (forget_off + abs(run["retain_acc"] - retain_before)) / 2
-    chosen = min(estimates, key=estimates.get) if estimates else None
-    reached = [
-        name
-        for name in estimates
-        if (runs[name].get("history") or [{}])[-1].get("stopped_at") is not None
-    ]
-    return {
-        "run": chosen,
-        "rule": QUANTILE_RULE,
-        "holdout_acc": holdout_acc,
-        "estimated_gap": estimates,
-        "reached_level": reached,
-    }
-
-
 SCENARIOS = ("classes", "random", "concept", "style")
 GROUPS = {"digits": DIGITS_COARSE, "cifar10": CIFAR10_COARSE}
 CONCEPT = {"digits": 8, "cifar10": 5}  # CIFAR-10: dog, inside "pets"
@@ -203,10 +162,6 @@ def results_name(data: str) -> str:
     return "scenarios_cpu" if data == "cifar10" else f"scenarios_{data}_cpu"
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -230,60 +185,33 @@ def setup(args, device):
         arch, arch_args = "small_cnn", {"num_classes": 10, "in_channels": 1, "width": 16}
         train_cfg = dict(DIGITS_TRAIN)
     else:
-        import cifar10_classwise as classwise
-
-        cargs = classwise.parse_args(["--data-root", args.data_root, "--cache", args.cache])
-        arch, arch_args, train_cfg, _, data = classwise.setup(cargs)
+        arch, arch_args, train_cfg, data = bench.cifar10_protocol(args.data_root)
     original = trained(args, data, arch, arch_args, train_cfg, device, None)
     return data, arch, arch_args, train_cfg, original
 
 
+DATA_LABELS = {
+    "digits": "digits, 20 % of each class held out (seed 0)",
+    "cifar10": bench.CIFAR10_DATA_LABEL,  # the class-wise benchmark's: one cache for both
+}
+
+
 def trained(args, data, arch, arch_args, train_cfg, device, spec, variant="") -> Result:
-    """The original (``spec=None``) or the model retrained without ``spec``'s forget set,
-    cached by a hash of the whole configuration (``variant`` names a relabelled or stylised
-    data set)."""
-    key = {
-        "label": f"{arch} on {args.data}{variant} without {spec.to_dict() if spec else 'nothing'}",
-        "variant": variant,
-        "arch": arch,
-        "arch_args": arch_args,
-        "train": train_cfg,
-        "seed": args.seed,
-        "excluded": [] if spec is None else spec.to_dict(),
-        "data": f"{args.data} with validation held out",
-        "code": 1,
-        "device": device.type,
-    }
-    if args.data == "cifar10" and spec is None and not variant:  # the class-wise original
-        import cifar10_classwise as classwise
-
-        cargs = classwise.parse_args(["--data-root", args.data_root, "--cache", args.cache])
-        model, record = classwise.trained_model(
-            cargs, arch, arch_args, train_cfg, data, device, args.seed
-        )
-        return Result(model.eval(), "train", TrainConfig(), [], record["seconds"])
-
-    def build():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            initial = famr.create_model(arch, **arch_args)
-        if spec is None:
-            log("training the original")
-            result = famr.train(
-                initial, data.train, device=device, **{"seed": args.seed, **train_cfg}
-            )
-        else:
-            log(f"retraining without {spec.to_dict()}")
-            splits = spec.split(data.train, data.test, data.num_classes)
-            result = famr.train(
-                initial, splits.retain, device=device, **{"seed": args.seed, **train_cfg}
-            )
-        return result.model, {"seconds": result.seconds}
-
-    model, record = common.cached_training(Path(args.cache), key, build, log)
-    return Result(
-        model.eval(), "retrain" if spec else "train", TrainConfig(), [], record["seconds"]
+    """The original (``spec=None``) or the model retrained without ``spec``'s forget set, the
+    one way every benchmark trains them (famr.bench.trained_model: cached by configuration;
+    ``variant`` names a relabelled or stylised data set)."""
+    model, record = bench.trained_model(
+        Path(args.cache),
+        data,
+        arch=arch,
+        arch_args=arch_args,
+        train_config={k: v for k, v in train_cfg.items() if k != "seed"},
+        seed=args.seed,
+        data_label=DATA_LABELS[args.data] + variant,
+        device=device,
+        without=spec,
     )
+    return bench.as_result(model, record, "retrain" if spec else "train")
 
 
 def sequential_runs(original, splits_all, first, second, data, device, reference, retrain_seconds):
@@ -327,6 +255,7 @@ def sequential_runs(original, splits_all, first, second, data, device, reference
 
 
 def main(argv=None) -> int:
+    bench.reexec_with_tcmalloc()
     args = parse_args(argv)
     if args.table_only:
         import json
@@ -334,7 +263,7 @@ def main(argv=None) -> int:
         out = HERE.parent / "results" / f"{results_name(args.data)}.json"
         write_table(json.loads(out.read_text()))
         return 0
-    device = famr.resolve_device(args.device)
+    device = resolve_device(args.device)
     data, arch, arch_args, train_cfg, original = setup(args, device)
     blocks = {}
     if "classes" in args.scenarios:
@@ -399,8 +328,8 @@ def main(argv=None) -> int:
         holdout_acc = famr.evaluate(
             original.model, test_retain=data.validation, metrics=["test_retain_acc"], device=device
         )["test_retain_acc"]
-        blocks["random"]["chosen_famr_quantile"] = choose_quantile(
-            experiment.results["runs"], holdout_acc
+        blocks["random"]["chosen_famr_quantile"] = bench.choose_quantile(
+            experiment.results["runs"], holdout_acc, list(QUANTILE_RUNS)
         )
     if "concept" in args.scenarios:
         blocks["concept"] = concept_scenario(args, data, arch, arch_args, train_cfg, device)
@@ -439,7 +368,7 @@ def write(args, arch, train_cfg, blocks) -> None:
     stamp = {
         "command": "python benchmarks/scenarios.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "environment": common.environment(),
+        "environment": bench.environment(),
     }
     blocks = {name: {**block, **stamp} for name, block in blocks.items()}
     previous = json.loads(out.read_text()) if out.exists() else {}
@@ -532,7 +461,7 @@ def write_table(payload) -> None:
                     f"\n`{run}`: ‖θ−θ₀‖ = {e['distance_from_original']:.3f} within the composed "
                     f"certificate bound {e['deviation_bound_from_original']:.3f}."
                 )
-    common.update_benchmarks_md(results_name(payload["data"]), "\n".join(lines))
+    bench.update_benchmarks_md(results_name(payload["data"]), "\n".join(lines))
 
 
 if __name__ == "__main__":

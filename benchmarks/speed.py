@@ -16,21 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
-
-common.reexec_with_tcmalloc()
-
-import torch  # noqa: E402
-
-import famr  # noqa: E402
-from famr import io  # noqa: E402
-from famr.config import OptimConfig  # noqa: E402
-from famr.data.tensors import TensorBatches, crop_flip, to_float  # noqa: E402
-from famr.loop import Streams, optimise  # noqa: E402
-from famr.losses import anchor_penalty, cross_entropy, uniform_cross_entropy  # noqa: E402
-from famr.parts import L2Anchor  # noqa: E402
+import famr
+from famr import bench, io
+from famr.config import OptimConfig
+from famr.data.tensors import TensorBatches, crop_flip, to_float
+from famr.loop import Streams, optimise
+from famr.losses import anchor_penalty, cross_entropy, uniform_cross_entropy
+from famr.parts import L2Anchor
 
 
 def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps=30):
@@ -64,6 +58,7 @@ def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps
 
 
 def main() -> int:
+    bench.reexec_with_tcmalloc()
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--data-root", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
@@ -105,7 +100,7 @@ def main() -> int:
         }
         results["rows"].append(row)
         print(row, flush=True)
-    env = common.environment()
+    env = bench.environment()
     payload = {
         "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
@@ -142,7 +137,7 @@ def main() -> int:
             f"{1e3 * r['famr_step_s']:.1f} | {r['famr_over_sgd']:.3f} | {1e3 * r['famr_autograd_anchor_step_s']:.1f} | "
             f"{r['autograd_anchor_over_sgd']:.3f} |"
         )
-    common.update_benchmarks_md(f"speed_cpu_{kind}", "\n".join(lines))
+    bench.update_benchmarks_md(f"speed_cpu_{kind}", "\n".join(lines))
     print(f"wrote {out} and BENCHMARKS.md")
     return 0
 

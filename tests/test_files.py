@@ -4,8 +4,6 @@ silently replace each other's results, and permissions follow the umask."""
 
 from __future__ import annotations
 
-import contextlib
-import io as stdio
 import json
 import os
 import subprocess
@@ -13,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import copy_checkpoint, files_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,24 +25,6 @@ def checkpoint(tmp_path_factory):
     path = folder / "m.safetensors"
     assert main(["train", "--epochs", "3", "--out", str(path), "--quiet"]) == 0
     return path
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes (symlinks by their target's bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = stdio.StringIO(), stdio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    dst.write_bytes(src.read_bytes())
-    io.sidecar_path(dst).write_bytes(io.sidecar_path(src).read_bytes())
-    return dst
 
 
 def _mode(path: Path) -> int:
@@ -66,12 +47,12 @@ def test_outputs_appear_together_or_not_at_all(tmp_path):
             out.write_text(tmp_path / "a.txt", "new a")
             out.write_text(tmp_path / "b.txt", "new b")
             raise RuntimeError("crash before the commit")
-    assert _files(tmp_path) == {"a.txt": b"old a"}
+    assert files_in(tmp_path) == {"a.txt": b"old a"}
     with io.Outputs([tmp_path / "a.txt", tmp_path / "b.txt"], overwrite=True) as out:
         out.write_text(tmp_path / "a.txt", "new a")
         out.write_text(tmp_path / "b.txt", "new b")
         out.commit()
-    assert _files(tmp_path) == {"a.txt": b"new a", "b.txt": b"new b"}
+    assert files_in(tmp_path) == {"a.txt": b"new a", "b.txt": b"new b"}
 
 
 def test_a_failed_run_leaves_no_folder_behind(tmp_path):
@@ -82,7 +63,7 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_overwrite_replaces_only_the_named_files(tmp_path):
+def test_overwrite_replaces_only_the_namedfiles_in(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "old.txt").write_text("a file famr did not write")
@@ -92,7 +73,10 @@ def test_overwrite_replaces_only_the_named_files(tmp_path):
     with io.Outputs([folder / "new.txt"], overwrite=True) as out:
         out.write_text(folder / "new.txt", "new")
         out.commit()
-    assert _files(tmp_path) == {"run/old.txt": b"a file famr did not write", "run/new.txt": b"new"}
+    assert files_in(tmp_path) == {
+        "run/old.txt": b"a file famr did not write",
+        "run/new.txt": b"new",
+    }
 
 
 def test_a_file_that_appears_during_the_run_is_not_replaced(tmp_path):
@@ -107,7 +91,7 @@ def test_a_file_that_appears_during_the_run_is_not_replaced(tmp_path):
         second.write_text(a, "second weights")
         second.write_text(b, "second sidecar")
         second.commit()
-    assert _files(tmp_path) == {"m.safetensors": b"first weights", "m.json": b"first sidecar"}
+    assert files_in(tmp_path) == {"m.safetensors": b"first weights", "m.json": b"first sidecar"}
 
 
 def test_a_lost_race_on_the_second_file_rolls_back_the_first(tmp_path):
@@ -118,7 +102,7 @@ def test_a_lost_race_on_the_second_file_rolls_back_the_first(tmp_path):
         late.write_text(a, "weights")
         late.write_text(b, "sidecar")
         late.commit()
-    assert _files(tmp_path) == {"m.json": b"someone else's sidecar"}
+    assert files_in(tmp_path) == {"m.json": b"someone else's sidecar"}
 
 
 def test_files_and_folders_follow_the_umask(tmp_path):
@@ -151,8 +135,8 @@ INPUTS = ("m.safetensors", "m.json", "a.safetensors", "a.json", "ids.txt", "cfg.
 
 
 def _inputs_folder(checkpoint: Path, folder: Path) -> None:
-    _copy(checkpoint, folder / "m.safetensors")
-    _copy(checkpoint, folder / "a.safetensors")
+    copy_checkpoint(checkpoint, folder / "m.safetensors")
+    copy_checkpoint(checkpoint, folder / "a.safetensors")
     (folder / "ids.txt").write_text("1 2 3\n")
     (folder / "cfg.json").write_text('{"epochs": 1}')
 
@@ -208,22 +192,22 @@ def test_no_output_of_forget_is_ever_one_of_its_inputs(
     else:
         out = folder / "o.safetensors"
         audit = _alias(folder, target, how, "o.audit.json")
-    before = _files(folder)
+    before = files_in(folder)
     argv = ["forget", "--checkpoint", str(folder / "m.safetensors")]
     argv += ["--indices", str(folder / "ids.txt"), "--anchor", str(folder / "a.safetensors")]
     argv += ["--config", str(folder / "cfg.json"), "--method", "finetune"]
     argv += ["--out", str(out), "--quiet"]
     argv += ["--audit", str(audit)] if audit else []
     argv += ["--overwrite"] if overwrite else []
-    code, _, err = _run(argv)
+    code, _, err = run_cli(argv)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "is the input" in err or "named twice" in err, err
-    assert _files(folder) == before
+    assert files_in(folder) == before
 
 
 def test_indices_file_and_reference_are_inputs_too(checkpoint, tmp_path):
     _inputs_folder(checkpoint, tmp_path)
-    before = _files(tmp_path)
+    before = files_in(tmp_path)
     base = ["forget", "--checkpoint", str(tmp_path / "m.safetensors"), "--quiet", "--overwrite"]
     for argv in (
         [
@@ -245,18 +229,18 @@ def test_indices_file_and_reference_are_inputs_too(checkpoint, tmp_path):
             str(tmp_path / "a.safetensors"),
         ],
     ):
-        code, _, err = _run(argv)
+        code, _, err = run_cli(argv)
         assert code == 2 and "is the input" in err, err
-    assert _files(tmp_path) == before
+    assert files_in(tmp_path) == before
 
 
 @pytest.mark.parametrize("command", ["certify", "sweep-lambda"])
 def test_folder_commands_never_empty_their_folder(checkpoint, tmp_path, monkeypatch, command):
     """Issue 19, item 1: `certify --out c --overwrite` deleted c's checkpoints and record."""
-    _copy(checkpoint, tmp_path / "m.safetensors")
+    copy_checkpoint(checkpoint, tmp_path / "m.safetensors")
     forgot = tmp_path / "f3.safetensors"
     assert (
-        _run(
+        run_cli(
             [
                 "forget",
                 "--checkpoint",
@@ -273,7 +257,7 @@ def test_folder_commands_never_empty_their_folder(checkpoint, tmp_path, monkeypa
         == 0
     )
     (tmp_path / "notes.txt").write_text("mine")
-    before = _files(tmp_path)
+    before = files_in(tmp_path)
     monkeypatch.chdir(tmp_path)
     if command == "certify":
         argv = ["certify", "--original", "m.safetensors", "--unlearned", "f3.safetensors"]
@@ -283,9 +267,9 @@ def test_folder_commands_never_empty_their_folder(checkpoint, tmp_path, monkeypa
         argv = ["sweep-lambda", "--checkpoint", "m.safetensors", "--classes", "3"]
         argv += ["--lams", "0.1,1", "--set", "epochs=2", "--out", ".", "--overwrite"]
         made = {"sweep.json", "sweep.md", "lambda_path.png"}
-    code, _, err = _run(argv)
+    code, _, err = run_cli(argv)
     assert code in (0, 3), err
-    after = _files(tmp_path)
+    after = files_in(tmp_path)
     assert set(after) == set(before) | made  # nothing removed, no stray temporary folder
     assert all(after[name] == data for name, data in before.items())
     assert _mode(tmp_path / sorted(made)[0]) == 0o666 & ~_umask()
@@ -295,24 +279,24 @@ def test_a_folder_output_that_is_a_file_is_refused_untouched(checkpoint, tmp_pat
     file = tmp_path / "model.safetensors"
     file.write_bytes(b"precious")
     argv = ["certify", "--original", str(checkpoint), "--unlearned", str(checkpoint)]
-    code, _, err = _run([*argv, "--classes", "3", "--out", str(file), "--overwrite"])
+    code, _, err = run_cli([*argv, "--classes", "3", "--out", str(file), "--overwrite"])
     assert code == 2 and "is a file" in err
     assert file.read_bytes() == b"precious"
 
 
-def test_audit_at_an_existing_folder_fails_before_the_run(checkpoint, tmp_path):
+def test_audit_at_an_existing_folder_fails_before_therun_cli(checkpoint, tmp_path):
     """Issue 19, item 4: weights and sidecar were written, then the audit record crashed."""
     (tmp_path / "records").mkdir()
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
     argv += ["--out", str(tmp_path / "o.safetensors"), "--audit", str(tmp_path / "records")]
-    code, out, err = _run([*argv, "--quiet"])
+    code, out, err = run_cli([*argv, "--quiet"])
     assert code == 2 and "existing folder" in err and out == ""
-    assert _files(tmp_path) == {}
+    assert files_in(tmp_path) == {}
 
 
-def test_an_output_in_a_read_only_place_fails_before_the_run(checkpoint):
+def test_an_output_in_a_read_only_place_fails_before_therun_cli(checkpoint):
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
-    code, out, err = _run([*argv, "--out", "/proc/famr/o.safetensors", "--quiet"])
+    code, out, err = run_cli([*argv, "--out", "/proc/famr/o.safetensors", "--quiet"])
     assert code == 2 and "not writable" in err and out == ""
 
 
@@ -399,7 +383,7 @@ def test_a_real_interrupt_during_the_commit_is_delivered_after_it(tmp_path, monk
                 out.write_text(f, f.name)
             out.commit()
     blocker.set()
-    assert out.committed and _files(tmp_path) == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
+    assert out.committed and files_in(tmp_path) == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
 
 
 def test_a_folder_that_appears_at_an_output_is_never_moved(tmp_path):
@@ -414,7 +398,7 @@ def test_a_folder_that_appears_at_an_output_is_never_moved(tmp_path):
         late.write_text(a, "new a")
         late.write_text(b, "new b")
         late.commit()
-    assert _files(tmp_path) == {"a.txt": b"old a", "b.txt/precious.txt": b"mine"}
+    assert files_in(tmp_path) == {"a.txt": b"old a", "b.txt/precious.txt": b"mine"}
 
 
 def test_no_output_lies_among_the_data(checkpoint, tmp_path):
@@ -423,5 +407,5 @@ def test_no_output_lies_among_the_data(checkpoint, tmp_path):
         for name in ("a", "b"):
             (root / split / name).mkdir(parents=True)
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--data-root", str(root)]
-    code, _, err = _run([*argv, "--out", str(root / "train" / "a" / "o.safetensors")])
+    code, _, err = run_cli([*argv, "--out", str(root / "train" / "a" / "o.safetensors")])
     assert code == 2 and "inside --data-root" in err

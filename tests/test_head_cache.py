@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import famr
+from famr.methods import METHODS
 from famr.methods.head import can_cache, head_inputs
 
 
@@ -53,7 +54,7 @@ def test_fast_path_is_taken_and_runs_the_body_once_per_image(tiny, method):
 
 def test_fast_path_conditions():
     model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
-    cfg = famr.METHODS.get("famr").meta["config"]
+    cfg = METHODS.get("famr").meta["config"]
     assert can_cache(model, cfg())
     assert not can_cache(model, cfg(params="all"))
     assert not can_cache(model, cfg(augment="crop_flip"))

@@ -3,8 +3,6 @@ is wrong, and bad input is a one-line error (exit 2) that leaves every file as i
 
 from __future__ import annotations
 
-import contextlib
-import io as stdio
 import json
 import math
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import copy_checkpoint, files_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -20,6 +19,7 @@ from torch.utils.data import TensorDataset
 import famr
 from famr import audit, io
 from famr.cli import main
+from famr.config import OptimConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -42,32 +42,15 @@ def forgotten(checkpoint, tmp_path_factory):
     return out
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = stdio.StringIO(), stdio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _refused(argv, folder: Path, match: str, code: int = 2) -> str:
     """Run ``argv``: exit ``code``, one line on stderr holding ``match``, ``folder`` as it was."""
-    before = _files(folder)
-    got, _, err = _run(argv)
+    before = files_in(folder)
+    got, _, err = run_cli(argv)
     assert got == code, err
     assert len(err.strip().splitlines()) == 1, err
     assert match in err, err
-    assert _files(folder) == before
+    assert files_in(folder) == before
     return err
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    dst.write_bytes(src.read_bytes())
-    io.sidecar_path(dst).write_bytes(io.sidecar_path(src).read_bytes())
-    return dst
 
 
 # --- item 6: the default never degrades a model quietly ----------------------------------
@@ -88,7 +71,7 @@ def test_out_of_range_momentum_is_refused_up_front(checkpoint, tmp_path):
     argv += ["--set", "momentum=2", "--set", "lr=0.5", "--out", str(tmp_path / "o.safetensors")]
     _refused(argv, tmp_path, "momentum=2.0 is not valid")
     with pytest.raises(ValueError, match="momentum=1.0"):
-        famr.OptimConfig(momentum=1.0)
+        OptimConfig(momentum=1.0)
 
 
 def test_an_uncertified_run_is_refused_unless_asked_for(checkpoint, tmp_path):
@@ -96,7 +79,7 @@ def test_an_uncertified_run_is_refused_unless_asked_for(checkpoint, tmp_path):
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--lam", "0"]
     argv += ["--epochs", "2", "--out", str(out), "--quiet"]
     _refused(argv, tmp_path, "not certified", code=3)
-    code, _, err = _run([*argv, "--write-anyway"])
+    code, _, err = run_cli([*argv, "--write-anyway"])
     assert code == 0, err
     checks = json.loads(out.with_suffix(".audit.json").read_text())["checks"]
     assert "not certified" in checks["refused"] and checks["written_anyway"]
@@ -108,7 +91,7 @@ def test_a_collapsed_model_is_refused(checkpoint, tmp_path):
     argv += ["--method", "gradient_ascent", "--out", str(tmp_path / "o.safetensors"), "--quiet"]
     err = _refused(argv, tmp_path, "--max-retain-drop", code=3)
     assert "fell" in err
-    code, _, _ = _run([*argv, "--max-retain-drop", "100"])
+    code, _, _ = run_cli([*argv, "--max-retain-drop", "100"])
     assert code == 0
 
 
@@ -147,22 +130,22 @@ def test_a_hostile_sidecar_is_an_error_or_harmless(
     checkpoint, tmp_path_factory, key, value, delete
 ):
     folder = tmp_path_factory.mktemp("sidecar")
-    model = _copy(checkpoint, folder / "m.safetensors")
+    model = copy_checkpoint(checkpoint, folder / "m.safetensors")
     meta = json.loads(io.sidecar_path(model).read_text())
     if delete:
         meta.pop(key, None)
     else:
         meta[key] = value
     io.sidecar_path(model).write_text(json.dumps(meta))
-    before = _files(folder)
+    before = files_in(folder)
     argv = ["forget", "--checkpoint", str(model), "--classes", "3", "--epochs", "1"]
-    code, _, err = _run([*argv, "--out", str(folder / "o.safetensors"), "--quiet"])
+    code, _, err = run_cli([*argv, "--out", str(folder / "o.safetensors"), "--quiet"])
     assert code in (0, 2), err  # never a traceback, never a half-written result
     if code == 2:
-        assert len(err.strip().splitlines()) == 1 and _files(folder) == before
+        assert len(err.strip().splitlines()) == 1 and files_in(folder) == before
     else:
         assert (folder / "o.safetensors").exists()
-        assert all(_files(folder)[name] == data for name, data in before.items())
+        assert all(files_in(folder)[name] == data for name, data in before.items())
     if key in MUST_REFUSE or (key == "arch_args" and not isinstance(value, dict)):
         assert code == 2, (key, value, delete)
     if (
@@ -175,7 +158,7 @@ def test_a_hostile_sidecar_is_an_error_or_harmless(
 
 def test_a_missing_or_null_weights_hash_is_refused(checkpoint, tmp_path):
     """Issue 19, item 9: deleting the hash switched the integrity check off."""
-    model = _copy(checkpoint, tmp_path / "m.safetensors")
+    model = copy_checkpoint(checkpoint, tmp_path / "m.safetensors")
     meta = json.loads(io.sidecar_path(model).read_text())
     for value in (None, "deleted"):
         if value == "deleted":
@@ -220,7 +203,7 @@ def test_verify_never_passes_an_edited_record(forgotten, tmp_path_factory, key, 
     original = json.dumps(record)
     _edit(record, key, value)
     (folder / "f3.audit.json").write_text(json.dumps(record))
-    code, out, err = _run(["verify", str(folder / "f3.audit.json")])
+    code, out, err = run_cli(["verify", str(folder / "f3.audit.json")])
     if json.dumps(record) == original:
         assert code == 0, out + err
     elif key in audit.UNCHECKED and value != "<delete>" and audit.FIELDS[key][0](value):
@@ -243,7 +226,7 @@ def test_verify_checks_method_config_and_certificate(forgotten, tmp_path, key, v
     record["input"]["checkpoint"] = str(source)
     _edit(record, key, value)
     (tmp_path / "f3.audit.json").write_text(json.dumps(record))
-    code, out, _ = _run(["verify", str(tmp_path / "f3.audit.json")])
+    code, out, _ = run_cli(["verify", str(tmp_path / "f3.audit.json")])
     assert code == 4 and f"MISMATCH record {key.split('.')[0]}" in out
 
 
@@ -413,7 +396,7 @@ def test_sweep_lambda_runs_every_anchored_method(checkpoint, tmp_path):
     """`sweep-lambda --method famr_retain` always failed in matplotlib (no certificate)."""
     argv = ["sweep-lambda", "--checkpoint", str(checkpoint), "--classes", "3", "--lams", "0,1"]
     argv += ["--method", "famr_retain", "--set", "epochs=1", "--out", str(tmp_path / "s")]
-    code, _, err = _run(argv)
+    code, _, err = run_cli(argv)
     assert code == 0, err
     rows = json.loads((tmp_path / "s" / "sweep.json").read_text())["rows"]
     assert rows[0]["distance"] > rows[1]["distance"] > 0
@@ -429,7 +412,7 @@ def test_special_files_are_never_replaced_even_with_overwrite(checkpoint, tmp_pa
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--audit", str(fifo)]
-    code, _, err = _run([*argv, "--out", str(tmp_path / "o.safetensors"), "--overwrite"])
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "o.safetensors"), "--overwrite"])
     assert code == 2 and "not a regular file" in err
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
@@ -448,7 +431,7 @@ def test_an_interrupt_after_the_outputs_are_placed_is_not_reported_as_nothing_wr
 
     monkeypatch.setattr(io.Outputs, "commit", commit_then_interrupt)
     out = tmp_path / "o.safetensors"
-    code, _, err = _run(
+    code, _, err = run_cli(
         [
             "forget",
             "--checkpoint",
@@ -498,7 +481,7 @@ def test_verify_refuses_edits_to_the_request_and_the_version(forgotten, tmp_path
         }[key]
         record["request"][key] = value
     (tmp_path / "f3.audit.json").write_text(json.dumps(record))
-    code, out, err = _run(["verify", str(tmp_path / "f3.audit.json")])
+    code, out, err = run_cli(["verify", str(tmp_path / "f3.audit.json")])
     assert code in (2, 4), out + err
     assert len(err.strip().splitlines()) == 1
 
@@ -512,7 +495,7 @@ def test_json_nested_too_deeply_is_a_one_line_error(checkpoint, tmp_path):
         [*base, "--indices", str(tmp_path / "deep.json")],
         ["verify", str(tmp_path / "deep.json")],
     ):
-        code, _, err = _run(argv)
+        code, _, err = run_cli(argv)
         assert code == 2 and "nested too deeply" in err and len(err.strip().splitlines()) == 1
 
 
@@ -526,7 +509,7 @@ def test_settings_torch_cannot_hold_are_refused_up_front(checkpoint, tmp_path):
     ):
         _refused([*base, "--set", setting], tmp_path, match)
     with pytest.raises(ValueError, match="epochs=True"):
-        famr.OptimConfig(epochs=True)
+        OptimConfig(epochs=True)
 
 
 def test_a_run_that_diverges_on_its_last_step_exits_as_diverged(digits_model, digits_splits):
@@ -540,21 +523,21 @@ def test_a_run_that_diverges_on_its_last_step_exits_as_diverged(digits_model, di
     entry = Entry(
         "broken",
         last_step_nan,
-        {"config": famr.OptimConfig, "needs": ("forget",), "certificate": False},
+        {"config": OptimConfig, "needs": ("forget",), "certificate": False},
     )
     with pytest.raises(famr.DivergenceError, match="non-finite weights"):
         famr.unlearn(digits_model, digits_splits, method=entry)
 
 
-def test_an_output_under_a_dangling_symlink_fails_before_the_run(checkpoint, tmp_path):
+def test_an_output_under_a_dangling_symlink_fails_before_therun_cli(checkpoint, tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
-    code, out, err = _run([*argv, "--out", str(tmp_path / "link" / "o.safetensors"), "--quiet"])
+    code, out, err = run_cli([*argv, "--out", str(tmp_path / "link" / "o.safetensors"), "--quiet"])
     assert code == 2 and "symlink to nothing" in err and out == ""
 
 
 def test_a_hostile_deviation_chain_in_the_input_is_refused(checkpoint, tmp_path):
-    model = _copy(checkpoint, tmp_path / "m.safetensors")
+    model = copy_checkpoint(checkpoint, tmp_path / "m.safetensors")
     meta = json.loads(io.sidecar_path(model).read_text())
     for bound in (float("nan"), True, -1.0):
         meta["deviation_chain"] = {"origin_sha256": "0" * 64, "steps": [], "bound": bound}
@@ -568,7 +551,7 @@ def test_an_infinite_bound_is_not_a_certificate(checkpoint, tmp_path):
     argv += ["--epochs", "2", "--out", str(tmp_path / "o.safetensors"), "--quiet"]
     err = _refused(argv, tmp_path, "no finite bound", code=3)
     assert "did not decrease" not in err
-    code, _, err = _run([*argv, "--write-anyway", "--max-retain-drop", "0"])
+    code, _, err = run_cli([*argv, "--write-anyway", "--max-retain-drop", "0"])
     refused = json.loads((tmp_path / "o.audit.json").read_text())["checks"]["refused"]
     assert code == 0 and "no finite bound" in refused and "fell" in refused  # both reasons
 
@@ -599,7 +582,7 @@ def test_api_inputs_that_used_to_crash_or_mislead(digits_model, digits_splits):
 @pytest.mark.parametrize("text", ["\u0663", "3,", "3,,5", " "])
 def test_class_lists_take_ascii_integers_only(checkpoint, tmp_path, text):
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", text]
-    code, _, err = _run([*argv, "--out", str(tmp_path / "o.safetensors")])
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "o.safetensors")])
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
@@ -636,12 +619,12 @@ def test_verify_accepts_a_version_1_record(forgotten, tmp_path):
     del record["checks"], record["request"]["validation"]
     record["output"]["metadata_sha256"] = hashlib.sha256(side.encode()).hexdigest()
     (tmp_path / "f3.audit.json").write_text(json.dumps(record))
-    code, out, err = _run(["verify", str(tmp_path / "f3.audit.json")])
+    code, out, err = run_cli(["verify", str(tmp_path / "f3.audit.json")])
     assert code == 0, out + err
 
 
 def test_hostile_metadata_never_reaches_a_traceback(checkpoint, forgotten, tmp_path):
-    unlearned = _copy(forgotten, tmp_path / "u.safetensors")
+    unlearned = copy_checkpoint(forgotten, tmp_path / "u.safetensors")
     meta = json.loads(io.sidecar_path(unlearned).read_text())
     for key, value in (
         ("anchor", "x"),
@@ -652,7 +635,7 @@ def test_hostile_metadata_never_reaches_a_traceback(checkpoint, forgotten, tmp_p
     ):
         io.sidecar_path(unlearned).write_text(json.dumps({**meta, key: value}))
         argv = ["certify", "--original", str(checkpoint), "--unlearned", str(unlearned)]
-        code, _, err = _run([*argv, "--classes", "3", "--out", str(tmp_path / "c")])
+        code, _, err = run_cli([*argv, "--classes", "3", "--out", str(tmp_path / "c")])
         assert code == 2 and len(err.strip().splitlines()) == 1, (key, err)
         assert not (tmp_path / "c").exists()
 
@@ -667,5 +650,5 @@ def test_a_concept_record_without_its_fields_is_a_one_line_error(forgotten, tmp_
     record["request"]["forget"] = {"kind": "concept"}
     record["request"]["coarse"] = "digits"
     (tmp_path / "f3.audit.json").write_text(json.dumps(record))
-    code, _, err = _run(["verify", str(tmp_path / "f3.audit.json")])
+    code, _, err = run_cli(["verify", str(tmp_path / "f3.audit.json")])
     assert code in (2, 4) and len(err.strip().splitlines()) == 1

@@ -65,7 +65,7 @@ def test_label_smoothed_cross_entropy_known_answer():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan")])
 def test_train_config_refuses_bad_label_smoothing(bad):
-    from famr import TrainConfig
+    from famr.config import TrainConfig
 
     with pytest.raises(ValueError, match="label_smoothing=.* must be in \\[0, 1\\)"):
         TrainConfig(label_smoothing=bad)

@@ -1,21 +1,24 @@
 """famr: post-hoc machine unlearning for image classifiers.
 
-The flat public API::
+The public API is what a user calls::
 
     import famr
+    data = famr.load_dataset("digits")
     request = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
     result = famr.unlearn(model, request, method="famr", lam=0.1)
     metrics = famr.evaluate(result.model, **request.evaluation_sets())
     attacks = famr.attack(result.model, famr.AttackData(request, validation, original=model))
+
+Registries, configs and the lower layers are in their modules (``famr.methods.METHODS``,
+``famr.config.OptimConfig``, ``famr.theory``, ...).
 """
 
-from .api import Result, evaluate, predict, resolve_device, train, unlearn
-from .attacks import ATTACKS, AttackData, attack, list_attacks
-from .config import OptimConfig, TrainConfig
+from ._version import __version__ as __version__
+from .api import Result, evaluate, predict, train, unlearn
+from .attacks import AttackData, attack, list_attacks, register_attack
 from .data import (
     ClassForget,
     ConceptForget,
-    ImageData,
     RandomForget,
     SampleForget,
     Splits,
@@ -24,43 +27,33 @@ from .data import (
     load_dataset,
 )
 from .loop import DivergenceError
-from .methods import METHODS, list_methods
-from .metrics import METRICS, list_metrics
-from .metrics.gaps import gaps
+from .methods import list_methods, register_method
+from .metrics import list_metrics, register_metric
 from .models import create_model, list_models
-from .theory import deviation_certificate
-
-__version__ = "0.1.0"
 
 __all__ = [
-    "ATTACKS",
     "AttackData",
-    "attack",
-    "list_attacks",
-    "METHODS",
-    "METRICS",
     "ClassForget",
     "ConceptForget",
-    "StyleForget",
-    "RandomForget",
-    "SampleForget",
     "DivergenceError",
-    "ImageData",
-    "OptimConfig",
+    "RandomForget",
     "Result",
+    "SampleForget",
     "Splits",
-    "TrainConfig",
+    "StyleForget",
+    "attack",
     "create_model",
-    "deviation_certificate",
     "evaluate",
-    "gaps",
+    "list_attacks",
     "list_datasets",
     "list_methods",
     "list_metrics",
     "list_models",
     "load_dataset",
     "predict",
-    "resolve_device",
+    "register_attack",
+    "register_method",
+    "register_metric",
     "train",
     "unlearn",
 ]

@@ -353,7 +353,7 @@ def train(
         dataset: Data set of ``(image, label)`` pairs.
         device: Where to run.
         progress: Optional ``progress(step, total)`` callback.
-        **config: Fields of :class:`famr.TrainConfig`.
+        **config: Fields of :class:`famr.config.TrainConfig`.
 
     Returns:
         A :class:`Result` with method ``"train"``.

@@ -199,7 +199,7 @@ def run_class_forgetting(
         data: The data set.
         classes: Class indices to forget.
         arch: Architecture name; ``arch_args`` its extra arguments.
-        train_config: :class:`famr.TrainConfig` fields for the original model and the
+        train_config: :class:`famr.config.TrainConfig` fields for the original model and the
             retrained reference (the same schedule for both).
         methods: ``{run name: config}`` as in :func:`compare_methods` (default: every method
             but ``retrain`` and those that need held-out data, with its default config).

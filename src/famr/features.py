@@ -55,7 +55,7 @@ def layer_inputs(
     Raises:
         ValueError: The model has no submodule of that name (the message lists a few).
     """
-    from .loop import head_name
+    from .models import head_name
 
     name = head_name(model) if layer is None else layer
     try:

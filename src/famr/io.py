@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from ._version import __version__
 from .models import create_model
 
 FORMAT_VERSION = 1
@@ -694,7 +695,7 @@ def environment() -> dict[str, Any]:
     import sklearn
 
     return {
-        "famr": __import__("famr").__version__,
+        "famr": __version__,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "sklearn": sklearn.__version__,

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from . import distributed
 from .config import OptimConfig
 from .losses import squared_distance
+from .models import head_name  # noqa: F401  (famr.loop.head_name, as before)
 from .parts import Part
 
 Batch = dict[str, tuple[Tensor, Tensor]]
@@ -30,14 +31,6 @@ Progress = Callable[[int, int], None]
 
 class DivergenceError(RuntimeError):
     """The objective became NaN or infinite; the run stopped and no model should be kept."""
-
-
-def head_name(model: nn.Module) -> str:
-    """The name of the model's classifier: its last ``nn.Linear`` in registration order."""
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("params='head' needs an nn.Linear classifier; the model has none")
-    return linears[-1]
 
 
 def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Parameter]]:

@@ -25,7 +25,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         values = _floats(getattr(args, name), name)
         if values is not None:
             arch_args[name] = values
-    from ..loop import head_name
+    from ..models import head_name
     from ..models.external import map_keys, read_state_dict
     from ..models.hub import replace_head
 

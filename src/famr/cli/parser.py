@@ -76,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="famr", description="Post-hoc machine unlearning for image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_demo(sub)
+    _add_train(sub)
+    _add_forget(sub)
+    _add_import(sub)
+    _add_certify(sub)
+    _add_verify(sub)
+    _add_sweep_lambda(sub)
+    _add_attack(sub)
+    sub.add_parser("methods", help="list the unlearning methods")
+    sub.add_parser("metrics", help="list the metrics and their directions")
+    return parser
+
+
+def _add_demo(sub) -> None:
+    """The ``demo`` command's flags."""
     demo = sub.add_parser(
         "demo",
         help="train, retrain and unlearn one digit with every method; print and save a report",
@@ -92,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_train(sub) -> None:
+    """The ``train`` command's flags."""
     tr = sub.add_parser("train", help="train a model and save it as a checkpoint")
     _add_data_flags(tr)
     tr.add_argument("--arch", default="small_cnn", help=f"architecture: {', '.join(list_models())}")
@@ -115,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true")
     _add_config_flags(tr)
 
+
+def _add_forget(sub) -> None:
+    """The ``forget`` command's flags."""
     fg = sub.add_parser("forget", help="unlearn classes from a saved model")
     _add_data_flags(fg)
     fg.add_argument(
@@ -183,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--quiet", action="store_true")
     _add_config_flags(fg)
 
+
+def _add_import(sub) -> None:
+    """The ``import`` command's flags."""
     im = sub.add_parser("import", help="convert another code base's weights into a famr checkpoint")
     im.add_argument(
         "--weights",
@@ -216,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--out", required=True, help="output .safetensors path")
     im.add_argument("--overwrite", action="store_true")
 
+
+def _add_certify(sub) -> None:
+    """The ``certify`` command's flags."""
     ce = sub.add_parser("certify", help="write the FAMR certificate of an unlearned checkpoint")
     _add_data_flags(ce)
     ce.add_argument("--original", required=True, help="checkpoint before unlearning")
@@ -236,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ce.add_argument("--overwrite", action="store_true")
 
+
+def _add_verify(sub) -> None:
+    """The ``verify`` command's flags."""
     ve = sub.add_parser(
         "verify",
         help="check an audit record: file hashes, the forget set, and the forget metrics",
@@ -250,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted difference of a re-evaluated metric, in points (default 0.01)",
     )
 
+
+def _add_sweep_lambda(sub) -> None:
+    """The ``sweep-lambda`` command's flags."""
     sw = sub.add_parser(
         "sweep-lambda", help="run FAMR over a lambda grid; plot forgetting vs retention"
     )
@@ -265,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--config")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE")
 
+
+def _add_attack(sub) -> None:
+    """The ``attack`` command's flags."""
     at = sub.add_parser(
         "attack",
         help="attack an unlearned checkpoint (linear probe, relearning) beside the original and "
@@ -300,7 +336,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder for attack.json, attack.md, attack.png"
     )
     at.add_argument("--overwrite", action="store_true")
-
-    sub.add_parser("methods", help="list the unlearning methods")
-    sub.add_parser("metrics", help="list the metrics and their directions")
-    return parser

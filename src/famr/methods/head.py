@@ -18,7 +18,7 @@ from torch import nn
 from ..config import OptimConfig
 from ..data.tensors import to_float
 from ..features import head_inputs
-from ..loop import head_name
+from ..models import head_name
 from . import MethodData
 
 logger = logging.getLogger(__name__)

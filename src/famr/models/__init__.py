@@ -74,6 +74,14 @@ def _check_arguments(name: Any, num_classes: Any, in_channels: Any, kwargs: dict
             )
 
 
+def head_name(model: nn.Module) -> str:
+    """The name of the model's classifier: its last ``nn.Linear`` in registration order."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("params='head' needs an nn.Linear classifier; the model has none")
+    return linears[-1]
+
+
 def list_models() -> list[str]:
     """Registered architecture names."""
     return MODELS.names()

@@ -91,7 +91,7 @@ def create_hub_model(
 def replace_head(model: nn.Module, num_classes: int, seed: int = 0) -> nn.Module:
     """Replace the model's classifier (its last ``nn.Linear``) by a fresh one with
     ``num_classes`` outputs, initialised like ``nn.Linear`` from ``seed``. In place."""
-    from ..loop import head_name
+    from . import head_name
 
     name = head_name(model)
     old = model.get_submodule(name)

@@ -271,7 +271,7 @@ def certify(
         Newton step, CG info) where computed.
     """
     from ..features import head_inputs
-    from ..loop import head_name
+    from ..models import head_name
 
     checks = check_images or {}
     start_distance = 0.0

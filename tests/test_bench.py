@@ -1,0 +1,108 @@
+"""famr.bench, what the benchmark scripts share: known answers for the selection rules that
+decide what a table reports, the model cache, and scripts that run nothing at import."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import famr
+from famr import bench
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_quantile_choice_is_the_smallest_estimated_gap_without_the_retrained_model():
+    fast, slow = "famr_quantile", "famr_quantile_beta1"
+    runs = {
+        "original": {"retain_acc": 93.5},
+        # reached the held-out level but overshot and lost the retained data
+        fast: {"forget_acc": 82.5, "retain_acc": 83.5, "history": [{"stopped_at": 40}]},
+        # stayed above the level, retain kept: (|89.5 - 86.5| + |92.5 - 93.5|) / 2 = 2
+        slow: {"forget_acc": 89.5, "retain_acc": 92.5, "history": [{"stopped_at": None}]},
+        "retrain": {"forget_acc": 0.0, "retain_acc": 0.0},  # must not matter
+    }
+    chosen = bench.choose_quantile(runs, holdout_acc=86.5, candidates=[fast, slow])
+    assert chosen["run"] == slow
+    assert chosen["estimated_gap"][slow] == pytest.approx(2.0)
+    assert chosen["estimated_gap"][fast] == pytest.approx((4.0 + 10.0) / 2)
+    assert chosen["reached_level"] == [fast]
+    # a diverged run is never chosen
+    runs[slow] = {"diverged": "step 3"}
+    assert bench.choose_quantile(runs, holdout_acc=86.5, candidates=[fast, slow])["run"] == fast
+
+
+def test_the_recommended_famr_is_the_better_validated_form():
+    chosen = {
+        "famr": {"config": {"lam": 0.1}, "score": 2.0},
+        "famr_retain": {"config": {"beta": 10.0}, "score": 1.5},
+    }
+    assert bench.recommended_famr(chosen) == {"method": "famr_retain", "beta": 10.0}
+    chosen["famr"]["score"] = 1.0
+    assert bench.recommended_famr(chosen) == {"method": "famr", "lam": 0.1}
+
+
+def test_a_trained_model_is_cached_by_its_whole_configuration(tmp_path, digits):
+    common = dict(
+        arch="small_cnn",
+        arch_args={"num_classes": 10, "in_channels": 1, "width": 4},
+        train_config={"epochs": 1},
+        seed=0,
+        data_label="digits (test)",
+        device=torch.device("cpu"),
+        say=lambda message: None,
+    )
+    first, record = bench.trained_model(tmp_path, digits, **common)
+    again, cached = bench.trained_model(tmp_path, digits, **common)
+    assert not record["cached"] and cached["cached"]
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
+    )
+    other, _ = bench.trained_model(tmp_path, digits, **{**common, "seed": 1})
+    assert not torch.equal(next(first.parameters()), next(other.parameters()))
+    # a reference retrained without a request: famr's retrain method, cached too
+    without = famr.ClassForget(3)
+    retrained, record = bench.trained_model(tmp_path, digits, **common, without=without)
+    assert not record["cached"] and len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path):
+    key = {"arch": "small_cnn", "arch_args": {"num_classes": 10, "width": 4}, "label": "k"}
+    # a run killed while training leaves its lock file behind, held by nobody
+    (tmp_path / f"{bench.config_hash(key)}.lock").touch()
+    said = []
+
+    def build():
+        return famr.create_model("small_cnn", num_classes=10, width=4), {"seconds": 0.0}
+
+    model, record = bench.cached_training(tmp_path, key, build, say=said.append)
+    assert not record["cached"] and not any("waiting" in m for m in said)
+    assert bench.cached_training(tmp_path, key, build, say=said.append)[1]["cached"]
+
+
+def test_benchmarks_md_sections_are_replaced_in_place(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\n<!-- a:start -->\nold\n<!-- a:end -->\n\ntail\n")
+    bench.update_benchmarks_md("a", "new", path)
+    bench.update_benchmarks_md("b", "added", path)
+    text = path.read_text()
+    assert "old" not in text and "<!-- a:start -->\nnew\n<!-- a:end -->" in text
+    assert text.index("tail") < text.index("<!-- b:start -->")
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCHMARKS.glob("*.py")))
+def test_benchmark_scripts_run_nothing_at_import(script, monkeypatch):
+    """Importing a script (as a test, or another script would) neither re-executes the
+    process nor starts any work: that happens in main()."""
+    monkeypatch.delenv("FAMR_NO_TCMALLOC", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{script} re-executed the process at import")
+
+    monkeypatch.setattr(os, "execve", refuse)
+    spec = importlib.util.spec_from_file_location(f"_bench_{script}", BENCHMARKS / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, "main", None))

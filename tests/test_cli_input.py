@@ -1,0 +1,100 @@
+"""Generated bad input on the command line: exit 2, one line, nothing written."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers import files_in, run_cli, train_digits
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import famr
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return train_digits(tmp_path_factory.mktemp("checkpoint"))
+
+
+# --- generated bad input: exit 2, one line, nothing written ----------------------------------
+
+BAD_FLAGS = st.one_of(
+    st.tuples(st.just("--lam"), st.sampled_from(["nan", "-1", "inf", "-inf", "abc"])),
+    st.tuples(st.just("--lr"), st.sampled_from(["0", "-0.1", "nan", "inf"])),
+    st.tuples(st.just("--epochs"), st.integers(-5, 0).map(str)),
+    st.tuples(st.just("--batch-size"), st.integers(-5, 0).map(str)),
+    st.tuples(st.just("--seed"), st.integers(-100, -1).map(str)),
+    st.tuples(st.just("--method"), st.text("abcXYZ_", min_size=1, max_size=8)),
+    st.tuples(st.just("--data"), st.sampled_from(["mnist", "imagenet", "", "DIGITS"])),
+    st.tuples(st.just("--set"), st.sampled_from(["nope=1", "lam=nan", "batch_size=x", "lr"])),
+)
+BAD_CLASSES = st.one_of(
+    st.integers(10, 10_000).map(str),
+    st.integers(-1000, -1).map(str),
+    st.integers(0, 9).map(lambda c: f"{c},{c}"),
+    st.just(",".join(str(c) for c in range(10))),
+    st.sampled_from(["", "cat", "3.5", "3;4"]),
+)
+BAD_INDICES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True)
+    .filter(lambda f: not 0 < f < 1)
+    .map(lambda f: f"random:{f}"),
+    st.sampled_from(["random:", "random:half", "no/such/file.txt"]),
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    case=st.one_of(
+        st.tuples(st.just("flag"), BAD_FLAGS),
+        st.tuples(st.just("classes"), BAD_CLASSES),
+        st.tuples(st.just("indices"), BAD_INDICES),
+        st.tuples(st.just("file"), st.lists(st.integers(-50, 3000), min_size=0, max_size=6)),
+    )
+)
+def test_generated_bad_requests_exit_2_with_one_line_and_write_nothing(checkpoint, tmp_path, case):
+    kind, value = case
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))  # fresh per example
+    base = ["forget", "--checkpoint", str(checkpoint), "--out", str(folder / "o.safetensors")]
+    base += ["--quiet", "--epochs", "1"]
+    if kind == "flag":
+        argv = [*base, "--classes", "3", value[0], value[1]]
+    elif kind == "classes":
+        argv = [*base, "--classes", value]
+    elif kind == "indices":
+        argv = [*base, "--indices", value]
+    else:  # an index file that is empty, duplicated or out of range (digits has 1,437 train)
+        ids = list(value)
+        if ids and all(0 <= i < 1437 for i in ids) and len(set(ids)) == len(ids):
+            ids.append(ids[0])  # make it bad: a duplicate
+        ids_file = tmp_path / "ids.txt"
+        ids_file.write_text("\n".join(map(str, ids)))
+        argv = [*base, "--indices", str(ids_file)]
+    before = files_in(folder)
+    code, _, err = run_cli(argv)
+    assert code == 2, (argv, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert files_in(folder) == before
+
+
+@settings(  # unlearn never modifies the fixture's model, so sharing it is safe
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from(["lam", "lr", "epochs", "batch_size", "weight_decay", "grad_clip"]),
+    value=st.one_of(
+        st.floats(max_value=0.0, allow_nan=False), st.just(float("nan")), st.just(float("inf"))
+    ),
+)
+def test_generated_bad_config_values_raise_naming_the_key(tiny, key, value):
+    model, forget, retain = tiny
+    if key in ("weight_decay", "grad_clip") and value == 0.0:
+        value = -1.0  # zero is allowed there
+    if key == "lam" and value == 0.0:
+        value = -1.0
+    with pytest.raises(ValueError, match=key):
+        famr.unlearn(model, forget, retain, method="famr", **{key: value})
