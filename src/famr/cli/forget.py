@@ -51,15 +51,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             **splits.evaluation_sets(),
             device=args.device,
         )
-    anchor_model, anchor_info = None, None
-    if args.anchor:
-        anchor_model, anchor_meta, anchor_hashes = io.load_checkpoint_hashed(args.anchor)
-        if anchor_meta["arch"] != meta["arch"] or anchor_meta["arch_args"] != meta["arch_args"]:
-            raise UsageError(
-                f"--anchor {args.anchor!r} is a {anchor_meta['arch']!r} {anchor_meta['arch_args']}, "
-                f"not the checkpoint's {meta['arch']!r} {meta['arch_args']}"
-            )
-        anchor_info = {"checkpoint": str(args.anchor), "sha256": anchor_hashes["sha256"]}
+    anchor_model, anchor_info = _load_anchor(args.anchor, meta)
     # classes forgotten by earlier requests stay forgotten: FAMR's "retained" target leaves
     # them out too (otherwise a second request would push probability back onto them)
     forgotten = sorted(set(meta.get("forgotten_classes", [])) | set(splits.forget_classes))
@@ -121,12 +113,31 @@ def cmd_forget(args: argparse.Namespace) -> int:
         )
         stage.write_text(audit_path, io.json_text(record))
         stage.commit()
+    _say_saved(entry.name, metrics, result, out, audit_path)
+    return 0
+
+
+def _load_anchor(path: str | None, meta: dict[str, Any]):
+    """``(model, audit entry)`` of ``--anchor`` (``(None, None)`` without one): the same
+    architecture as the checkpoint, or a usage error."""
+    if not path:
+        return None, None
+    model, anchor_meta, hashes = io.load_checkpoint_hashed(path)
+    if anchor_meta["arch"] != meta["arch"] or anchor_meta["arch_args"] != meta["arch_args"]:
+        raise UsageError(
+            f"--anchor {path!r} is a {anchor_meta['arch']!r} {anchor_meta['arch_args']}, "
+            f"not the checkpoint's {meta['arch']!r} {meta['arch_args']}"
+        )
+    return model, {"checkpoint": str(path), "sha256": hashes["sha256"]}
+
+
+def _say_saved(method: str, metrics: dict[str, Any], result, out: Path, audit_path: Path) -> None:
     shown = ", ".join(
         f"{k} {metrics[k]:.2f}"
         for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
         if k in metrics
     )
-    print(f"{entry.name}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
+    print(f"{method}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
     print(f"audit record: {audit_path} (check it with: famr verify {shlex.quote(str(audit_path))})")
     if result.certificate is not None:
         c = result.certificate
@@ -134,7 +145,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
             f"certificate: {'certified' if c['certified'] else 'NOT certified'}; ||theta - theta_0|| = {c['distance']:.4g}"
             + (f" <= {c['final_bound']:.4g}" if c["final_bound"] is not None else "")
         )
-    return 0
 
 
 def _result_checks(model, splits: Splits, certificate, metrics, args) -> dict[str, Any]:
