@@ -98,3 +98,18 @@ def test_generated_bad_config_values_raise_naming_the_key(tiny, key, value):
         value = -1.0
     with pytest.raises(ValueError, match=key):
         famr.unlearn(model, forget, retain, method="famr", **{key: value})
+
+
+def test_an_anchor_of_another_architecture_is_refused_naming_both(checkpoint, tmp_path):
+    from famr import io
+
+    other = tmp_path / "wide.safetensors"
+    arch_args = {"num_classes": 10, "in_channels": 1, "width": 32}
+    wide = famr.create_model("small_cnn", **arch_args)
+    io.save_checkpoint(other, wide, {"arch": "small_cnn", "arch_args": arch_args})
+    out = tmp_path / "out.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--anchor", str(other)]
+    code, _, err = run_cli([*argv, "--out", str(out), "--quiet"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--anchor" in err and "'small_cnn'" in err and "'width': 32" in err
+    assert sorted(files_in(tmp_path)) == sorted([other.name, io.sidecar_path(other).name])
