@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import files_in, run_cli, train_digits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,3 +114,50 @@ def test_an_anchor_of_another_architecture_is_refused_naming_both(checkpoint, tm
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--anchor" in err and "'small_cnn'" in err and "'width': 32" in err
     assert sorted(files_in(tmp_path)) == sorted([other.name, io.sidecar_path(other).name])
+
+
+def test_holdout_test_is_refused_because_it_is_the_split_that_is_scored(checkpoint, tmp_path):
+    out = tmp_path / "r.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--indices", "random:0.1"]
+    argv += ["--method", "famr_matched", "--holdout", "test", "--out", str(out), "--quiet"]
+    code, _, err = run_cli(argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "scored" in err and "--holdout validation" in err
+    assert files_in(tmp_path) == {}
+
+
+def test_holdout_validation_needs_a_recorded_validation_split(checkpoint, tmp_path):
+    out = tmp_path / "r.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--indices", "random:0.1"]
+    argv += ["--method", "famr_matched", "--holdout", "validation", "--out", str(out), "--quiet"]
+    code, _, err = run_cli(argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "famr train --validation" in err
+    assert files_in(tmp_path) == {}
+
+
+def test_holdout_validation_is_the_retained_classes_of_the_validation_split(tmp_path):
+    import json
+
+    from famr.cli.forget import _holdout
+    from famr.data import hold_out_validation
+
+    data = hold_out_validation(famr.load_dataset("digits"), 0.2, seed=0)
+    labels = data.validation.tensors[1]
+    held = _holdout("validation", data, [3, 5])
+    assert len(held) == int((labels != 3).sum() - (labels == 5).sum())
+    assert not torch.isin(held.tensors[1], torch.tensor([3, 5])).any()
+    # through the CLI: a checkpoint trained with a validation split, its record says which
+    model = tmp_path / "m.safetensors"
+    code, _, err = run_cli(
+        ["train", "--data", "digits", "--epochs", "4", "--validation", "0.2", "--out", str(model)]
+    )
+    assert code == 0, err
+    out = tmp_path / "r.safetensors"
+    argv = ["forget", "--checkpoint", str(model), "--indices", "random:0.1", "--method"]
+    argv += ["famr_matched", "--holdout", "validation", "--out", str(out), "--quiet"]
+    code, _, err = run_cli(argv)
+    assert code == 0, err
+    record = json.loads(out.with_suffix(".audit.json").read_text())
+    assert record["request"]["holdout"] == "validation"
+    assert run_cli(["verify", str(out.with_suffix(".audit.json"))])[0] == 0

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.data import TensorDataset
+
 from .. import audit, io
 from ..api import evaluate, unlearn
 from ..config import config_dict, make_config
@@ -33,6 +36,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
     source = Path(args.checkpoint)
     out = _checkpoint_out(args.out)
     audit_path = Path(args.audit) if args.audit else out.with_suffix(".audit.json")
+    if args.holdout == "test":
+        raise UsageError(
+            "--holdout test would calibrate the stopping rule on the test images that are then "
+            "scored; train the model with famr train --validation 0.1 and pass --holdout validation"
+        )
     plan = _plan(args, [out, io.sidecar_path(out), audit_path])
     entry = METHODS.get(args.method)
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
@@ -65,7 +73,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         progress=_progress_factory(not args.quiet)(entry.name),
         forget_classes=forgotten,
         anchor=anchor_model,
-        holdout=splits.test_retain if args.holdout == "test" else None,
+        holdout=_holdout(args.holdout, data, forgotten),
         **config_dict(cfg),
     )
     chain = audit.deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
@@ -115,6 +123,21 @@ def cmd_forget(args: argparse.Namespace) -> int:
         stage.commit()
     _say_saved(entry.name, metrics, result, out, audit_path)
     return 0
+
+
+def _holdout(choice: str | None, data, forgotten: list[int]):
+    """``--holdout validation``: the validation split's images of the retained classes (the
+    checkpoint never trained on them, and they are never scored)."""
+    if choice is None:
+        return None
+    if data.validation is None:
+        raise UsageError(
+            "--holdout validation: the checkpoint records no validation split; train it with "
+            "famr train --validation 0.1"
+        )
+    images, labels = data.validation.tensors
+    keep = ~torch.isin(labels, torch.tensor(forgotten, dtype=labels.dtype))
+    return TensorDataset(images[keep], labels[keep])
 
 
 def _load_anchor(path: str | None, meta: dict[str, Any]):

@@ -172,11 +172,11 @@ def _add_forget(sub) -> None:
     fg.add_argument("--reference", help="checkpoint of a retrained reference, for gaps to retrain")
     fg.add_argument(
         "--holdout",
-        choices=["test"],
+        choices=["validation", "test"],
         help="unseen examples for methods that calibrate on them (famr_matched, "
-        "famr_matched_retain, famr_quantile): 'test' = the "
-        "test images of the retained classes (the only data a model trained on the whole "
-        "training set never saw; the API also takes a validation split)",
+        "famr_matched_retain, famr_quantile): 'validation' = the retained classes' images of "
+        "the validation split the checkpoint was trained without (famr train --validation F). "
+        "'test' is refused: it would calibrate on the images that are then scored",
     )
     fg.add_argument(
         "--anchor",
