@@ -98,18 +98,6 @@ NO_RETAIN = ("famr", "uniform_kl", "gradient_ascent")
 FORGET_CEILING = {"famr": 5.0, "famr_retain": 1.0}
 
 
-def choose(configs, mean, ceiling=None):
-    """The chosen configuration: the lowest mean score (ties: faster); with a ``ceiling``, the
-    smallest mean val retain drop among those whose mean val forget acc is at most ``ceiling``
-    (the lowest score when none is)."""
-    ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
-    if ceiling is not None:
-        meeting = [c for c in ranked if mean("val_forget_acc", c) <= ceiling]
-        if meeting:
-            return min(meeting, key=lambda c: (mean("val_retain_drop", c), mean("seconds", c)))
-    return ranked[0]
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description="the class-wise protocol's data, model and cache")
     p.add_argument(
@@ -223,7 +211,7 @@ def main() -> int:
             values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
             return sum(values) / len(values)
 
-        best = choose(configs, mean, FORGET_CEILING.get(method))
+        best = bench.choose_config(configs, mean, FORGET_CEILING.get(method))
         chosen[method] = {
             "config": best,
             "score": mean("score", best),
