@@ -24,11 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-import famr
 from famr import bench, io
 from famr.api import resolve_device
 from famr.bench import log, with_speed
-from famr.methods import METHODS
+from famr.experiment import choose_configs, validation_study
 
 LAST_STAGE = r"^(layer3|linear)\."
 SHORT = [{"lr": lr, "epochs": 1} for lr in (1e-4, 1e-5)] + [{"lr": 1e-5, "epochs": 5}]
@@ -151,75 +150,13 @@ def main() -> int:
         data_label=bench.CIFAR10_DATA_LABEL,
         device=device,
     )
-    rows = list(kept)
-    for cls in classes:
-        splits = famr.ClassForget(cls).split(data.train, data.validation, 10)
-
-        def score(model, splits=splits):
-            return famr.evaluate(
-                model,
-                test_retain=splits.test_retain,
-                test_forget=splits.test_forget,
-                metrics=["test_retain_acc", "test_forget_acc"],
-                device=device,
-            )
-
-        base = score(original)
-        log(
-            f"class {cls}: original val_forget {base['test_forget_acc']:.2f} val_retain {base['test_retain_acc']:.2f}"
-        )
-        for method, configs in GRID.items():
-            if method not in rerun:
-                continue
-            for config in configs:
-                start = time.perf_counter()
-                # the certificate is not needed for choosing; it is reported by the benchmark
-                extra = (
-                    {"certificate": False}
-                    if "certificate" in METHODS.get(method).meta["config"]().__dict__
-                    else {}
-                )
-                result = famr.unlearn(
-                    original,
-                    splits.forget,
-                    splits.retain,
-                    method=method,
-                    device=device,
-                    seed=0,
-                    **with_speed(method, {**config, **extra}),
-                )
-                m = score(result.model)
-                row = {
-                    "class": cls,
-                    "method": method,
-                    "config": config,
-                    "seconds": result.seconds,
-                    "val_forget_acc": m["test_forget_acc"],
-                    "val_retain_drop": base["test_retain_acc"] - m["test_retain_acc"],
-                }
-                row["score"] = row["val_forget_acc"] + row["val_retain_drop"]
-                rows.append(row)
-                log(
-                    f"{cls} {method} {config}: val_forget {row['val_forget_acc']:.2f} "
-                    f"drop {row['val_retain_drop']:.2f} {result.seconds:.1f}s ({time.perf_counter() - start:.0f}s)"
-                )
-
-    chosen = {}
-    for method, configs in GRID.items():
-
-        def mean(key, config, method=method):
-            values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
-            return sum(values) / len(values)
-
-        best = bench.choose_config(configs, mean, FORGET_CEILING.get(method))
-        chosen[method] = {
-            "config": best,
-            "score": mean("score", best),
-            "val_forget_acc": mean("val_forget_acc", best),
-            "val_retain_drop": mean("val_retain_drop", best),
-            "seconds": mean("seconds", best),
-        }
-        log(f"chosen {method}: {chosen[method]}")
+    grid = {method: configs for method, configs in GRID.items() if method in rerun}
+    rows = kept + validation_study(
+        original, data, classes, grid, seed=0, device=device, configure=with_speed, log=log
+    )
+    chosen = choose_configs(rows, GRID, FORGET_CEILING)
+    for method, choice in chosen.items():
+        log(f"chosen {method}: {choice}")
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": previous["command"] if known.methods else this_command,

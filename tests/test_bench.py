@@ -34,26 +34,6 @@ def test_quantile_choice_is_the_smallest_estimated_gap_without_the_retrained_mod
     assert bench.choose_quantile(runs, holdout_acc=86.5, candidates=[fast, slow])["run"] == fast
 
 
-def test_the_study_choice_is_the_lowest_score_or_the_smallest_drop_under_the_ceiling():
-    rows = {  # config name -> (val forget acc, val retain drop, seconds)
-        "a": (0.5, 3.0, 1.0),  # under the ceiling, larger drop
-        "b": (0.8, 1.5, 5.0),  # under the ceiling, smallest drop: chosen with a ceiling
-        "c": (2.0, 0.0, 1.0),  # lowest score (2.0): chosen without one
-        "d": (1.5, 0.5, 0.5),  # the same score as c but faster: ties go to the faster
-    }
-    configs = [{"name": n} for n in rows]
-
-    def mean(key, config):
-        forget, drop, seconds = rows[config["name"]]
-        return {"val_forget_acc": forget, "val_retain_drop": drop, "seconds": seconds}.get(
-            key, forget + drop
-        )
-
-    assert bench.choose_config(configs, mean) == {"name": "d"}
-    assert bench.choose_config(configs, mean, ceiling=1.0) == {"name": "b"}
-    assert bench.choose_config(configs, mean, ceiling=0.1) == {"name": "d"}  # none meets it
-
-
 def test_the_recommended_famr_is_the_better_validated_form():
     chosen = {
         "famr": {"config": {"lam": 0.1}, "score": 2.0},

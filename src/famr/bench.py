@@ -191,30 +191,6 @@ QUANTILE_RULE = (
 )
 
 
-def choose_config(
-    configs: list[dict[str, Any]],
-    mean: Callable[[str, dict[str, Any]], float],
-    ceiling: float | None = None,
-) -> dict[str, Any]:
-    """The validation study's choice among ``configs``: the lowest mean ``score`` (val forget
-    acc + val retain drop, points; ties: the faster); with a ``ceiling``, the smallest mean
-    ``val_retain_drop`` among those whose mean ``val_forget_acc`` is at most ``ceiling``
-    (the lowest score when none is).
-
-    Args:
-        configs: The grid.
-        mean: ``mean(key, config)``: the mean over the study's forget classes of ``key``
-            (``score``, ``seconds``, ``val_forget_acc``, ``val_retain_drop``) for ``config``.
-        ceiling: The form's target on the validation forget accuracy, %.
-    """
-    ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
-    if ceiling is not None:
-        meeting = [c for c in ranked if mean("val_forget_acc", c) <= ceiling]
-        if meeting:
-            return min(meeting, key=lambda c: (mean("val_retain_drop", c), mean("seconds", c)))
-    return ranked[0]
-
-
 def choose_quantile(runs: dict, holdout_acc: float, candidates: list[str]) -> dict:
     """The famr_quantile configuration picked by :data:`QUANTILE_RULE` among ``candidates``.
 

@@ -410,3 +410,132 @@ def epsilon_study(
                 f"score {rows[name][protocol]['score']:.3f}"
             )
     return {"n": n, "rows": rows, "protocols": list(EPSILON_PROTOCOLS)}
+
+
+# --- choosing configurations on the validation split ----------------------------------------
+
+
+def validation_study(
+    original: nn.Module,
+    data: ImageData,
+    classes: Sequence[int],
+    grid: dict[str, list[dict[str, Any]]],
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    configure: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every configuration in ``grid`` on each forget class and score it on the validation
+    split, never on the test set or a retrained model.
+
+    For each class the forget set is its training images; *val forget acc* is the accuracy on
+    its validation images, *val retain drop* the fall in accuracy on the other classes'
+    validation images; ``score`` is their sum (points, lower is better). Certificates are
+    switched off (they are reported by the benchmarks, not needed to choose).
+
+    Args:
+        original: The trained model.
+        data: The data set with its validation split (:func:`famr.data.hold_out_validation`).
+        classes: The forget classes to average over.
+        grid: ``{method: [config, ...]}``.
+        configure: ``configure(method, config) -> config`` adds run-only settings (speed flags)
+            that are not part of the configuration recorded.
+        log: Progress messages.
+
+    Returns:
+        One row per class and configuration: ``class``, ``method``, ``config``, ``seconds``,
+        ``val_forget_acc``, ``val_retain_drop``, ``score``.
+    """
+    if data.validation is None:
+        raise ValueError("a validation study needs a validation split (hold_out_validation)")
+    dev = resolve_device(device)
+    say = log or (lambda message: None)
+    rows = []
+    for cls in classes:
+        splits = ClassForget(cls).split(data.train, data.validation, data.num_classes)
+
+        def score(model: nn.Module, splits: Splits = splits) -> dict[str, float]:
+            return evaluate(
+                model,
+                test_retain=splits.test_retain,
+                test_forget=splits.test_forget,
+                metrics=["test_retain_acc", "test_forget_acc"],
+                device=dev,
+            )
+
+        base = score(original)
+        for method, configs in grid.items():
+            has_certificate = hasattr(METHODS.get(method).meta["config"](), "certificate")
+            for config in configs:
+                run = {**config, **({"certificate": False} if has_certificate else {})}
+                result = unlearn(
+                    original,
+                    splits.forget,
+                    splits.retain,
+                    method=method,
+                    device=dev,
+                    seed=seed,
+                    **(configure(method, run) if configure else run),
+                )
+                m = score(result.model)
+                row = {
+                    "class": cls,
+                    "method": method,
+                    "config": config,
+                    "seconds": result.seconds,
+                    "val_forget_acc": m["test_forget_acc"],
+                    "val_retain_drop": base["test_retain_acc"] - m["test_retain_acc"],
+                }
+                row["score"] = row["val_forget_acc"] + row["val_retain_drop"]
+                rows.append(row)
+                say(
+                    f"class {cls} {method} {config}: val forget {row['val_forget_acc']:.2f}, "
+                    f"retain drop {row['val_retain_drop']:.2f}, {result.seconds:.1f} s"
+                )
+    return rows
+
+
+def choose_config(
+    configs: list[dict[str, Any]],
+    mean: Callable[[str, dict[str, Any]], float],
+    ceiling: float | None = None,
+) -> dict[str, Any]:
+    """The validation study's choice among ``configs``: the lowest mean ``score`` (val forget
+    acc + val retain drop, points; ties: the faster); with a ``ceiling``, the smallest mean
+    ``val_retain_drop`` among those whose mean ``val_forget_acc`` is at most ``ceiling``
+    (the lowest score when none is).
+
+    Args:
+        configs: The grid.
+        mean: ``mean(key, config)``: the mean over the study's forget classes of ``key``
+            (``score``, ``seconds``, ``val_forget_acc``, ``val_retain_drop``) for ``config``.
+        ceiling: The form's target on the validation forget accuracy, %.
+    """
+    ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
+    if ceiling is not None:
+        meeting = [c for c in ranked if mean("val_forget_acc", c) <= ceiling]
+        if meeting:
+            return min(meeting, key=lambda c: (mean("val_retain_drop", c), mean("seconds", c)))
+    return ranked[0]
+
+
+def choose_configs(
+    rows: list[dict[str, Any]],
+    grid: dict[str, list[dict[str, Any]]],
+    ceilings: dict[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per method of ``grid``, the :func:`choose_config` choice over :func:`validation_study`'s
+    ``rows`` (means over the classes), with its mean validation numbers."""
+    chosen = {}
+    for method, configs in grid.items():
+
+        def mean(key: str, config: dict[str, Any], method: str = method) -> float:
+            values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
+            return sum(values) / len(values)
+
+        best = choose_config(configs, mean, (ceilings or {}).get(method))
+        chosen[method] = {"config": best} | {
+            k: mean(k, best) for k in ("score", "val_forget_acc", "val_retain_drop", "seconds")
+        }
+    return chosen

@@ -1,0 +1,64 @@
+"""Choosing configurations on the validation split (famr.experiment): the selection rule's
+known answers and a study on digits."""
+
+import pytest
+
+from famr.data import hold_out_validation
+from famr.experiment import choose_config, choose_configs, validation_study
+
+
+def test_the_study_choice_is_the_lowest_score_or_the_smallest_drop_under_the_ceiling():
+    rows = {  # config name -> (val forget acc, val retain drop, seconds)
+        "a": (0.5, 3.0, 1.0),  # under the ceiling, larger drop
+        "b": (0.8, 1.5, 5.0),  # under the ceiling, smallest drop: chosen with a ceiling
+        "c": (2.0, 0.0, 1.0),  # lowest score (2.0): chosen without one
+        "d": (1.5, 0.5, 0.5),  # the same score as c but faster: ties go to the faster
+    }
+    configs = [{"name": n} for n in rows]
+
+    def mean(key, config):
+        forget, drop, seconds = rows[config["name"]]
+        return {"val_forget_acc": forget, "val_retain_drop": drop, "seconds": seconds}.get(
+            key, forget + drop
+        )
+
+    assert choose_config(configs, mean) == {"name": "d"}
+    assert choose_config(configs, mean, ceiling=1.0) == {"name": "b"}
+    assert choose_config(configs, mean, ceiling=0.1) == {"name": "d"}  # none meets it
+
+
+def test_a_validation_study_scores_on_the_validation_split_and_chooses_per_method(
+    digits, digits_model
+):
+    data = hold_out_validation(digits, 0.2, seed=0)
+    grid = {
+        "famr": [{}],  # its defaults: val forget acc 0.0 on both classes (measured)
+        # a step too small to change anything: the original's validation accuracy, no drop
+        "finetune": [{"lr": 1e-9, "epochs": 1}, {"lr": 0.05, "epochs": 2}],
+    }
+    rows = validation_study(digits_model, data, [3, 8], grid, seed=0)
+    assert len(rows) == 2 * 3 and {r["class"] for r in rows} == {3, 8}
+    val_counts = {c: int((data.validation.tensors[1] == c).sum()) for c in (3, 8)}
+    for row in rows:
+        assert row["score"] == pytest.approx(row["val_forget_acc"] + row["val_retain_drop"])
+        # an accuracy over the class's validation images: a multiple of 100 / their count
+        hits = row["val_forget_acc"] * val_counts[row["class"]] / 100
+        assert hits == pytest.approx(round(hits), abs=1e-6)
+    still = [r for r in rows if r["config"] == {"lr": 1e-9, "epochs": 1}]
+    assert all(r["val_forget_acc"] > 80 and abs(r["val_retain_drop"]) < 1e-9 for r in still)
+    assert all(r["val_forget_acc"] < 5 for r in rows if r["method"] == "famr")
+    chosen = choose_configs(rows, grid)
+    assert chosen["famr"]["config"] == grid["famr"][0]
+    best = min(
+        grid["finetune"],
+        key=lambda c: sum(r["score"] for r in rows if r["config"] == c),
+    )
+    assert chosen["finetune"]["config"] == best
+    assert chosen["finetune"]["score"] == pytest.approx(
+        sum(r["score"] for r in rows if r["config"] == best) / 2
+    )
+
+
+def test_a_validation_study_needs_a_validation_split(digits, digits_model):
+    with pytest.raises(ValueError, match="validation split"):
+        validation_study(digits_model, digits, [3], {"famr": [{}]})
