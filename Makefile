@@ -12,8 +12,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 timm==1.0.31
-	$(BIN)/pip install --quiet -e ".[dev,vision]"
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 timm==1.0.31 transformers==5.24.0
+	$(BIN)/pip install --quiet -e ".[dev,vision,hf]"
 	touch $@
 
 demo: install

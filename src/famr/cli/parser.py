@@ -213,8 +213,22 @@ def _add_import(sub) -> None:
         required=True,
         help=".safetensors, or a torch.save file of tensors (read with weights_only)",
     )
-    im.add_argument("--arch", required=True, help=f"architecture: {', '.join(list_models())}")
-    im.add_argument("--num-classes", type=int, default=10)
+    im.add_argument(
+        "--arch",
+        required=True,
+        help=f"architecture: {', '.join(list_models())}, torchvision:<name>, timm:<name>, or "
+        "transformers (with --hf-config)",
+    )
+    im.add_argument(
+        "--hf-config",
+        help="a Hugging Face transformers image classifier's config.json, or the folder "
+        "save_pretrained wrote (read locally, never downloaded)",
+    )
+    im.add_argument(
+        "--num-classes",
+        type=int,
+        help="output classes (default: the --hf-config's label count, else 10)",
+    )
     im.add_argument("--in-channels", type=int, default=3)
     im.add_argument(
         "--mean", help="input normalisation mean, comma separated (e.g. 0.4914,0.4822,0.4465)"

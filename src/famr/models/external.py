@@ -128,3 +128,50 @@ def load_external(
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def read_transformers_state_dict(config: str | Path, weights: str | Path) -> dict[str, Tensor]:
+    """The weights of a Hugging Face transformers image classifier, as its model holds them.
+
+    transformers renames keys between the files it writes and the modules it builds (version
+    5 stores older names and converts them when loading), so the file is read by
+    transformers' own loader — locally, from ``config`` (its config.json) and ``weights``,
+    never downloaded — and must fill every parameter.
+
+    Raises:
+        ValueError: transformers is missing, or the file does not fill the model (the message
+            lists a few missing, unexpected or mis-shaped keys).
+    """
+    import tempfile
+
+    try:
+        from transformers import AutoModelForImageClassification
+    except ImportError:
+        raise ValueError(
+            "importing a transformers model needs transformers: pip install 'famr[hf]'"
+        ) from None
+    weights = Path(weights)
+    # transformers reads a folder: one that holds the two files under the names it expects
+    name = "model.safetensors" if weights.suffix == ".safetensors" else "pytorch_model.bin"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "config.json").symlink_to(Path(config).resolve())
+        (folder / name).symlink_to(weights.resolve())
+        try:
+            net, info = AutoModelForImageClassification.from_pretrained(
+                folder, local_files_only=True, output_loading_info=True
+            )
+        except (OSError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"transformers cannot read {str(weights)!r}: {first}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(
+        str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or []
+    )
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"weights {str(weights)!r} do not fill the transformers model: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, wrong shape {mismatched[:4]}"
+        )
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
