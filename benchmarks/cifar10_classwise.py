@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--out",
         default=None,
-        help="results JSON (default benchmarks/results/cifar10_classwise_<profile>.json)",
+        help="results JSON (default benchmarks/results/cifar10_classwise_<profile>.json); its "
+        "name is also the BENCHMARKS.md section written",
     )
     return p.parse_args(argv)
 
@@ -76,7 +77,7 @@ def trained_model(args, arch, arch_args, train_cfg, data, device, seed, excluded
 
 
 def main(argv=None) -> int:
-    bench.reexec_with_tcmalloc()
+    bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
     device = resolve_device(args.device)
     arch, arch_args, train_cfg, classes, data = setup(args)
@@ -266,9 +267,7 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
             fmt = "{:.3f}" if key in ("tow", "time_ratio") else "{:.2f}"
             cells.append(fmt.format(m) + (f" ± {fmt.format(sd)}" if len(blocks) > 1 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    bench.update_benchmarks_md(
-        f"cifar10_classwise_{args.profile}{'_quick' if args.quick else ''}", "\n".join(lines)
-    )
+    bench.update_benchmarks_md(out.stem, "\n".join(lines))  # its own section per results file
     log(f"wrote {out} and BENCHMARKS.md")
 
 

@@ -62,7 +62,7 @@ def request_spec(text: str):
 
 
 def main(argv=None) -> int:
-    bench.reexec_with_tcmalloc()
+    bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
     setup = SETUPS[args.data]
     data = hold_out_validation(

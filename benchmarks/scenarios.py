@@ -255,7 +255,7 @@ def sequential_runs(original, splits_all, first, second, data, device, reference
 
 
 def main(argv=None) -> int:
-    bench.reexec_with_tcmalloc()
+    bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
     if args.table_only:
         import json

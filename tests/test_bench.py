@@ -82,6 +82,65 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path):
     assert bench.cached_training(tmp_path, key, build, say=said.append)[1]["cached"]
 
 
+def test_the_tcmalloc_reexec_happens_only_for_a_script_run_as_a_command(monkeypatch):
+    calls = []
+    monkeypatch.delenv("FAMR_NO_TCMALLOC", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(bench, "TCMALLOC", __file__)
+    monkeypatch.setattr(os, "execve", lambda *args: calls.append(args))
+    bench.reexec_with_tcmalloc(["--quick"])  # main([...]) called from Python: never
+    assert calls == []
+    bench.reexec_with_tcmalloc()
+    assert len(calls) == 1 and calls[0][2]["LD_PRELOAD"] == __file__
+    monkeypatch.setenv("FAMR_NO_TCMALLOC", "1")
+    bench.reexec_with_tcmalloc()
+    assert len(calls) == 1
+
+
+def test_a_held_lock_makes_the_next_run_wait_and_then_load(tmp_path):
+    import fcntl
+    import threading
+
+    key = {"arch": "small_cnn", "arch_args": {"num_classes": 10, "width": 4}, "label": "k"}
+    built, said, got = [], [], {}
+
+    def build():
+        built.append(1)
+        return famr.create_model("small_cnn", num_classes=10, width=4), {"seconds": 0.0}
+
+    bench.cached_training(tmp_path, key, build, say=said.append)  # trained and cached
+    (tmp_path / f"{bench.config_hash(key)}.safetensors").rename(tmp_path / "held.safetensors")
+    holder = open(tmp_path / f"{bench.config_hash(key)}.lock", "a")  # another run trains it
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiter = threading.Thread(
+        target=lambda: got.update(r=bench.cached_training(tmp_path, key, build, say=said.append))
+    )
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and any("waiting" in m for m in said)  # it waits
+    (tmp_path / "held.safetensors").rename(tmp_path / f"{bench.config_hash(key)}.safetensors")
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and got["r"][1]["cached"] and built == [1]  # loaded, not rebuilt
+
+
+def test_a_cache_hit_needs_no_write_access(tmp_path, monkeypatch):
+    key = {"arch": "small_cnn", "arch_args": {"num_classes": 10, "width": 4}, "label": "k"}
+
+    def build():
+        return famr.create_model("small_cnn", num_classes=10, width=4), {"seconds": 0.0}
+
+    bench.cached_training(tmp_path, key, build, say=lambda m: None)
+
+    def refuse(*args, **kwargs):  # a read-only cache (a chmod would not stop root)
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    monkeypatch.setattr(bench, "open", refuse, raising=False)
+    assert bench.cached_training(tmp_path, key, build, say=lambda m: None)[1]["cached"]
+
+
 def test_benchmarks_md_sections_are_replaced_in_place(tmp_path):
     path = tmp_path / "B.md"
     path.write_text("# Benchmarks\n\n<!-- a:start -->\nold\n<!-- a:end -->\n\ntail\n")
@@ -97,12 +156,41 @@ def test_benchmark_scripts_run_nothing_at_import(script, monkeypatch):
     """Importing a script (as a test, or another script would) neither re-executes the
     process nor starts any work: that happens in main()."""
     monkeypatch.delenv("FAMR_NO_TCMALLOC", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    # as if tcmalloc were installed, so that a re-exec at import would happen here
+    monkeypatch.setattr(bench, "TCMALLOC", __file__)
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"{script} re-executed the process at import")
 
     monkeypatch.setattr(os, "execve", refuse)
+    assert callable(getattr(_load(script), "main", None))
+
+
+def _load(script: str):
     spec = importlib.util.spec_from_file_location(f"_bench_{script}", BENCHMARKS / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert callable(getattr(module, "main", None))
+    return module
+
+
+def test_the_scenarios_quantile_candidates_are_valid_famr_quantile_configs():
+    from famr.config import make_config
+    from famr.methods import METHODS
+
+    runs = _load("scenarios").QUANTILE_RUNS
+    assert "famr_quantile" in runs and len(runs) >= 2  # choose_quantile picks among them
+    config = METHODS.get("famr_quantile").meta["config"]
+    for overrides in runs.values():
+        make_config(config, overrides)  # a typo or an out-of-range value raises
+
+
+def test_the_digits_presets_are_the_validation_study_choices():
+    import json
+
+    from famr.presets import PRESETS
+
+    study = json.loads((BENCHMARKS / "results" / "presets_digits.json").read_text())
+    assert PRESETS["digits"] == {m: c["config"] for m, c in study["chosen"].items()}
+    # chosen on the validation split of the demo's data, never its test set
+    assert study["classes"] and "never on the test set" in study["rule"]

@@ -398,3 +398,38 @@ def test_bf16_on_a_cpu_without_native_bf16_gets_a_speed_note(tmp_path, capsys, m
         assert main([*argv, "--out", str(out)]) == 0
         err = capsys.readouterr().err
         assert ("no native bfloat16" in err and "drop bf16=true" in err) == expected
+
+
+def test_the_demo_runs_every_method_at_its_digits_preset(tmp_path, monkeypatch):
+    import famr.experiment
+    from famr.experiment import comparable_methods
+    from famr.presets import PRESETS, configs_for
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def instead(data, classes, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(famr.experiment, "run_class_forgetting", instead)
+    with pytest.raises(Stop):
+        main(["demo", "--out", str(tmp_path / "d"), "--quiet"])
+    assert seen["methods"] == configs_for("digits", comparable_methods())
+    assert set(PRESETS["digits"]) <= set(seen["methods"])
+    for method, config in PRESETS["digits"].items():
+        assert seen["methods"][method] == config
+    assert not (tmp_path / "d").exists()  # nothing written by a run that did not finish
+
+
+def test_python_dash_m_famr_runs_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "famr", "methods"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "famr_literal" in done.stdout and "finetune" in done.stdout

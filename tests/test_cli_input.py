@@ -132,7 +132,12 @@ def test_holdout_validation_needs_a_recorded_validation_split(checkpoint, tmp_pa
     argv += ["--method", "famr_matched", "--holdout", "validation", "--out", str(out), "--quiet"]
     code, _, err = run_cli(argv)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "famr train --validation" in err
+    assert "famr train --validation" in err and str(checkpoint) in err
+    assert files_in(tmp_path) == {}
+    # a method that does not calibrate on held-out data: refused, not silently ignored
+    argv[argv.index("famr_matched")] = "famr"
+    code, _, err = run_cli(argv)
+    assert code == 2 and "'famr' does not use held-out data" in err and "famr_quantile" in err
     assert files_in(tmp_path) == {}
 
 

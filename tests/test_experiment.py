@@ -27,6 +27,7 @@ def test_the_study_choice_is_the_lowest_score_or_the_smallest_drop_under_the_cei
     assert choose_config(configs, mean, ceiling=0.1) == {"name": "d"}  # none meets it
 
 
+@pytest.mark.science
 def test_a_validation_study_scores_on_the_validation_split_and_chooses_per_method(
     digits, digits_model
 ):
@@ -62,3 +63,9 @@ def test_a_validation_study_scores_on_the_validation_split_and_chooses_per_metho
 def test_a_validation_study_needs_a_validation_split(digits, digits_model):
     with pytest.raises(ValueError, match="validation split"):
         validation_study(digits_model, digits, [3], {"famr": [{}]})
+
+
+def test_a_grid_configuration_without_rows_is_named():
+    rows = [{"method": "famr", "config": {"lam": 0.1}, "score": 1.0, "seconds": 1.0}]
+    with pytest.raises(ValueError, match=r"no rows for famr \{'lam': 1.0\}"):
+        choose_configs(rows, {"famr": [{"lam": 0.1}, {"lam": 1.0}]})

@@ -63,7 +63,7 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_overwrite_replaces_only_the_namedfiles_in(tmp_path):
+def test_overwrite_replaces_only_the_named_files(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "old.txt").write_text("a file famr did not write")
@@ -284,7 +284,7 @@ def test_a_folder_output_that_is_a_file_is_refused_untouched(checkpoint, tmp_pat
     assert file.read_bytes() == b"precious"
 
 
-def test_audit_at_an_existing_folder_fails_before_therun_cli(checkpoint, tmp_path):
+def test_audit_at_an_existing_folder_fails_before_the_run(checkpoint, tmp_path):
     """Issue 19, item 4: weights and sidecar were written, then the audit record crashed."""
     (tmp_path / "records").mkdir()
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
@@ -294,7 +294,7 @@ def test_audit_at_an_existing_folder_fails_before_therun_cli(checkpoint, tmp_pat
     assert files_in(tmp_path) == {}
 
 
-def test_an_output_in_a_read_only_place_fails_before_therun_cli(checkpoint):
+def test_an_output_in_a_read_only_place_fails_before_the_run(checkpoint):
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
     code, out, err = run_cli([*argv, "--out", "/proc/famr/o.safetensors", "--quiet"])
     assert code == 2 and "not writable" in err and out == ""

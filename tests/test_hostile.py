@@ -529,7 +529,7 @@ def test_a_run_that_diverges_on_its_last_step_exits_as_diverged(digits_model, di
         famr.unlearn(digits_model, digits_splits, method=entry)
 
 
-def test_an_output_under_a_dangling_symlink_fails_before_therun_cli(checkpoint, tmp_path):
+def test_an_output_under_a_dangling_symlink_fails_before_the_run(checkpoint, tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3"]
     code, out, err = run_cli([*argv, "--out", str(tmp_path / "link" / "o.safetensors"), "--quiet"])

@@ -317,3 +317,16 @@ def test_frozen_parameters_never_move(method, tiny):
     assert set(result.moved) == {n for n, p in after.items() if not torch.equal(p, before[n])}
     if result.certificate is not None:
         assert result.certificate["distance"] >= 0
+
+
+def test_names_moved_out_of_the_top_level_api_still_resolve_with_a_warning():
+    from famr.config import TrainConfig
+    from famr.methods import METHODS
+
+    with pytest.warns(DeprecationWarning, match="famr.METHODS moved to famr.methods.METHODS"):
+        assert famr.METHODS is METHODS
+    with pytest.warns(DeprecationWarning, match="famr.config.TrainConfig"):
+        assert famr.TrainConfig is TrainConfig
+    assert "METHODS" not in famr.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        famr.nonexistent  # noqa: B018

@@ -68,6 +68,7 @@ def test_bad_transformers_architectures_name_the_valid_choices(name, config, mat
         famr.create_model(name, num_classes=4, config=config)
 
 
+@pytest.mark.science
 def test_famr_forgets_a_class_of_a_transformers_model_through_the_api():
     data = _data()
     # measured with AVX-512, AVX2 and default ATen kernels, one thread: 100 % before; after,

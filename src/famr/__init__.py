@@ -57,3 +57,31 @@ __all__ = [
     "train",
     "unlearn",
 ]
+
+# Names the top-level API used to export: still reachable, with a warning naming where they live.
+_MOVED = {
+    "METHODS": ("famr.methods", "METHODS"),
+    "METRICS": ("famr.metrics", "METRICS"),
+    "ATTACKS": ("famr.attacks", "ATTACKS"),
+    "OptimConfig": ("famr.config", "OptimConfig"),
+    "TrainConfig": ("famr.config", "TrainConfig"),
+    "ImageData": ("famr.data", "ImageData"),
+    "gaps": ("famr.metrics.gaps", "gaps"),
+    "resolve_device": ("famr.api", "resolve_device"),
+    "deviation_certificate": ("famr.theory", "deviation_certificate"),
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, attr = _MOVED[name]
+        warnings.warn(
+            f"famr.{name} moved to {module}.{attr}; the top-level name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'famr' has no attribute {name!r}")

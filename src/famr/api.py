@@ -248,7 +248,7 @@ def unlearn(
     if "holdout" in entry.meta["needs"] and holdout is None:
         raise ValueError(
             f"method {entry.name!r} needs holdout data (examples the model never trained on); "
-            "pass holdout=... (CLI: --holdout validation)"
+            "pass holdout=... (CLI: famr forget --holdout validation)"
         )
     dev = resolve_device(device)
     _check_finite(model)

@@ -39,11 +39,14 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def reexec_with_tcmalloc() -> None:
+def reexec_with_tcmalloc(argv: list[str] | None = None) -> None:
     """Re-run this process with tcmalloc preloaded when it is installed (1.2-2x faster CPU
     training: glibc malloc keeps mapping and unmapping activation buffers; tcmalloc caches
-    them). Called by each script's ``main()``, never at import; ``FAMR_NO_TCMALLOC=1`` opts
-    out."""
+    them). Called first by each script's ``main(argv)``, never at import, and only when the
+    script runs as a command (``argv`` None: a caller's ``main([...])`` is never restarted,
+    and its ``argv`` never lost); ``FAMR_NO_TCMALLOC=1`` opts out."""
+    if argv is not None:
+        return
     if os.environ.get("FAMR_NO_TCMALLOC") or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
         return
     if os.path.exists(TCMALLOC):
@@ -77,6 +80,17 @@ def cached_training(
 
     name = config_hash(key)
     path = cache / f"{name}.safetensors"
+
+    def load() -> tuple[nn.Module, dict[str, Any]] | None:
+        if not (path.exists() and io.sidecar_path(path).exists()):
+            return None
+        model, meta = io.load_checkpoint(path)
+        say(f"cache hit {path.name}: {key.get('label', '')}")
+        return model, {**meta["record"], "cached": True}
+
+    hit = load()  # a hit needs no lock (and a read-only cache serves hits)
+    if hit is not None:
+        return hit
     cache.mkdir(parents=True, exist_ok=True)
     # One process trains a given model; the others wait for it. An flock, not the file's mere
     # existence: the kernel releases it when its holder dies, so a killed run never leaves a
@@ -87,10 +101,9 @@ def cached_training(
         except BlockingIOError:
             say(f"waiting for another process to finish {key.get('label', name)}")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists() and io.sidecar_path(path).exists():
-            model, meta = io.load_checkpoint(path)
-            say(f"cache hit {path.name}: {key.get('label', '')}")
-            return model, {**meta["record"], "cached": True}
+        hit = load()  # trained by the process that held the lock
+        if hit is not None:
+            return hit
         model, record = build()
         meta = {"arch": key["arch"], "arch_args": key["arch_args"], "key": key, "record": record}
         io.save_checkpoint(path, model, meta, overwrite=True)
@@ -263,8 +276,19 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 def update_benchmarks_md(section: str, text: str, path: Path | None = None) -> None:
     """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` in
-    BENCHMARKS.md (appending the section when absent), so tables are written by the scripts."""
-    path = path or Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+    BENCHMARKS.md (appending the section when absent), so tables are written by the scripts.
+
+    Raises:
+        ValueError: No ``path`` is given and famr does not run from a source checkout (an
+            installed famr has no BENCHMARKS.md of its own to write to).
+    """
+    if path is None:
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "pyproject.toml").exists() or not (root / "benchmarks").is_dir():
+            raise ValueError(
+                "famr does not run from a source checkout: pass the BENCHMARKS.md to update"
+            )
+        path = root / "BENCHMARKS.md"
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     current = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{text.rstrip()}\n{end}"

@@ -180,6 +180,17 @@ def compare_methods(
     return experiment
 
 
+def comparable_methods() -> list[str]:
+    """Every method that needs only forget / retain data: the demo's and
+    :func:`run_class_forgetting`'s default set (famr_matched and famr_quantile calibrate on
+    held-out data, which that comparison does not hold back; retrain is the reference)."""
+    return [
+        name
+        for name in METHODS.names()
+        if name != "retrain" and "holdout" not in METHODS.get(name).meta["needs"]
+    ]
+
+
 def run_class_forgetting(
     data: ImageData,
     classes: Sequence[int],
@@ -219,13 +230,7 @@ def run_class_forgetting(
     splits = ClassForget(classes).split(data.train, data.test, data.num_classes)
     train_config = {"seed": seed, **(train_config or {})}
     if methods is None:
-        # every method that needs only forget / retain data (famr_matched calibrates on
-        # held-out data, which this comparison does not hold back)
-        methods = {
-            name: {}
-            for name in METHODS.names()
-            if name != "retrain" and "holdout" not in METHODS.get(name).meta["needs"]
-        }
+        methods = {name: {} for name in comparable_methods()}
     arch_args = {
         "num_classes": data.num_classes,
         "in_channels": data.in_channels,
@@ -532,6 +537,8 @@ def choose_configs(
 
         def mean(key: str, config: dict[str, Any], method: str = method) -> float:
             values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
+            if not values:
+                raise ValueError(f"the study has no rows for {method} {config}: run its grid")
             return sum(values) / len(values)
 
         best = choose_config(configs, mean, (ceilings or {}).get(method))

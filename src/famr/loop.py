@@ -1,9 +1,10 @@
 """The one optimisation loop that training and every unlearning method reuse.
 
-A method supplies an ``objective(batch) -> terms`` closure and data streams; the loop owns the
-optimiser, the learning-rate schedule, autocast, BatchNorm mode, parameter selection, the l2
-weight anchor, gradient clipping, update masks, divergence checks, progress reporting and the
-per-epoch history.
+A method supplies an ``objective(batch) -> terms`` closure, data streams and the parts it
+composes (:mod:`famr.parts`: the l2 anchor, update masks, step callbacks, stopping rules); the
+loop owns the optimiser, the learning-rate schedule, autocast, BatchNorm mode, parameter
+selection, data-parallel gradient sums, torch.compile, channels-last, gradient clipping,
+divergence checks, progress reporting and the per-epoch history.
 """
 
 from __future__ import annotations
@@ -248,9 +249,9 @@ def optimise(
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    start = [p.detach().clone() for p in params]
+    start = [p.detach().clone() for p in params]  # the one copy; parts read it
     for part in parts:
-        part.start(chosen)
+        part.start(chosen, start)
     rank, world_size = distributed.world()
     if world_size > 1 and cfg.batchnorm == "train" and _has_batchnorm(model):
         raise ValueError(

@@ -2,9 +2,10 @@
 
 In the spirit of optax's ``chain``: the loop (:func:`famr.loop.optimise`) runs the objective,
 back-propagates, clips and steps; each part hooks in where it needs to, and a new part never
-touches the others. Every hook is optional:
+touches the others. A part derives from :class:`Part` and overrides only the hooks it needs:
 
-- ``start(chosen)``: the ``(name, parameter)`` pairs the loop will update, on entry;
+- ``start(chosen, initial)``: the ``(name, parameter)`` pairs the loop will update, and the
+  loop's one copy of their values on entry (shared by every part: read it, never write it);
 - ``before_step(step, total)``: before each step (0-based), e.g. a penalty's schedule;
 - ``gradients(params)``: after back-propagation, before clipping (in the order given);
 - ``after_step(params)``: after the optimiser's step;
@@ -27,7 +28,7 @@ from .losses import add_anchor_gradient_, squared_distance
 class Part:
     """A part of the loop; override the hooks it needs."""
 
-    def start(self, chosen: list[tuple[str, nn.Parameter]]) -> None:
+    def start(self, chosen: list[tuple[str, nn.Parameter]], initial: list[Tensor]) -> None:
         pass
 
     def before_step(self, step: int, total: int) -> None:
@@ -77,9 +78,9 @@ class L2Anchor(Part):
     _point: list[Tensor] = field(default_factory=list, init=False, repr=False)
     _weights: list[Tensor] | None = field(default=None, init=False, repr=False)
 
-    def start(self, chosen):
+    def start(self, chosen, initial):
         if self.point is None:
-            self._point = [p.detach().clone() for _, p in chosen]
+            self._point = initial  # the loop's copy: no second one
         else:
             self._point = _aligned(self.point, chosen, "anchor")
         self._weights = (
@@ -119,7 +120,7 @@ class UpdateMask(Part):
     _masks: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
     _start: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
 
-    def start(self, chosen):
+    def start(self, chosen, initial):
         names = [n for n, _ in chosen]
         unknown = sorted(set(self.masks) - set(names))
         if unknown:
@@ -129,7 +130,7 @@ class UpdateMask(Part):
             for i, (n, p) in enumerate(chosen)
             if n in self.masks
         }
-        self._start = {i: chosen[i][1].detach().clone() for i in self._masks}
+        self._start = {i: initial[i] for i in self._masks}
 
     def gradients(self, params):
         for i, mask in self._masks.items():

@@ -103,6 +103,13 @@ def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
             "original's. The `retrain` row is the level real forgetting reaches.",
         ]
     parts += ["", markdown_table(runs)]
+    if "configurations" in results:
+        chosen = results["configurations"]
+        parts += ["", f"Configurations: {chosen['source']}.", ""]
+        parts += ["| run | configuration |", "|---|---|"]
+        for name, config in chosen["configs"].items():
+            shown = ", ".join(f"{k}={v}" for k, v in config.items()) or "defaults"
+            parts.append(f"| {name} | {shown} |")
     for name, run in runs.items():
         if "certificate" in run:
             parts += ["", f"## Certificate: `{name}`", "", certificate_markdown(run["certificate"])]

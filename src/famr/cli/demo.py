@@ -26,7 +26,8 @@ DEMO_FILES = (
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..experiment import run_class_forgetting
+    from ..experiment import comparable_methods, run_class_forgetting
+    from ..presets import PRESETS_SOURCE, configs_for
     from ..report import markdown_table, plot_confidence, plot_per_class_accuracy, report_markdown
 
     out = Path(args.out)
@@ -36,10 +37,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = hold_out_validation(load_dataset("digits"), DEMO_VALIDATION, seed=args.seed)
     ClassForget(args.forget_class).validate(data.num_classes)
     resolve_device(args.device)
+    # every method at its configuration chosen on the digits validation split (famr.presets)
+    configs = configs_for("digits", comparable_methods())
     experiment = run_class_forgetting(
         data,
         [args.forget_class],
         arch=args.arch,
+        methods=configs,
         seed=args.seed,
         device=args.device,
         progress=_progress_factory(not args.quiet),
@@ -51,7 +55,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = lambda_path(
         experiment.models["original"], splits, DEMO_LAMS, device=args.device, seed=args.seed
     )
-    results = {**experiment.results, "lambda_path": path, "environment": io.environment()}
+    results = {
+        **experiment.results,
+        "configurations": {"source": PRESETS_SOURCE, "configs": configs},
+        "lambda_path": path,
+        "environment": io.environment(),
+    }
     command = (
         "famr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if sys.argv[1:2] == ["demo"]

@@ -43,11 +43,22 @@ def cmd_forget(args: argparse.Namespace) -> int:
         )
     plan = _plan(args, [out, io.sidecar_path(out), audit_path])
     entry = METHODS.get(args.method)
+    if args.holdout and "holdout" not in entry.meta["needs"]:
+        users = [n for n in METHODS.names() if "holdout" in METHODS.get(n).meta["needs"]]
+        raise UsageError(
+            f"--holdout: method {entry.name!r} does not use held-out data; the methods that "
+            f"do: {', '.join(users)}"
+        )
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
     cfg = make_config(entry.meta["config"], values, parse=True)
     _speed_note(cfg, args.device)
     model, meta, source_hashes = io.load_checkpoint_hashed(source)
     data, derived = _build_data(_data_request(args, meta.get("validation")), args.workers)
+    if args.holdout == "validation" and data.validation is None:
+        raise UsageError(
+            f"--holdout validation: checkpoint {str(source)!r} records no validation split; "
+            "train it with famr train --validation 0.1"
+        )
     spec = _forget_spec(args, derived)
     _check_data_fits(meta, data, "the checkpoint")
     splits = spec.split(data.train, data.test, data.num_classes)
@@ -130,11 +141,6 @@ def _holdout(choice: str | None, data, forgotten: list[int]):
     checkpoint never trained on them, and they are never scored)."""
     if choice is None:
         return None
-    if data.validation is None:
-        raise UsageError(
-            "--holdout validation: the checkpoint records no validation split; train it with "
-            "famr train --validation 0.1"
-        )
     images, labels = data.validation.tensors
     keep = ~torch.isin(labels, torch.tensor(forgotten, dtype=labels.dtype))
     return TensorDataset(images[keep], labels[keep])

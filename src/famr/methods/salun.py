@@ -1,8 +1,8 @@
 """SalUn: random labels restricted to the weights most salient for the forget set.
 
 Fixes the public code's defect: there the mask only zeroed gradients, so momentum and weight
-decay still moved "frozen" weights. Here the loop's ``update_mask`` restores them after every
-step (pinned by a test).
+decay still moved "frozen" weights. Here the loop's ``UpdateMask`` part (famr.parts) restores
+them after every step (pinned by a test).
 """
 
 from __future__ import annotations
