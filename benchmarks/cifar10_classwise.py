@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--classes", type=int, nargs="+", default=[3, 8])
     p.add_argument("--quick", action="store_true", help="2-epoch trainings, one class: a smoke run")
+    p.add_argument(
+        "--methods", nargs="+", help="run only these of the table's runs (default: every one)"
+    )
     p.add_argument("--stage", choices=["train", "all"], default="all")
     p.add_argument("--device", default=None)
     p.add_argument("--cache", default=str(Path(__file__).resolve().parent / "cache"))
@@ -156,6 +159,11 @@ def method_configs(args) -> dict[str, dict]:
         runs[name] = {"method": name}
     if args.quick:  # a smoke run: FAMR's three forms and two cheap baselines
         runs = {k: v for k, v in runs.items() if k in QUICK}
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(runs))
+        if unknown:
+            raise SystemExit(f"--methods {unknown}: not among the table's runs {sorted(runs)}")
+        runs = {k: v for k, v in runs.items() if k in args.methods}
     return {name: with_speed(config["method"], config) for name, config in runs.items()}
 
 
