@@ -122,32 +122,25 @@ def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, pro
         loss = uniform_cross_entropy(model(images), support)
         return {"loss": loss, "uniform_loss": loss}
 
-    def run(stop):
-        streams = Streams("forget", data.batches("forget", cfg))
-        return optimise_anchored(
-            model,
-            objective,
-            streams,
-            cfg,
-            data,
-            device=device,
-            progress=progress,
-            parts=[StopWhen(stop)],
-        )
+    def prepare():
+        return objective, Streams("forget", data.batches("forget", cfg))
 
-    return until_held_out_level(model, data.forget, level, cfg, run)
+    return until_held_out_level(model, data, level, cfg, prepare, device=device, progress=progress)
 
 
-def until_held_out_level(model, forget, level: float, cfg: FamrMatchedConfig, run):
-    """The held-out stopping rule around one optimisation run.
+def until_held_out_level(
+    model, data: MethodData, level: float, cfg: FamrMatchedConfig, prepare, *, device, progress
+):
+    """One anchored optimisation run under the held-out stopping rule.
 
-    ``run(stop)`` optimises ``model`` and returns its history; ``stop(step)`` measures the
-    forget set's true-label statistic every ``cfg.check_every`` steps and ends the run once it
-    is at most ``level``. When the forget set starts at or below the level, nothing runs. The
-    last history record gets the held-out level and the forget set's levels at the start and
-    at the end.
+    ``prepare()`` returns the run's ``(objective, streams)``; it is called only when the run
+    starts, so a method's set-up (a retain buffer, per-example targets) is skipped when the
+    forget set already starts at or below ``level`` and nothing runs. During the run the forget
+    set's true-label statistic is measured every ``cfg.check_every`` steps and the run ends once
+    it is at most ``level``. The last history record gets the held-out level and the forget
+    set's levels at the start and at the end.
     """
-    forget_x, forget_y = forget
+    forget_x, forget_y = data.forget
     start_level = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
     if start_level <= level:  # already as unsure as on unseen data: nothing to do
         return [
@@ -167,7 +160,17 @@ def until_held_out_level(model, forget, level: float, cfg: FamrMatchedConfig, ru
         trace.append(true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic))
         return trace[-1] <= level
 
-    history = run(stop)
+    objective, streams = prepare()
+    history = optimise_anchored(
+        model,
+        objective,
+        streams,
+        cfg,
+        data,
+        device=device,
+        progress=progress,
+        parts=[StopWhen(stop)],
+    )
     if history:
         history[-1]["holdout_level"] = level
         history[-1]["forget_level"] = trace[-1] if trace else start_level

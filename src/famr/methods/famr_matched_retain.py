@@ -24,8 +24,7 @@ import torch
 from ..config import check_choice
 from ..loop import Streams
 from ..losses import cross_entropy, kl_from_reference, uniform_cross_entropy
-from ..parts import StopWhen
-from . import MethodData, optimise_anchored, register_method
+from . import MethodData, register_method
 from .famr import PAPER, target_support
 from .famr_matched import FamrMatchedConfig, true_label_statistic, until_held_out_level
 from .famr_retain import FamrRetainConfig, with_retain_buffer
@@ -88,7 +87,7 @@ def famr_matched_retain(
     level = true_label_statistic(model, *data.holdout, statistic=cfg.statistic) + cfg.margin
     support = target_support(cfg, data)
 
-    def run(stop):  # built only when the rule lets the run start
+    def prepare():  # built only when the rule lets the run start
         buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
         original = copy.deepcopy(model).eval() if cfg.retain_loss == "kl" else None
 
@@ -103,15 +102,6 @@ def famr_matched_retain(
         streams = Streams(
             "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
         )
-        return optimise_anchored(
-            model,
-            objective,
-            streams,
-            cfg,
-            data,
-            device=device,
-            progress=progress,
-            parts=[StopWhen(stop)],
-        )
+        return objective, streams
 
-    return until_held_out_level(model, data.forget, level, cfg, run)
+    return until_held_out_level(model, data, level, cfg, prepare, device=device, progress=progress)

@@ -46,8 +46,7 @@ from torch import Tensor
 
 from ..config import check_choice
 from ..loop import Streams
-from ..parts import StopWhen
-from . import MethodData, optimise_anchored, register_method
+from . import MethodData, register_method
 from .famr import PAPER
 from .famr_matched import true_label_outputs, until_held_out_level
 from .famr_matched_retain import FamrMatchedRetainConfig, retain_term
@@ -155,25 +154,17 @@ def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, p
     holdout = holdout_correct.float() if cfg.statistic == "accuracy" else holdout_confidences
     level = float(holdout.double().mean()) + cfg.margin
 
-    def run(stop):  # built only when the rule lets the run start
+    def prepare():  # built only when the rule lets the run start
         forget_confidences, _ = true_label_outputs(model, *data.forget)
         transport = confidence_map(forget_confidences, holdout_confidences)
         buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
         original = copy.deepcopy(model).eval()
-        return optimise_anchored(
-            model,
-            _objective(model, original, transport, cfg),
-            Streams(
-                "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
-            ),
-            cfg,
-            data,
-            device=device,
-            progress=progress,
-            parts=[StopWhen(stop)],
+        streams = Streams(
+            "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
         )
+        return _objective(model, original, transport, cfg), streams
 
-    return until_held_out_level(model, data.forget, level, cfg, run)
+    return until_held_out_level(model, data, level, cfg, prepare, device=device, progress=progress)
 
 
 def _objective(model, original, transport, cfg: FamrQuantileConfig):
