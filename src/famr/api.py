@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 
 from . import distributed
 from .config import OptimConfig, TrainConfig, make_config
+from .data.files import ImageFiles, batches
 from .data.forget import Splits
 from .data.tensors import to_float, to_tensors
 from .loop import DivergenceError, Progress
-from .methods import METHODS, MethodData
+from .methods import METHODS, MethodData, buffer_rows
 from .metrics import METRICS, SplitOutputs
 from .metrics.gaps import gaps
 from .models.adapt import in_float32, plain_logits
@@ -252,17 +253,40 @@ def unlearn(
         )
     dev = resolve_device(device)
     _check_finite(model)
+    retain, is_buffer = _retain_buffer(retain, cfg)
     work = copy.deepcopy(model).to(dev)
     with in_float32(work), plain_logits(work):
         result = _unlearn_work(
-            work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress
+            work,
+            entry,
+            cfg,
+            dev,
+            forget,
+            retain,
+            forget_classes,
+            anchor,
+            holdout,
+            progress,
+            is_buffer,
         )
     for p in work.parameters():
         p.grad = None
     return result
 
 
-def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress):
+def _retain_buffer(retain, cfg) -> tuple[Dataset | None, bool]:
+    """Image files (:mod:`famr.data.files`) for a method that keeps a retain buffer: the buffer's
+    rows, drawn as the method draws them, so that only they are decoded (same numbers as on
+    the tensor path)."""
+    size = getattr(cfg, "buffer_size", None)
+    if not isinstance(retain, ImageFiles) or size is None or len(retain) == 0:
+        return retain, False
+    return retain[buffer_rows(len(retain), size, cfg.seed)], True
+
+
+def _unlearn_work(
+    work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress, is_buffer
+):
     """:func:`unlearn` on its own float32 copy of the model, whose forward returns logits."""
     forget_t = _tensors_on(forget, "forget", dev)
     k = num_outputs(work, forget_t[0])
@@ -286,7 +310,7 @@ def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor,
     if holdout is not None:
         holdout_t = _tensors_on(holdout, "holdout", dev)
         _check_labels(holdout_t[1], "holdout", k)
-    data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state, holdout_t)
+    data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state, holdout_t, is_buffer)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None
     before = {n: p.detach().clone() for n, p in work.named_parameters()}
@@ -388,6 +412,8 @@ def predict(
             outside the model's K outputs (a bad evaluation set is never scored).
     """
     dev = resolve_device(device)
+    if isinstance(dataset, ImageFiles):  # read batch by batch, never held whole
+        return _predict_files(model, dataset, dev, batch_size)
     images, labels = to_tensors(dataset)
     if any(t.is_floating_point() and t.dtype != torch.float32 for t in model.parameters()):
         model = copy.deepcopy(model).float()  # float64 / bfloat16 models score in float32
@@ -409,6 +435,35 @@ def predict(
     finally:
         model.train(was_training)
     return SplitOutputs(out.cpu(), labels.cpu())
+
+
+@torch.no_grad()
+def _predict_files(model: nn.Module, files: ImageFiles, dev: torch.device, batch_size: int):
+    """:func:`predict` on image files: decoded by worker processes a batch at a time (each rank
+    of a ``torchrun`` run reads its strided share of the files)."""
+    if len(files) == 0:
+        raise ValueError("the evaluation set is empty")
+    if any(t.is_floating_point() and t.dtype != torch.float32 for t in model.parameters()):
+        model = copy.deepcopy(model).float()
+    # a blank image of the files' shape checks the model takes them (no file read twice)
+    blank = torch.zeros((1, 3, files.image_size, files.image_size), dtype=torch.uint8)
+    _check_labels(files.labels, "evaluation", num_outputs(model, blank.to(dev)))
+    was_training = model.training
+    model.eval()
+
+    def logits(rows: Tensor) -> Tensor:
+        chunks = [
+            model(to_float(x.to(dev, non_blocking=True))).float()
+            for x in batches(files[rows], batch_size)
+        ]
+        return torch.cat(chunks)
+
+    try:
+        with plain_logits(model):
+            out = distributed.gather_rows(logits, torch.arange(len(files)))
+    finally:
+        model.train(was_training)
+    return SplitOutputs(out.cpu(), files.labels.clone())
 
 
 def choose_metrics(available: set[str], metrics: list[str] | None = None) -> list[Entry]:

@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-AUDIT_VERSION = 2
+AUDIT_VERSION = 3
 
 # Informational fields, recorded but never checked (they describe the run, they do not define
 # its result): when and how it was started, and on what software.
@@ -98,7 +98,7 @@ def _is_validation(v: Any) -> bool:
 
 
 # the request as famr forget writes it: exactly these keys (a version 1 record had no
-# "validation"), each of its kind
+# "validation", versions 1 and 2 none of the data path's keys), each of its kind
 _REQUEST = {
     "data": _is_str,
     "data_root": _optional(_is_str),
@@ -113,11 +113,19 @@ _REQUEST = {
     "forget_indices_sha256": _is_sha256,
     "forget_indices_hash": _is_str,
     "holdout": _optional(_is_str),
+    # what the run read (version 3): the path asked for and the one used, the evaluation
+    # sample per split and the retain limit (null = all)
+    "data_path": _optional(_is_str),
+    "data_path_used": _optional(_is_str),
+    "eval_sample": _optional(lambda v: _is_int(v) and v >= 1),
+    "retain_limit": _optional(lambda v: _is_int(v) and v >= 1),
 }
+_DATA_PATH_KEYS = {"data_path", "data_path_used", "eval_sample", "retain_limit"}
 
 
 def _is_request(v: Any, version: int) -> bool:
     keys = set(_REQUEST) - ({"validation"} if version == 1 else set())
+    keys -= _DATA_PATH_KEYS if version < 3 else set()
     return isinstance(v, dict) and set(v) == keys and all(_REQUEST[k](v[k]) for k in keys)
 
 
@@ -151,6 +159,7 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 REQUIRED = {
     1: tuple(k for k in FIELDS if k != "checks"),
     2: tuple(FIELDS),
+    3: tuple(FIELDS),
 }
 
 

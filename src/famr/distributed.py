@@ -71,15 +71,18 @@ def gather_rows(fn: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
     import torch.distributed as dist
 
     local = fn(inputs[rank::size])
+    home = local.device
+    if dist.get_backend() == "nccl" and home.type == "cpu":  # NCCL gathers GPU tensors only
+        local = local.to(torch.device("cuda", torch.cuda.current_device()))
     counts = [len(range(r, len(inputs), size)) for r in range(size)]
     longest = max(counts)
     padded = local.new_zeros((longest, *local.shape[1:]))
     padded[: len(local)] = local
     parts = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(parts, padded.contiguous())
-    out = local.new_empty((len(inputs), *local.shape[1:]))
+    out = local.new_empty((len(inputs), *local.shape[1:]), device=home)
     for r in range(size):
-        out[r::size] = parts[r][: counts[r]]
+        out[r::size] = parts[r][: counts[r]].to(home)
     return out
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .. import io
 from ..attacks import ATTACKS, AttackData, attack
 from ..config import config_dict, make_config
+from ..data.files import EVAL_SAMPLE, RETAIN_LIMIT, evaluation_sets, materialise, sample
 from ..data.request import spec_from_record
 from .common import (
     UsageError,
@@ -65,7 +67,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
             f"the checkpoints were trained with different validation splits {validations}; "
             "train them with the same famr train --validation and --validation-seed"
         )
-    validation = validations["unlearned"]
+    validation = validation_record = validations["unlearned"]
     wants_probe = names is None or "linear_probe" in names
     if wants_probe and validation is None:
         raise UsageError(
@@ -83,7 +85,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
     else:
         raise UsageError("--unlearned records no request: give --classes, --indices, ...")
     splits = spec.split(data.train, data.test, data.num_classes)
-    given = AttackData(splits, data.validation, original=models["original"])
+    validation = data.validation  # the held-out images themselves
+    if data.path == "files":  # decode each set once, the large ones as bounded samples
+        sets = {k: materialise(v) for k, v in evaluation_sets(splits, EVAL_SAMPLE).items()}
+        sets["retain"] = materialise(sample(splits.retain, RETAIN_LIMIT))
+        splits = replace(splits, **sets)
+        validation = materialise(sample(validation, RETAIN_LIMIT))
+    given = AttackData(splits, validation, original=models["original"])
     results = {
         role: attack(model, given, names, device=args.device, config=options)
         for role, model in models.items()
@@ -91,7 +99,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     payload = {
         "request": spec.to_dict(),
         "checkpoints": {role: str(path) for role, path in paths.items() if path},
-        "validation": validation,
+        "validation": validation_record,
         "attacks": names or [e.name for e in ATTACKS],
         "config": options,
         "results": results,

@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import io
+from ..data.files import EVAL_SAMPLE, ImageFiles, sample
+from ..data.tensors import to_tensors
 from . import common
 from .common import (
     UsageError,
@@ -19,6 +23,14 @@ from .common import (
 )
 
 CERTIFY_FILES = ("certificate.json", "certificate.md")
+
+
+def _images(dataset, first: int | None = None):
+    """The images of ``dataset`` (its first ``first``; of image files, a seeded sample of that
+    many, so that only they are decoded)."""
+    if isinstance(dataset, ImageFiles):
+        dataset = sample(dataset, first)
+    return to_tensors(dataset)[0][:first]
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -43,21 +55,19 @@ def cmd_certify(args: argparse.Namespace) -> int:
     splits = _splits_for(data, classes)
     support = None
     if target == "retained":
-        import torch
-
         # classes forgotten by earlier requests were left out of the run's target too
         support = torch.ones(data.num_classes, dtype=torch.bool)
         support[sorted(set(classes) | set(meta.get("forgotten_classes", [])))] = False
     checks = {
-        "retain": splits.retain.tensors[0][:2000],
-        "test_retain": splits.test_retain.tensors[0],
+        "retain": _images(splits.retain, 2000),
+        "test_retain": _images(splits.test_retain, EVAL_SAMPLE if data.path == "files" else None),
     }
     if splits.test_forget is not None:
-        checks["test_forget"] = splits.test_forget.tensors[0]
+        checks["test_forget"] = _images(splits.test_forget)
     cert = certify(
         original,
         unlearned,
-        splits.forget.tensors[0],
+        _images(splits.forget),
         float(lam),
         support,
         data.num_classes,

@@ -77,6 +77,18 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _count_or_all(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; give a count >= 1 or 'all'")
+    return value
+
+
 def _parse_classes(text: str) -> list[int]:
     return parse_classes(text)
 
@@ -190,6 +202,7 @@ def _data_request(
         "style": args.style,
         "style_seed": args.style_seed,
         "validation": validation,
+        "data_path": args.data_path,
     }
 
 

@@ -10,12 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
 
 from .. import audit, io
 from ..api import evaluate, unlearn
 from ..config import config_dict, make_config
-from ..data.forget import Splits
+from ..data.files import (
+    EVAL_SAMPLE,
+    RETAIN_LIMIT,
+    evaluation_sets,
+    images_decoded,
+    materialise,
+    rows,
+    sample,
+    subset,
+)
 from ..methods import METHODS
 from .common import (
     UsageError,
@@ -52,6 +60,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     values = _config_values(args, ("epochs", "lr", "batch_size", "seed", "lam"))
     cfg = make_config(entry.meta["config"], values, parse=True)
     _speed_note(cfg, args.device)
+    decoded_before = images_decoded()
     model, meta, source_hashes = io.load_checkpoint_hashed(source)
     data, derived = _build_data(_data_request(args, meta.get("validation")), args.workers)
     if args.holdout == "validation" and data.validation is None:
@@ -62,40 +71,38 @@ def cmd_forget(args: argparse.Namespace) -> int:
     spec = _forget_spec(args, derived)
     _check_data_fits(meta, data, "the checkpoint")
     splits = spec.split(data.train, data.test, data.num_classes)
+    eval_sample, retain_limit = _sampling(args, data.path)
+    # every image decoded once (on the file path, only these): the method and the metrics
+    # share the forget set, and the evaluation samples serve every evaluation below
+    sets = {k: materialise(v) for k, v in evaluation_sets(splits, eval_sample).items()}
     reference = None
     if args.reference:
         ref_model, _ = io.load_checkpoint(args.reference)
-        reference = evaluate(
-            ref_model,
-            **splits.evaluation_sets(),
-            device=args.device,
-        )
+        reference = evaluate(ref_model, **sets, device=args.device)
     anchor_model, anchor_info = _load_anchor(args.anchor, meta)
     # classes forgotten by earlier requests stay forgotten: FAMR's "retained" target leaves
     # them out too (otherwise a second request would push probability back onto them)
     forgotten = sorted(set(meta.get("forgotten_classes", [])) | set(splits.forget_classes))
-    needs_retain = "retain" in entry.meta["needs"]
+    retain = None
+    if "retain" in entry.meta["needs"]:  # a method with a buffer draws it from all of them
+        buffered = hasattr(cfg, "buffer_size")
+        retain = splits.retain if buffered else sample(splits.retain, retain_limit, cfg.seed)
     result = unlearn(
         model,
-        splits.forget,
-        splits.retain if needs_retain else None,
+        sets["forget"],
+        retain,
         method=entry.name,
         device=args.device,
         progress=_progress_factory(not args.quiet)(entry.name),
         forget_classes=forgotten,
         anchor=anchor_model,
-        holdout=_holdout(args.holdout, data, forgotten),
+        holdout=_holdout(args.holdout, data, forgotten, retain_limit),
         **config_dict(cfg),
     )
     chain = audit.deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
-    metrics = evaluate(
-        result.model,
-        **splits.evaluation_sets(),
-        reference=reference,
-        device=args.device,
-    )
+    metrics = evaluate(result.model, **sets, reference=reference, device=args.device)
     metrics["seconds"] = result.seconds
-    checks = _result_checks(model, splits, result.certificate, metrics, args)
+    checks = _result_checks(model, sets["test_retain"], result.certificate, metrics, args)
     if checks["refused"] and not args.write_anyway:
         print(
             f"famr: refused, nothing written: {checks['refused']}; pass --write-anyway to keep "
@@ -106,6 +113,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     request = audit.request_record(
         _data_request(args, meta.get("validation")), spec, splits, args.holdout
     )
+    # what the run read: verify re-draws the same evaluation sample
+    request.update(data_path_used=data.path, eval_sample=eval_sample, retain_limit=retain_limit)
     new_meta = audit.output_metadata(
         meta,
         request,
@@ -119,6 +128,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         checks=checks,
         environment=io.environment(),
     )
+    new_meta["images_decoded"] = images_decoded() - decoded_before  # by this run
     with plan as stage:
         out_hashes = io.save_checkpoint(out, result.model, new_meta, stage=stage)
         record = audit.build_record(
@@ -136,14 +146,25 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
-def _holdout(choice: str | None, data, forgotten: list[int]):
+def _sampling(args: argparse.Namespace, path: str) -> tuple[int | None, int | None]:
+    """``(eval_sample, retain_limit)``: the flags' counts (``None`` = all), by default the
+    file path's bounds (:mod:`famr.data.files`) and everything on the tensor path."""
+    defaults = {"eval_sample": EVAL_SAMPLE, "retain_limit": RETAIN_LIMIT}
+    values = []
+    for name, default in defaults.items():
+        given = getattr(args, name, None)
+        values.append(None if given == "all" else given or (default if path == "files" else None))
+    return values[0], values[1]
+
+
+def _holdout(choice: str | None, data, forgotten: list[int], limit: int | None):
     """``--holdout validation``: the validation split's images of the retained classes (the
-    checkpoint never trained on them, and they are never scored)."""
+    checkpoint never trained on them, and they are never scored); at most ``limit`` of them."""
     if choice is None:
         return None
-    images, labels = data.validation.tensors
+    images, labels = rows(data.validation, name="validation")
     keep = ~torch.isin(labels, torch.tensor(forgotten, dtype=labels.dtype))
-    return TensorDataset(images[keep], labels[keep])
+    return sample(subset(images, labels, keep), limit)
 
 
 def _load_anchor(path: str | None, meta: dict[str, Any]):
@@ -176,10 +197,11 @@ def _say_saved(method: str, metrics: dict[str, Any], result, out: Path, audit_pa
         )
 
 
-def _result_checks(model, splits: Splits, certificate, metrics, args) -> dict[str, Any]:
-    """:func:`famr.audit.result_checks` against the input model's retained test accuracy."""
+def _result_checks(model, test_retain, certificate, metrics, args) -> dict[str, Any]:
+    """:func:`famr.audit.result_checks` against the input model's retained test accuracy (on
+    the same images)."""
     before = evaluate(
-        model, test_retain=splits.test_retain, metrics=["test_retain_acc"], device=args.device
+        model, test_retain=test_retain, metrics=["test_retain_acc"], device=args.device
     )["test_retain_acc"]
     return audit.result_checks(
         before,

@@ -9,7 +9,7 @@ from ..attacks import ATTACKS
 from ..data.request import GROUPINGS
 from ..methods import METHODS
 from ..models import list_models
-from .common import _fraction, _non_negative
+from .common import _count_or_all, _fraction, _non_negative
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +43,14 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers", type=int, help="imagefolder: image-decoding worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--data-path",
+        dest="data_path",
+        choices=["auto", "tensors", "files"],
+        help="imagefolder: 'tensors' decodes the whole tree once; 'files' decodes only what a "
+        "request needs (forget set, retain buffer, evaluation samples); 'auto' (default) takes "
+        "files when the decoded tree would exceed 1 GiB",
     )
     parser.add_argument(
         "--coarse",
@@ -184,6 +192,24 @@ def _add_forget(sub) -> None:
         "request, pass the original model and the cumulative request (e.g. --classes 3,5 after "
         "3): the step then solves the whole request anchored to the original, starting from "
         "the previous model",
+    )
+    fg.add_argument(
+        "--retain-limit",
+        dest="retain_limit",
+        type=_count_or_all,
+        metavar="N|all",
+        help="retain images handed to a method that trains on the retain set (a seeded sample; "
+        "methods with a retain buffer draw their buffer_size from all of it). Default: 10000 "
+        "on the file data path, all on the tensor path",
+    )
+    fg.add_argument(
+        "--eval-sample",
+        dest="eval_sample",
+        type=_count_or_all,
+        metavar="N|all",
+        help="images scored per evaluation split other than the forget set (retain, "
+        "test_retain, test_forget; a seeded sample, recorded, re-drawn by famr verify). "
+        "Default: 2000 on the file data path, all on the tensor path",
     )
     fg.add_argument("--out", required=True, help="output .safetensors path")
     fg.add_argument("--overwrite", action="store_true")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import audit, io
 from ..api import evaluate
+from ..data.files import evaluation_sets
 from ..data.request import spec_from_record
 from .common import UsageError, _absolute, _build_data
 
@@ -64,7 +65,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         check("forget metrics", False, "not re-evaluated: the output checkpoint does not match")
     else:
         wanted = [m for m in audit.VERIFIED_METRICS if m in record["metrics"]]
-        measured = evaluate(model, **splits.evaluation_sets(), metrics=wanted, device=args.device)
+        sets = evaluation_sets(splits, request.get("eval_sample"))  # the run's own sample
+        measured = evaluate(model, **sets, metrics=wanted, device=args.device)
         for name in wanted:
             gap = abs(measured[name] - record["metrics"][name])
             check(

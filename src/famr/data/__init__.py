@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from ..registry import Registry
 
@@ -22,12 +22,13 @@ register_dataset = DATASETS.register
 
 @dataclass
 class ImageData:
-    """A loaded image classification data set held as tensors.
+    """A loaded image classification data set: held as tensors, or (ImageFolder trees too large
+    to hold, see :mod:`famr.data.files`) as image files decoded when a request needs them.
 
     Attributes:
         name: Registry name.
-        train: Training images and labels.
-        test: Test images and labels.
+        train: Training images and labels (a ``TensorDataset`` or an ``ImageFiles``).
+        test: Test images and labels (the same kind as ``train``).
         class_names: Name of each class index.
         in_channels: Image channels.
         image_size: Image height (= width).
@@ -37,18 +38,26 @@ class ImageData:
     """
 
     name: str
-    train: TensorDataset
-    test: TensorDataset
+    train: Dataset
+    test: Dataset
     class_names: list[str]
     in_channels: int
     image_size: int
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    validation: TensorDataset | None = None
+    validation: Dataset | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def path(self) -> str:
+        """``"files"`` when the images stay on disk until a request needs them
+        (:mod:`famr.data.files`), ``"tensors"`` when the data set is held decoded."""
+        from .files import ImageFiles
+
+        return "files" if isinstance(self.train, ImageFiles) else "tensors"
 
 
 def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> ImageData:
@@ -83,7 +92,9 @@ def hold_out_validation(data: ImageData, fraction: float = 0.1, seed: int = 0) -
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction {fraction!r} is not valid; it must lie in (0, 1)")
-    images, labels = data.train.tensors
+    from .files import rows, subset
+
+    images, labels = rows(data.train, name="training")  # image files stay undecoded
     generator = torch.Generator().manual_seed(seed)
     held = torch.zeros(len(labels), dtype=torch.bool)
     for k in range(data.num_classes):
@@ -92,8 +103,8 @@ def hold_out_validation(data: ImageData, fraction: float = 0.1, seed: int = 0) -
         held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
     return replace(
         data,
-        train=TensorDataset(images[~held], labels[~held]),
-        validation=TensorDataset(images[held], labels[held]),
+        train=subset(images, labels, ~held),
+        validation=subset(images, labels, held),
     )
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from . import ImageData
+from .files import ImageFiles, rows
 from .forget import Splits, _subset
 from .tensors import to_tensors
 
@@ -69,7 +70,9 @@ def coarsen(data: ImageData, groups: dict[str, tuple[int, ...]]) -> CoarseData:
     def relabel(split):
         if split is None:
             return None, None
-        x, y = to_tensors(split)
+        x, y = rows(split)
+        if isinstance(x, ImageFiles):  # relabelled without decoding
+            return x.relabelled(mapping[y]), y
         return TensorDataset(x, mapping[y]), y
 
     train, fine_train = relabel(data.train)
@@ -97,8 +100,8 @@ class ConceptForget:
     name: str = ""
 
     def split(self, train: TensorDataset, test: TensorDataset, num_classes: int) -> Splits:
-        x, y = to_tensors(train, name="training")
-        tx, ty = to_tensors(test, name="test")
+        x, y = rows(train, name="training")
+        tx, ty = rows(test, name="test")
         in_forget = self.fine_train == self.concept
         in_test = self.fine_test == self.concept
         if not bool(in_forget.any()):
@@ -151,6 +154,11 @@ def add_style(data: ImageData, fraction: float, seed: int = 0) -> StyledData:
     """Render a seeded ``fraction`` of each split's images in the sketch style (labels kept)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"style fraction {fraction!r} is not valid; it must lie in (0, 1)")
+    if isinstance(data.train, ImageFiles):
+        raise ValueError(
+            "--style renders images in memory, so it needs the tensor data path; pass "
+            "--data-path tensors (the whole tree is decoded)"
+        )
     generator = torch.Generator().manual_seed(seed)
 
     def render(split):

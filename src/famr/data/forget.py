@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from .tensors import to_tensors
+from .files import ImageFiles, rows, subset
 
 
 @dataclass
@@ -33,10 +33,10 @@ class Splits:
         forget_indices: Sorted indices of the forgotten examples in the training set.
     """
 
-    forget: TensorDataset
-    retain: TensorDataset
-    test_retain: TensorDataset
-    test_forget: TensorDataset | None
+    forget: Dataset
+    retain: Dataset
+    test_retain: Dataset
+    test_forget: Dataset | None
     forget_classes: list[int]
     forget_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
@@ -44,7 +44,7 @@ class Splits:
         """The sha256 of the sorted forget-index list (see :func:`indices_sha256`)."""
         return indices_sha256(self.forget_indices)
 
-    def evaluation_sets(self) -> dict[str, TensorDataset | None]:
+    def evaluation_sets(self) -> dict[str, Dataset | None]:
         """The four evaluation splits by name, as ``famr.evaluate`` takes them."""
         return {
             "forget": self.forget,
@@ -82,8 +82,9 @@ def _integers(values: Any, what: str) -> tuple[int, ...]:
     return tuple(_integer(v, what) for v in values)
 
 
-def _subset(images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> TensorDataset:
-    return TensorDataset(images[mask], labels[mask])
+def _subset(images, labels: torch.Tensor, mask: torch.Tensor):
+    # tensors, or image files that stay undecoded (famr.data.files)
+    return subset(images, labels, mask)
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ class ClassForget:
             ValueError: The request is invalid or selects no training example.
         """
         self.validate(num_classes)
-        x, y = to_tensors(train, name="training")
-        tx, ty = to_tensors(test, name="test")
+        x, y = rows(train, name="training")
+        tx, ty = rows(test, name="test")
         chosen = torch.tensor(self.classes)
         in_forget = torch.isin(y, chosen)
         if not bool(in_forget.any()):
@@ -155,8 +156,8 @@ def indices_sha256(indices: torch.Tensor | Sequence[int]) -> str:
 def _sample_splits(
     indices: torch.Tensor, train: TensorDataset, test: TensorDataset, label: str
 ) -> Splits:
-    x, y = to_tensors(train, name="training")
-    tx, ty = to_tensors(test, name="test")
+    x, y = rows(train, name="training")
+    tx, ty = rows(test, name="test")
     n = len(y)
     if indices.numel() == 0:
         raise ValueError(f"{label}: no example to forget; give at least one training index")
@@ -173,7 +174,7 @@ def _sample_splits(
     return Splits(
         forget=_subset(x, y, in_forget),
         retain=_subset(x, y, ~in_forget),
-        test_retain=TensorDataset(tx, ty),
+        test_retain=tx if isinstance(tx, ImageFiles) else TensorDataset(tx, ty),
         test_forget=None,
         forget_classes=[],
         forget_indices=unique,
@@ -241,7 +242,7 @@ class RandomForget:
     def split(self, train: TensorDataset, test: TensorDataset, num_classes: int) -> Splits:
         """The forget / retain / test splits of this request."""
         del num_classes
-        n = len(to_tensors(train, name="training")[1])
+        n = len(rows(train, name="training")[1])
         return _sample_splits(self.indices(n), train, test, "random forget spec")
 
     def to_dict(self) -> dict[str, Any]:

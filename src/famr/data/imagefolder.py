@@ -2,10 +2,17 @@
 
 The images are decoded in DataLoader worker processes with Pillow, resized (shorter side to
 ``resize``, default ``image_size`` * 8/7 like the usual 256/224 ImageNet recipe, or no resize
-when the images already have ``image_size``), centre-cropped to ``image_size`` and kept as one
-uint8 tensor per split, so training runs on the fast tensor path (batched random crop + flip,
-normalisation inside the model). The preload is bounded: a tree that would take more than
-``max_preload_gib`` as uint8 is refused with the size it would need.
+when the images already have ``image_size``) and centre-cropped to ``image_size``. Two paths:
+
+- **tensors**: the whole tree is decoded once into one uint8 tensor per split, so training runs
+  on the fast tensor path (batched random crop + flip, normalisation inside the model). The
+  preload is bounded: a tree over ``max_preload_gib`` as uint8 is refused with the size it needs.
+- **files** (:mod:`famr.data.files`): the tree is only indexed (paths and labels); a request
+  decodes the forget set, the retain buffer and the evaluation samples it needs, nothing else.
+
+``data_path="auto"`` (the default) takes the file path when the decoded tree would exceed
+``files_above_gib`` (1 GiB: Tiny-ImageNet-sized trees at 64 px stay tensors, ImageNet-100 at
+224 px, about 19 GiB, streams).
 
 Classes are the train/ sub-folders in sorted order (as ``torchvision.datasets.ImageFolder``
 numbers them), or the sorted names listed in a classes file (one folder name per line, ``#``
@@ -15,18 +22,18 @@ comments allowed; e.g. the usual ImageNet-100 WNID list).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from . import ImageData, register_dataset
+from .files import ImageFiles, decode
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # ImageNet statistics: the normalisation torchvision and timm models are trained with.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val")
+DATA_PATHS = ("auto", "tensors", "files")
 
 
 def read_classes_file(path: str | Path) -> list[str]:
@@ -49,6 +56,10 @@ def read_classes_file(path: str | Path) -> list[str]:
     return sorted(names)
 
 
+def _files(samples: list[tuple[Path, int]], image_size: int, resize: int, workers: int):
+    return ImageFiles([p for p, _ in samples], [y for _, y in samples], image_size, resize, workers)
+
+
 def _samples(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
     samples = []
     for index, name in enumerate(classes):
@@ -59,70 +70,6 @@ def _samples(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
             raise ValueError(f"class folder {str(folder / name)!r} holds no image")
         samples += [(p, index) for p in files]
     return samples
-
-
-class _Decode(Dataset):
-    """Decodes one image to a uint8 ``(3, size, size)`` tensor; failures are returned, not
-    raised, so the main process can name the file in a one-line error."""
-
-    def __init__(self, samples: list[tuple[Path, int]], image_size: int, resize: int) -> None:
-        self.samples = samples
-        self.image_size = image_size
-        self.resize = resize
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Any, int, str]:
-        from PIL import Image
-
-        path, label = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                w, h = img.size
-                if min(w, h) != self.resize:
-                    scale = self.resize / min(w, h)
-                    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-                    img = img.resize(size, Image.Resampling.BILINEAR)
-                w, h = img.size
-                s = self.image_size
-                if w < s or h < s:
-                    raise ValueError(f"smaller than {s}x{s} after resizing ({w}x{h})")
-                left, top = (w - s) // 2, (h - s) // 2
-                img = img.crop((left, top, left + s, top + s))
-                data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            return data.view(s, s, 3).permute(2, 0, 1).contiguous(), label, ""
-        except Exception as err:  # noqa: BLE001 - any decoding failure is reported with the file
-            return None, label, f"{path}: {type(err).__name__}: {err}"
-
-
-def _collate(items):
-    failed = [error for _, _, error in items if error]
-    if failed:
-        return None, None, failed
-    images = torch.stack([x for x, _, _ in items])
-    labels = torch.tensor([y for _, y, _ in items], dtype=torch.long)
-    return images, labels, []
-
-
-def _decode_split(samples, image_size, resize, workers) -> TensorDataset:
-    loader = DataLoader(
-        _Decode(samples, image_size, resize),
-        batch_size=256,
-        num_workers=workers,
-        collate_fn=_collate,
-    )
-    images, labels = [], []
-    for x, y, failed in loader:
-        if failed:
-            raise ValueError(
-                f"unreadable image {failed[0]}"
-                + (f" (and {len(failed) - 1} more in its batch)" if len(failed) > 1 else "")
-            )
-        images.append(x)
-        labels.append(y)
-    return TensorDataset(torch.cat(images), torch.cat(labels))
 
 
 def _native_size(path: Path) -> int | None:
@@ -145,8 +92,12 @@ def load_imagefolder(
     resize: int | None = None,
     workers: int = 2,
     max_preload_gib: float = 8.0,
+    data_path: str = "auto",
+    files_above_gib: float = 1.0,
 ) -> ImageData:
-    """Load ``root/train`` and ``root/val`` (ImageFolder layout) as uint8 tensors.
+    """Load ``root/train`` and ``root/val`` (ImageFolder layout): decoded whole into uint8
+    tensors (the tensor path), or indexed as files that a request decodes only where it needs
+    them (the file path, :mod:`famr.data.files`).
 
     Args:
         root: The folder holding ``train/`` and ``val/``.
@@ -156,7 +107,11 @@ def load_imagefolder(
         resize: Shorter side before the centre crop (default: ``image_size`` when the images
             already have that size, else ``round(image_size * 8 / 7)``).
         workers: DataLoader worker processes decoding the images (0 = in this process).
-        max_preload_gib: Refuse trees whose uint8 preload would exceed this many GiB.
+        max_preload_gib: Refuse (on the tensor path) trees whose uint8 preload would exceed
+            this many GiB.
+        data_path: ``"tensors"``, ``"files"``, or ``"auto"``: the file path when the whole tree
+            would take more than ``files_above_gib`` decoded, the tensor path otherwise.
+        files_above_gib: The size above which ``"auto"`` picks the file path.
 
     Raises:
         FileNotFoundError: ``root``, ``train/``/``val/`` or a listed class folder is missing.
@@ -198,8 +153,13 @@ def load_imagefolder(
             or value < (0 if name == "workers" else 1)
         ):
             raise ValueError(f"{name}={value!r} is not valid; it must be a positive integer")
-    if not (max_preload_gib > 0):
-        raise ValueError(f"max_preload_gib={max_preload_gib!r} is not valid; it must be > 0")
+    for name, value in (("max_preload_gib", max_preload_gib), ("files_above_gib", files_above_gib)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name}={value!r} is not valid; it must be a number > 0")
+    if data_path not in DATA_PATHS:
+        raise ValueError(
+            f"data_path={data_path!r} is not valid; choose one of: {', '.join(DATA_PATHS)}"
+        )
     native = _native_size(train[0][0])
     if image_size is None:
         if native is None:
@@ -210,15 +170,24 @@ def load_imagefolder(
     if resize < image_size:
         raise ValueError(f"resize={resize} is smaller than image_size={image_size}")
     gib = (len(train) + len(val)) * 3 * image_size**2 / 2**30
-    if gib > max_preload_gib:
+    if data_path == "auto":
+        data_path = "files" if gib > files_above_gib else "tensors"
+    train_files = _files(train, image_size, resize, workers)
+    val_files = _files(val, image_size, resize, workers)
+    if data_path == "tensors" and gib > max_preload_gib:
         raise ValueError(
             f"{len(train) + len(val)} images at {image_size}x{image_size} need {gib:.1f} GiB as uint8, "
-            f"over max_preload_gib={max_preload_gib}; lower image_size or raise max_preload_gib"
+            f"over max_preload_gib={max_preload_gib}; use the file path (data_path='files', CLI "
+            "--data-path files), lower image_size or raise max_preload_gib"
         )
+    if data_path == "tensors":
+        train_set, test_set = (TensorDataset(*decode(f)) for f in (train_files, val_files))
+    else:
+        train_set, test_set = train_files, val_files
     return ImageData(
         name="imagefolder",
-        train=_decode_split(train, image_size, resize, workers),
-        test=_decode_split(val, image_size, resize, workers),
+        train=train_set,
+        test=test_set,
         class_names=classes,
         in_channels=3,
         image_size=image_size,

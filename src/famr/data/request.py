@@ -47,13 +47,14 @@ def parse_style(text: str) -> tuple[str, float]:
 
 def build_data(request: dict[str, Any], workers: int | None = None):
     """``(data, derived)`` for a data request (``data``, ``data_root``, ``classes_file``,
-    ``image_size``, ``validation``, ``coarse``, ``style``, ``style_seed``): the data set with
-    its validation split held out, its coarse relabelling and its style applied; ``derived``
-    holds the fine labels / style masks that concept and style requests need."""
+    ``image_size``, ``data_path``, ``validation``, ``coarse``, ``style``, ``style_seed``): the
+    data set with its validation split held out, its coarse relabelling and its style applied;
+    ``derived`` holds the fine labels / style masks that concept and style requests need."""
     options = {
         "classes_file": request.get("classes_file"),
         "image_size": request.get("image_size"),
         "workers": workers,
+        "data_path": request.get("data_path"),
     }
     data = load_dataset(request["data"], request.get("data_root"), **options)
     validation = request.get("validation")

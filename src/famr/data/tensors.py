@@ -19,8 +19,9 @@ Transform = Callable[[Tensor, torch.Generator | None], Tensor]
 def to_tensors(dataset: Dataset, *, name: str = "dataset") -> tuple[Tensor, Tensor]:
     """Materialise a ``Dataset`` of ``(image, label)`` pairs as ``(images, labels)`` tensors.
 
-    A ``TensorDataset`` (and an ``ImageTensors``) is returned as is (no copy); any other data
-    set is read once in order through a ``DataLoader``.
+    A ``TensorDataset`` is returned as is (no copy); an :class:`famr.data.files.ImageFiles` is
+    decoded (by its worker processes; sharded under ``torchrun``); any other data set is read
+    once in order through a ``DataLoader``.
 
     Args:
         dataset: The data set; items must be ``(tensor image, int label)``.
@@ -32,8 +33,14 @@ def to_tensors(dataset: Dataset, *, name: str = "dataset") -> tuple[Tensor, Tens
     Raises:
         ValueError: The data set is empty or its items are not ``(image, label)`` pairs.
     """
+    from .files import ImageFiles, decode
+
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
         images, labels = dataset.tensors
+    elif isinstance(dataset, ImageFiles):  # decoded once, by worker processes
+        if len(dataset) == 0:
+            raise ValueError(f"the {name} set is empty")
+        images, labels = decode(dataset)
     else:
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise ValueError(

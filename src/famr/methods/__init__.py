@@ -56,6 +56,12 @@ def register_method(
     )
 
 
+def buffer_rows(n: int, size: int, seed: int) -> Tensor:
+    """The rows of an ``n``-example retain set that form the seeded retain buffer of at most
+    ``size`` examples, in the order the buffer holds them."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+
+
 @dataclass
 class MethodData:
     """What a method sees of the request: tensors on the device and class facts.
@@ -69,6 +75,8 @@ class MethodData:
             model's weights on entry (the usual case).
         holdout: ``(images, labels)`` the model never trained on, for methods that calibrate
             against unseen data (``None`` when not given).
+        retain_is_buffer: ``retain`` is already the seeded retain buffer (``famr.unlearn`` drew
+            it before decoding image files), so a method does not draw it again.
     """
 
     forget: tuple[Tensor, Tensor]
@@ -77,6 +85,7 @@ class MethodData:
     forget_classes: list[int]
     anchor: dict[str, Tensor] | None = None
     holdout: tuple[Tensor, Tensor] | None = None
+    retain_is_buffer: bool = False
 
     def batches(self, name: str, cfg: OptimConfig, *, shuffle: bool = True) -> TensorBatches:
         """Batches of stream ``name`` with the config's batch size, augmentation and seed."""

@@ -17,7 +17,7 @@ import torch
 from ..config import check_positive
 from ..loop import Streams
 from ..losses import kl_from_reference, uniform_cross_entropy
-from . import MethodData, optimise_anchored, register_method
+from . import MethodData, buffer_rows, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
 
@@ -53,9 +53,10 @@ class FamrRetainConfig(FamrConfig):
 
 def with_retain_buffer(data: MethodData, size: int, seed: int) -> MethodData:
     """``data`` with its retain set cut to a seeded random buffer of at most ``size`` examples."""
+    if data.retain_is_buffer:  # drawn by famr.unlearn before the files were decoded
+        return data
     images, labels = data.retain
-    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    keep = keep[:size].to(images.device)
+    keep = buffer_rows(len(labels), size, seed).to(images.device)
     return replace(data, retain=(images[keep], labels[keep]))
 
 
