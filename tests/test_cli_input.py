@@ -149,7 +149,7 @@ def test_holdout_validation_is_the_retained_classes_of_the_validation_split(tmp_
 
     data = hold_out_validation(famr.load_dataset("digits"), 0.2, seed=0)
     labels = data.validation.tensors[1]
-    held = _holdout("validation", data, [3, 5])
+    held = _holdout("validation", data, [3, 5], None)
     assert len(held) == int((labels != 3).sum() - (labels == 5).sum())
     assert not torch.isin(held.tensors[1], torch.tensor([3, 5])).any()
     # through the CLI: a checkpoint trained with a validation split, its record says which

@@ -617,10 +617,41 @@ def test_verify_accepts_a_version_1_record(forgotten, tmp_path):
     )
     record["famr_audit_version"] = 1
     del record["checks"], record["request"]["validation"]
+    for key in ("data_path", "data_path_used", "eval_sample", "retain_limit"):  # version 3's
+        del record["request"][key]
     record["output"]["metadata_sha256"] = hashlib.sha256(side.encode()).hexdigest()
     (tmp_path / "f3.audit.json").write_text(json.dumps(record))
     code, out, err = run_cli(["verify", str(tmp_path / "f3.audit.json")])
     assert code == 0, out + err
+
+
+def test_verify_accepts_a_version_2_record(forgotten, tmp_path):
+    """A record written before the file data path (version 2) has none of its keys; it still
+    verifies, on the whole evaluation sets as then."""
+    import hashlib
+
+    for suffix in (".safetensors", ".json", ".audit.json"):
+        (tmp_path / f"{forgotten.stem}{suffix}").write_bytes(
+            forgotten.with_suffix(suffix).read_bytes()
+        )
+    meta = json.loads((tmp_path / f"{forgotten.stem}.json").read_text())
+    record = json.loads((tmp_path / f"{forgotten.stem}.audit.json").read_text())
+    for key in ("data_path", "data_path_used", "eval_sample", "retain_limit"):
+        del meta["request"][key], record["request"][key]
+    side = io.json_text(meta)
+    (tmp_path / f"{forgotten.stem}.json").write_text(side)
+    record["input"]["checkpoint"] = str(
+        (forgotten.parent / record["input"]["checkpoint"]).resolve()
+    )
+    record["famr_audit_version"] = 2
+    record["output"]["metadata_sha256"] = hashlib.sha256(side.encode()).hexdigest()
+    (tmp_path / f"{forgotten.stem}.audit.json").write_text(json.dumps(record))
+    code, out, err = run_cli(["verify", str(tmp_path / f"{forgotten.stem}.audit.json")])
+    assert code == 0, out + err
+    record["famr_audit_version"] = 3  # and without them it is not a version-3 record
+    (tmp_path / f"{forgotten.stem}.audit.json").write_text(json.dumps(record))
+    code, out, err = run_cli(["verify", str(tmp_path / f"{forgotten.stem}.audit.json")])
+    assert code == 2 and "data_path" in err
 
 
 def test_hostile_metadata_never_reaches_a_traceback(checkpoint, forgotten, tmp_path):

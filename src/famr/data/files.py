@@ -40,7 +40,8 @@ def images_decoded() -> int:
 
 def read_image(path: str, image_size: int, resize: int) -> Tensor:
     """One image file as a uint8 ``(3, image_size, image_size)`` tensor: its shorter side
-    resized to ``resize`` (bilinear, Pillow), then centre-cropped.
+    resized to ``resize`` (bilinear, Pillow; a JPEG is first decoded at a reduced scale when it
+    is at least twice as large), then centre-cropped.
 
     Raises:
         ValueError: The file cannot be read, or is smaller than ``image_size`` after resizing.
@@ -48,6 +49,9 @@ def read_image(path: str, image_size: int, resize: int) -> Tensor:
     from PIL import Image
 
     with Image.open(path) as img:
+        # JPEG: decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least
+        # ``resize``, which is 2-5x faster for ImageNet-sized files (a no-op for other formats)
+        img.draft("RGB", (resize, resize))
         img = img.convert("RGB")
         w, h = img.size
         if min(w, h) != resize:
