@@ -43,6 +43,24 @@ def parse_args(argv=None):
     p.add_argument(
         "--methods", nargs="+", help="run only these of the table's runs (default: every one)"
     )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="training epochs of the original and retrained models "
+        "(default: the profile's; a reduced budget is stated in the results)",
+    )
+    p.add_argument("--arch", help="another architecture than the profile's (smoke runs)")
+    p.add_argument(
+        "--subset",
+        type=int,
+        help="keep this many training images and a fifth as many validation and test images "
+        "(seeded samples): a smoke run of the whole pipeline",
+    )
+    p.add_argument(
+        "--study",
+        choices=sorted(PROFILES),
+        help="whose validation study picks the configurations (default: this profile's)",
+    )
     p.add_argument("--stage", choices=["train", "all"], default="all")
     p.add_argument("--device", default=None)
     p.add_argument("--cache", default=str(Path(__file__).resolve().parent / "cache"))
@@ -59,8 +77,29 @@ def setup(args):
     arch, arch_args, train_cfg, data = bench.cifar10_protocol(
         args.data_root, args.profile, args.quick
     )
+    if args.epochs:
+        train_cfg["epochs"] = args.epochs
+    arch = args.arch or arch
+    if args.subset:
+        from dataclasses import replace
+
+        from famr.data.files import sample
+
+        small = max(1, args.subset // 5)
+        data = replace(
+            data,
+            train=sample(data.train, args.subset),
+            validation=sample(data.validation, small),
+            test=sample(data.test, small),
+        )
     classes = args.classes[:1] if args.quick else args.classes
     return arch, arch_args, train_cfg, classes, data
+
+
+def data_label(args) -> str:
+    """The data's part of the model cache key (a subset is another data set)."""
+    label = bench.CIFAR10_DATA_LABEL
+    return label + (f", subset {args.subset}" if args.subset else "")
 
 
 def trained_model(args, arch, arch_args, train_cfg, data, device, seed, excluded=None):
@@ -73,7 +112,7 @@ def trained_model(args, arch, arch_args, train_cfg, data, device, seed, excluded
         arch_args=arch_args,
         train_config=train_cfg,
         seed=seed,
-        data_label=bench.CIFAR10_DATA_LABEL,
+        data_label=data_label(args),
         device=device,
         without=None if excluded is None else famr.ClassForget(excluded),
     )
@@ -133,7 +172,8 @@ DEFAULTS = ("finetune", "l1_sparse", "influence", "ssd")
 
 def method_configs(args) -> dict[str, dict]:
     """Run name -> config, from the validation study (famr_study.py) plus the baselines' defaults."""
-    study_path = Path(__file__).resolve().parent / "results" / f"famr_study_{args.profile}.json"
+    study = args.study or args.profile
+    study_path = Path(__file__).resolve().parent / "results" / f"famr_study_{study}.json"
     if not study_path.exists():
         raise SystemExit(
             f"{study_path} is missing: run benchmarks/famr_study.py first (it picks the configs)"
@@ -238,10 +278,14 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
     lines = [
         f"## CIFAR-10 class-wise forgetting ({args.profile} profile{', quick' if args.quick else ''})",
         "",
-        f"Command: `{command}`; {env['cpu_count']}-core {env['machine']} CPU (kernels "
+        f"Command: `{command}`; "
+        + (f"GPU {env['cuda']} (device {args.device}), " if env.get("cuda") else "")
+        + f"{env['cpu_count']}-core {env['machine']} CPU (kernels "
         f"{env['cpu_capability']}), torch {env['torch']}, "
         f"{payload['date']}; {arch}, forget classes {sorted({c for b in blocks for c in b['forget']['classes']})}, "
-        f"seeds {args.seeds}. Mean ± std over {len(blocks)} class/seed blocks; every number from one run "
+        f"seeds {args.seeds}; originals and retrained models trained {train_cfg['epochs']} epochs"
+        + (f" on a {args.subset}-image subset" if args.subset else "")
+        + f". Mean ± std over {len(blocks)} class/seed blocks; every number from one run "
         f"({out.name}). The original model's test accuracy: {blocks[0]['original_test_acc_all_classes']:.2f} % "
         f"on all 10 classes, {original:.2f} % on the retained ones. Configurations: `configs` in the JSON; "
         "UA, RA, TA, MIA-efficacy in %, avg gap in points against `retrain`, TA forgotten = test "
@@ -275,8 +319,11 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
             fmt = "{:.3f}" if key in ("tow", "time_ratio") else "{:.2f}"
             cells.append(fmt.format(m) + (f" ± {fmt.format(sd)}" if len(blocks) > 1 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    bench.update_benchmarks_md(out.stem, "\n".join(lines))  # its own section per results file
-    log(f"wrote {out} and BENCHMARKS.md")
+    if out.resolve().parent == Path(__file__).resolve().parent / "results":
+        bench.update_benchmarks_md(out.stem, "\n".join(lines))  # its own section per file
+        log(f"wrote {out} and BENCHMARKS.md")
+    else:
+        log(f"wrote {out} (BENCHMARKS.md is written only for results in benchmarks/results)")
 
 
 if __name__ == "__main__":
