@@ -232,3 +232,27 @@ def test_torch_compile_option_gives_the_eager_result(tiny):
     assert getattr(compiled.model, "_compiled_call_impl", None) is None  # handed back eager
     with pytest.raises(ValueError, match="compile='yes' is not valid"):
         famr.unlearn(model, forget, compile="yes", **common)
+
+
+def test_arch_args_reach_the_constructor_and_the_checkpoint(tmp_path):
+    """famr train --arch-arg: a timm ViT rebuilt for 16 px images; the checkpoint records the
+    arguments, so famr forget rebuilds the same model; a bad one is a one-line error."""
+    pytest.importorskip("timm")
+    root = _tree(tmp_path / "tree", size=(16, 16))
+    out = tmp_path / "vit.safetensors"
+    data = ["--data", "imagefolder", "--data-root", str(root), "--workers", "0"]
+    arch = ["--arch", "timm:vit_tiny_patch16_224", "--arch-arg", "img_size=16"]
+    arch += ["--arch-arg", "patch_size=4", "--arch-arg", "depth=2"]
+    code, _, err = _run(["train", *data, *arch, "--epochs", "1", "--out", str(out), "--quiet"])
+    assert code == 0, err
+    model, meta = io.load_checkpoint(out)
+    assert (meta["arch_args"]["img_size"], meta["arch_args"]["depth"]) == (16, 2)
+    assert len(model.net.blocks) == 2
+    forgot = tmp_path / "forgot.safetensors"
+    argv = ["forget", *data, "--checkpoint", str(out), "--classes", "1", "--out", str(forgot)]
+    assert _run([*argv, "--quiet"])[0] == 0
+    for bad, words in (("img_size", "is not valid"), ("num_classes=3", "famr sets it")):
+        code, _, err = _run(
+            ["train", *data, *arch, "--arch-arg", bad, "--out", str(tmp_path / "x.safetensors")]
+        )
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1

@@ -122,6 +122,16 @@ def _add_train(sub) -> None:
     _add_data_flags(tr)
     tr.add_argument("--arch", default="small_cnn", help=f"architecture: {', '.join(list_models())}")
     tr.add_argument(
+        "--arch-arg",
+        dest="arch_arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an argument of the architecture's constructor, recorded in the checkpoint "
+        "(repeatable; VALUE read as JSON when it parses, else as text), e.g. for a timm ViT "
+        "at 64 px: --arch timm:vit_tiny_patch16_224 --arch-arg img_size=64 --arch-arg "
+        "patch_size=8",
+    )
+    tr.add_argument(
         "--exclude-classes", help="leave these classes out of training (retrain reference)"
     )
     tr.add_argument(

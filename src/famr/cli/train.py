@@ -22,6 +22,25 @@ from .common import (
 )
 
 
+def _arch_args(items: list[str], fixed: dict[str, Any]) -> dict[str, Any]:
+    """``--arch-arg KEY=VALUE`` as a dict (VALUE as JSON when it parses, else as text)."""
+    import json
+
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--arch-arg {item!r} is not valid; use KEY=VALUE, e.g. img_size=64")
+        if key in fixed:
+            raise UsageError(f"--arch-arg {key}: famr sets it from the data ({fixed[key]!r})")
+        try:
+            values[key] = json.loads(text)
+        except ValueError:
+            values[key] = text
+    return values
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = _checkpoint_out(args.out)
     plan = _plan(args, [out, io.sidecar_path(out)])
@@ -40,8 +59,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     arch_args: dict[str, Any] = {"num_classes": data.num_classes, "in_channels": data.in_channels}
     if data.mean is not None:
         arch_args.update(mean=list(data.mean), std=list(data.std))
+    arch_args.update(_arch_args(args.arch_arg or [], arch_args))
     import torch
 
+    if args.init and args.arch_arg:
+        raise UsageError("--arch-arg describes a new model; with --init the checkpoint's own apply")
     if args.init:
         model, init_meta = io.load_checkpoint(args.init)
         if init_meta["arch"] != args.arch:
@@ -57,7 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = create_model(args.arch, **arch_args)
+            try:
+                model = create_model(args.arch, **arch_args)
+            except TypeError as err:  # an --arch-arg the constructor does not take
+                first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise UsageError(f"--arch {args.arch} with {args.arch_arg}: {first}") from None
     result = train(
         model,
         dataset,
