@@ -253,6 +253,10 @@ def unlearn(
         )
     dev = resolve_device(device)
     _check_finite(model)
+    # image files: only what the method uses is decoded; the labels are read from all of them
+    retain_labels = retain.labels if isinstance(retain, ImageFiles) else None
+    if isinstance(retain, ImageFiles) and not needs_retain:
+        retain = None
     retain, is_buffer = _retain_buffer(retain, cfg)
     work = copy.deepcopy(model).to(dev)
     with in_float32(work), plain_logits(work):
@@ -268,6 +272,7 @@ def unlearn(
             holdout,
             progress,
             is_buffer,
+            retain_labels,
         )
     for p in work.parameters():
         p.grad = None
@@ -285,7 +290,18 @@ def _retain_buffer(retain, cfg) -> tuple[Dataset | None, bool]:
 
 
 def _unlearn_work(
-    work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress, is_buffer
+    work,
+    entry,
+    cfg,
+    dev,
+    forget,
+    retain,
+    forget_classes,
+    anchor,
+    holdout,
+    progress,
+    is_buffer,
+    retain_labels=None,
 ):
     """:func:`unlearn` on its own float32 copy of the model, whose forward returns logits."""
     forget_t = _tensors_on(forget, "forget", dev)
@@ -295,6 +311,9 @@ def _unlearn_work(
     if retain_t is not None:
         _check_labels(retain_t[1], "retain", k)
     retain_y = retain_t[1] if retain_t is not None else None
+    if retain_labels is not None:  # every retain example's label, not only the buffer's
+        _check_labels(retain_labels, "retain", k)
+        retain_y = retain_labels
     forget_classes = _removed_classes(entry, cfg, forget_t[1], retain_y, forget_classes)
     if forget_classes:
         _check_labels(torch.tensor(forget_classes, dtype=torch.long), "forget_classes", k)
@@ -454,7 +473,7 @@ def _predict_files(model: nn.Module, files: ImageFiles, dev: torch.device, batch
     def logits(rows: Tensor) -> Tensor:
         chunks = [
             model(to_float(x.to(dev, non_blocking=True))).float()
-            for x in batches(files[rows], batch_size)
+            for x in batches(files[rows], batch_size, pin=dev.type == "cuda")
         ]
         return torch.cat(chunks)
 

@@ -20,6 +20,7 @@ from .api import Result, evaluate, metrics_from_outputs, predict, resolve_device
 from .attacks import AttackData, attack
 from .config import config_dict
 from .data import ClassForget, ImageData, Splits, hold_out_validation
+from .data.files import rows as split_rows
 from .loop import DivergenceError, Progress
 from .methods import METHODS
 from .metrics.gaps import gaps
@@ -372,7 +373,7 @@ def epsilon_study(
     ]
     say(f"trained {2 * n} retrained models")
     reference, calibration = retrained[:n], retrained[n:]
-    labels = splits.forget.tensors[1]
+    labels = split_rows(splits.forget, name="forget")[1]
 
     def summary(outputs: list[dict[str, Any]]) -> dict[str, Any]:
         return epsilon_report(

@@ -72,8 +72,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     _check_data_fits(meta, data, "the checkpoint")
     splits = spec.split(data.train, data.test, data.num_classes)
     eval_sample, retain_limit = _sampling(args, data.path)
-    # every image decoded once (on the file path, only these): the method and the metrics
-    # share the forget set, and the evaluation samples serve every evaluation below
+    # each set decoded once (on the file path, only these): the method and the metrics share
+    # the forget set, and the evaluation samples serve every evaluation below
     sets = {k: materialise(v) for k, v in evaluation_sets(splits, eval_sample).items()}
     reference = None
     if args.reference:
@@ -85,8 +85,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
     forgotten = sorted(set(meta.get("forgotten_classes", [])) | set(splits.forget_classes))
     retain = None
     if "retain" in entry.meta["needs"]:  # a method with a buffer draws it from all of them
-        buffered = hasattr(cfg, "buffer_size")
-        retain = splits.retain if buffered else sample(splits.retain, retain_limit, cfg.seed)
+        if hasattr(cfg, "buffer_size"):
+            retain, retain_limit = splits.retain, None
+        else:
+            retain = sample(splits.retain, retain_limit, cfg.seed)
+    else:
+        retain_limit = None  # the method reads no retain data
     result = unlearn(
         model,
         sets["forget"],

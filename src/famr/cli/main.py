@@ -110,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _start_process_group(args: argparse.Namespace) -> bool:
-    """Join the process group when run under torchrun (``WORLD_SIZE`` > 1): NCCL with one GPU
-    per process when CUDA is used, gloo on CPUs. Returns whether a group was started."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """Join the process group when run under torchrun (which sets ``WORLD_SIZE``, 1 for one
+    process): NCCL with one GPU per process when CUDA is used, gloo on CPUs. Returns whether a
+    group was started."""
+    if int(os.environ.get("WORLD_SIZE", "0")) < 1:
         return False
     import torch
     import torch.distributed as dist

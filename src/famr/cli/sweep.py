@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from .. import io
 from ..config import config_dict, make_config
+from ..data.files import EVAL_SAMPLE, RETAIN_LIMIT, evaluation_sets, materialise, sample
 from ..methods import METHODS
 from .common import (
     UsageError,
@@ -43,6 +45,10 @@ def cmd_sweep_lambda(args: argparse.Namespace) -> int:
     data = _load_data(args, meta.get("validation"))
     _check_data_fits(meta, data, "--checkpoint")
     splits = _splits_for(data, _parse_classes(args.classes))
+    if data.path == "files":  # each set decoded once, the large ones as bounded samples
+        sets = {k: materialise(v) for k, v in evaluation_sets(splits, EVAL_SAMPLE).items()}
+        sets["retain"] = materialise(sample(splits.retain, RETAIN_LIMIT))
+        splits = replace(splits, **sets)
     rows = lambda_path(model, splits, lams, method=args.method, device=args.device, **config)
     with plan:
         plan.write_text(

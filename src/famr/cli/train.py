@@ -21,6 +21,9 @@ from .common import (
     _splits_for,
 )
 
+# the tensor path's preload limit (famr.data.imagefolder), for training on the file path too
+MAX_TRAIN_GIB = 8.0
+
 
 def _arch_args(items: list[str], fixed: dict[str, Any]) -> dict[str, Any]:
     """``--arch-arg KEY=VALUE`` as a dict (VALUE as JSON when it parses, else as text)."""
@@ -52,6 +55,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         validation = {"fraction": args.validation, "seed": args.validation_seed}
     data = _load_data(args, validation)
     dataset = data.train
+    if data.path == "files" and dataset.decoded_gib() > MAX_TRAIN_GIB:
+        raise UsageError(
+            f"famr train decodes every training image: {len(dataset)} images at "
+            f"{data.image_size}x{data.image_size} need {dataset.decoded_gib():.1f} GiB as uint8, "
+            f"over {MAX_TRAIN_GIB:g} GiB; lower --image-size or use --classes-file (famr forget "
+            "reads such a tree on the file data path)"
+        )
     excluded: list[int] = []
     if args.exclude_classes:
         excluded = _parse_classes(args.exclude_classes)
@@ -81,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             torch.manual_seed(cfg.seed)
             try:
                 model = create_model(args.arch, **arch_args)
-            except TypeError as err:  # an --arch-arg the constructor does not take
+            except (TypeError, AssertionError, RuntimeError) as err:  # an --arch-arg it refuses
                 first = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise UsageError(f"--arch {args.arch} with {args.arch_arg}: {first}") from None
     result = train(

@@ -70,7 +70,9 @@ def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> I
             ``imagefolder``); an option the loader does not take is a ``ValueError``.
 
     Returns:
-        The data set as tensors.
+        The data set: tensors, or for ``imagefolder`` trees above its ``files_above_gib`` (or
+        with ``data_path="files"``) image files decoded where a request needs them
+        (:class:`famr.data.files.ImageFiles`; ``ImageData.path`` says which).
     """
     loader = DATASETS.get(name).obj
     given = {k: v for k, v in options.items() if v is not None}
