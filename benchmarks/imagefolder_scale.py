@@ -125,19 +125,11 @@ def make_checkpoint(tree: Path, out: Path, image_size: int, seed: int) -> None:
     safetensors.torch.save_file(
         {k: v.contiguous() for k, v in result.model.state_dict().items()}, str(weights)
     )
-    famr_cli(
+    bench.run_famr(
         ["import", "--weights", str(weights), "--arch", "resnet20"]
         + ["--num-classes", str(data.num_classes), "--out", str(out)]
         + ["--mean", ",".join(map(str, data.mean)), "--std", ",".join(map(str, data.std))]
     )
-
-
-def famr_cli(argv: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "famr", *argv], capture_output=True, text=True, cwd=REPO
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"famr {' '.join(argv[:2])} failed: {done.stderr[-1500:]}")
 
 
 def measure(tree: Path, checkpoint: Path, out: Path, method: str, path: str, args) -> dict:

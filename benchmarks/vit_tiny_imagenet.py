@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 from famr import bench, io
 
 HERE = Path(__file__).resolve()
-REPO = HERE.parents[1]
 ARCH = "timm:vit_tiny_patch16_224"
 ARCH_ARGS = ("img_size=64", "patch_size=8", "depth=6")
 
@@ -46,17 +44,6 @@ def parse_args(argv=None):
     )
     p.add_argument("--out", default=str(HERE.parent / "results" / "vit_tiny_imagenet.json"))
     return p.parse_args(argv)
-
-
-def famr_cli(argv: list[str]) -> tuple[float, str]:
-    """Run ``famr ARGV``; returns its wall time and standard output."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "famr", *argv], capture_output=True, text=True, cwd=REPO
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"famr {' '.join(argv)} failed: {done.stderr[-2000:]}")
-    return time.perf_counter() - start, done.stdout
 
 
 def main(argv=None) -> int:
@@ -87,7 +74,7 @@ def main(argv=None) -> int:
     for role, path in models.items():
         bench.log(f"training the {role} ViT ({args.epochs} epochs)")
         extra = ["--exclude-classes", "0"] if role == "retrain" else []
-        wall, _ = famr_cli(
+        wall, _ = bench.run_famr(
             ["train", *data, *arch, *schedule, *extra, "--out", str(path)]
             + ["--quiet", "--overwrite"]
         )
@@ -96,7 +83,7 @@ def main(argv=None) -> int:
     for method in args.methods:
         bench.log(f"famr forget --method {method}")
         out = work / f"{method}.safetensors"
-        wall, _ = famr_cli(
+        wall, _ = bench.run_famr(
             ["forget", *data, "--checkpoint", str(models["original"]), "--classes", "0"]
             + ["--method", method, "--reference", str(models["retrain"]), *speed]
             + ["--out", str(out), "--quiet", "--overwrite", "--write-anyway"]
@@ -112,7 +99,7 @@ def main(argv=None) -> int:
         bench.log(f"famr attack on {method}")
         folder = work / f"attack-{method}"
         reference = ["--retrained", str(models["retrain"])] if i == 0 else []
-        famr_cli(
+        bench.run_famr(
             ["attack", *data, "--original", str(models["original"])]
             + ["--unlearned", str(models[method]), *reference, "--classes", "0"]
             + ["--out", str(folder), "--overwrite"]

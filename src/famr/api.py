@@ -253,26 +253,10 @@ def unlearn(
         )
     dev = resolve_device(device)
     _check_finite(model)
-    # image files: only what the method uses is decoded; the labels are read from all of them
-    retain_labels = retain.labels if isinstance(retain, ImageFiles) else None
-    if isinstance(retain, ImageFiles) and not needs_retain:
-        retain = None
-    retain, is_buffer = _retain_buffer(retain, cfg)
     work = copy.deepcopy(model).to(dev)
     with in_float32(work), plain_logits(work):
         result = _unlearn_work(
-            work,
-            entry,
-            cfg,
-            dev,
-            forget,
-            retain,
-            forget_classes,
-            anchor,
-            holdout,
-            progress,
-            is_buffer,
-            retain_labels,
+            work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress
         )
     for p in work.parameters():
         p.grad = None
@@ -289,21 +273,13 @@ def _retain_buffer(retain, cfg) -> tuple[Dataset | None, bool]:
     return retain[buffer_rows(len(retain), size, cfg.seed)], True
 
 
-def _unlearn_work(
-    work,
-    entry,
-    cfg,
-    dev,
-    forget,
-    retain,
-    forget_classes,
-    anchor,
-    holdout,
-    progress,
-    is_buffer,
-    retain_labels=None,
-):
+def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor, holdout, progress):
     """:func:`unlearn` on its own float32 copy of the model, whose forward returns logits."""
+    # image files: only what the method uses is decoded; the labels are read from all of them
+    retain_labels = retain.labels if isinstance(retain, ImageFiles) else None
+    if retain_labels is not None and "retain" not in entry.meta["needs"]:
+        retain = None
+    retain, is_buffer = _retain_buffer(retain, cfg)
     forget_t = _tensors_on(forget, "forget", dev)
     k = num_outputs(work, forget_t[0])
     _check_labels(forget_t[1], "forget", k)

@@ -356,3 +356,19 @@ def with_speed(method: str, config: dict[str, Any]) -> dict[str, Any]:
     if config.get("params", cfg.params) == "head":
         return {**config, "bf16": True} if hasattr(cfg, "cache_features") else config
     return {**config, **SPEED}
+
+
+def run_famr(argv: list[str], cwd: Path | None = None) -> tuple[float, str]:
+    """Run the command line ``famr ARGV`` in a new process, as a user would; returns its wall
+    time and standard output. A failure stops the benchmark with the command's error."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "famr", *argv], capture_output=True, text=True, cwd=cwd
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"famr {' '.join(argv)} failed: {done.stderr[-2000:]}")
+    return time.perf_counter() - start, done.stdout
