@@ -212,3 +212,17 @@ def test_parts_compose_in_order_and_a_rule_stops_the_run():
     assert seen == [(s, 12) for s in range(5)]
     assert history[-1]["stopped_at"] == 5 and len(history) == 2
     assert torch.equal(weight[1], frozen_row) and "anchor" in history[-1]
+
+
+def test_batchnorm_moved_trains_only_the_moving_layers_statistics():
+    """``batchnorm="moved"``: the BatchNorm layers whose parameters move learn their running
+    statistics; every other one keeps the original's, bit for bit."""
+    model, streams, objective = _setup()
+    stats = {n: b.clone() for n, b in model.named_buffers()}
+    moving = r"^features\.3\."  # the last conv-BN block of small_cnn
+    cfg = OptimConfig(epochs=1, batchnorm="moved", params=moving)
+    optimise(model, objective, streams, cfg, device=CPU)
+    changed = {n for n, b in model.named_buffers() if not torch.equal(b, stats[n])}
+    assert changed, "the moving block's statistics did not change"
+    assert all(n.startswith("features.3.") for n in changed), sorted(changed)
+    assert not model.training  # handed back in eval mode

@@ -17,7 +17,7 @@ C = TypeVar("C")
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle")
-BATCHNORM_MODES = ("eval", "train")
+BATCHNORM_MODES = ("eval", "train", "moved")
 AUGMENTATIONS = ("none", "crop_flip")
 
 
@@ -72,7 +72,8 @@ class OptimConfig:
             of the model), or a regular expression matched (``re.search``) against parameter
             names.
         batchnorm: ``"eval"`` keeps BatchNorm layers in eval mode (running statistics frozen
-            and used for normalisation); ``"train"`` updates them from each batch.
+            and used for normalisation); ``"train"`` updates them from each batch; ``"moved"``
+            trains only the BatchNorm layers whose parameters the run updates.
         augment: Batched augmentation of the driving images: ``"none"`` or ``"crop_flip"``.
         bf16: Run forward passes under bfloat16 autocast.
         channels_last: Use the channels-last memory format for the model and image batches

@@ -105,8 +105,12 @@ def _sum_over_ranks(
     return dict(zip(keys, values.tolist(), strict=True))
 
 
-def set_train_mode(model: nn.Module, batchnorm: str) -> None:
-    """Put ``model`` in train mode; with ``batchnorm="eval"`` BatchNorm layers stay in eval.
+def set_train_mode(
+    model: nn.Module, batchnorm: str, moving: Sequence[nn.Parameter] = ()
+) -> None:
+    """Put ``model`` in train mode; with ``batchnorm="eval"`` BatchNorm layers stay in eval;
+    with ``"moved"`` only the BatchNorm layers whose parameters are among ``moving`` train (a
+    re-initialised stage learns its statistics; the frozen rest keeps the original's).
 
     Why eval by default for unlearning: in train mode BatchNorm normalises with the statistics
     of the current batch and overwrites its running statistics with them. When the batches come
@@ -115,9 +119,13 @@ def set_train_mode(model: nn.Module, batchnorm: str) -> None:
     to forgetting.
     """
     model.train()
-    if batchnorm == "eval":
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if batchnorm == "train":
+        return
+    ids = {id(p) for p in moving}
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            own = list(module.parameters(recurse=False))
+            if batchnorm == "eval" or not own or not all(id(p) in ids for p in own):
                 module.eval()
 
 
@@ -253,9 +261,9 @@ def optimise(
     for part in parts:
         part.start(chosen, start)
     rank, world_size = distributed.world()
-    if world_size > 1 and cfg.batchnorm == "train" and _has_batchnorm(model):
+    if world_size > 1 and cfg.batchnorm != "eval" and _has_batchnorm(model):
         raise ValueError(
-            "batchnorm='train' is not supported under data parallelism (each rank would "
+            f"batchnorm={cfg.batchnorm!r} is not supported under data parallelism (each rank would "
             "normalise with its own statistics); use batchnorm='eval'"
         )
     optimizer = _optimizer(params, cfg)
@@ -272,7 +280,7 @@ def optimise(
     if cfg.compile:
         model.compile()  # in place: the objective's model(...) calls go through torch.compile
     try:
-        set_train_mode(model, cfg.batchnorm)
+        set_train_mode(model, cfg.batchnorm, params)
         for epoch in range(cfg.epochs):
             sums: dict[str, float] = {}
             count = 0
