@@ -105,9 +105,7 @@ def _sum_over_ranks(
     return dict(zip(keys, values.tolist(), strict=True))
 
 
-def set_train_mode(
-    model: nn.Module, batchnorm: str, moving: Sequence[nn.Parameter] = ()
-) -> None:
+def set_train_mode(model: nn.Module, batchnorm: str, moving: Sequence[nn.Parameter] = ()) -> None:
     """Put ``model`` in train mode; with ``batchnorm="eval"`` BatchNorm layers stay in eval;
     with ``"moved"`` only the BatchNorm layers whose parameters are among ``moving`` train (a
     re-initialised stage learns its statistics; the frozen rest keeps the original's).
