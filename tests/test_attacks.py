@@ -24,6 +24,7 @@ from famr.attacks.epsilon import (
     points,
 )
 from famr.data import hold_out_validation
+from famr.loop import select_parameters
 
 # --- the epsilon score: known answers ---------------------------------------------------
 
@@ -158,6 +159,42 @@ def test_a_head_only_edit_keeps_the_probe_exactly_and_relearns_fast(digits_reque
     assert edited_r["relearn_forget_acc"] >= 50 and retrained_r["relearn_forget_acc"] <= 20
     assert retrained_r["relearn_steps_to_half"] is None and edited_r["relearn_steps_to_half"] <= 30
     assert len(edited_r["relearn_curve"]) == 30
+
+
+@pytest.mark.science
+def test_re_initialising_the_last_stage_forgets_in_the_weights(digits_request):
+    """famr_retain with the body's last stage and the head re-initialised and trained again on
+    the retain buffer: the relearning attack finds the digit no more than on the retrained
+    model, where the head-only edit gives it back. Measured (AVX-512, 1 thread): relearned 0.0 %
+    (retrained 1.8 %, head-only famr 96.4 %), retained test accuracy 97.7 % (original 98.8 %)."""
+    data, splits, model, _ = digits_request
+    result = famr.unlearn(
+        model,
+        splits,
+        method="famr_retain",
+        params="last_stage",
+        reset=True,
+        retain_target="retained",
+        batchnorm="moved",
+        optimizer="sgd",
+        lr=0.1,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        epochs=20,
+        lam=0.0,
+        beta=1.0,
+    )
+    stage = {n for n, _ in select_parameters(model, "last_stage")}
+    assert set(result.moved) <= stage and "features.3.0.weight" in result.moved
+    before, after = dict(model.named_parameters()), dict(result.model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in stage)
+    scores = attack(result.model, AttackData(splits, data.validation, original=model))
+    assert scores["relearn_start_acc"] == 0.0 and scores["relearn_forget_acc"] <= 20
+    metrics = famr.evaluate(
+        result.model, test_retain=splits.test_retain, metrics=["test_retain_acc"], device="cpu"
+    )
+    assert metrics["test_retain_acc"] >= 95
 
 
 def test_attacks_do_not_modify_the_model_and_say_what_they_need(digits_request):

@@ -40,6 +40,51 @@ def test_select_head_picks_last_linear_only():
     ]
 
 
+def test_last_stage_is_the_body_s_last_quarter_and_the_head():
+    from famr.models.suffix import last_stage
+
+    resnet = famr.create_model("resnet20", 10)
+    assert last_stage(resnet) == ["layer3"]
+    names = [n for n, _ in select_parameters(resnet, "last_stage")]
+    assert names and all(n.startswith(("layer3.", "linear.")) for n in names)
+    assert "linear.weight" in names and "layer3.2.conv2.weight" in names
+    small = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    assert last_stage(small) == ["features.3"]
+    torchvision = pytest.importorskip("torchvision")
+    assert last_stage(torchvision.models.resnet18(num_classes=10)) == ["layer4"]
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    assert last_stage(vit) == ["blocks.9", "blocks.10", "blocks.11", "norm"]
+    with pytest.raises(ValueError, match="no parameterised stage"):
+        last_stage(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+
+def test_reinitialise_redraws_the_modules_and_their_statistics():
+    from famr.models.suffix import reinitialise
+
+    model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    bn = model.features[3][1]
+    bn.running_mean.fill_(5.0)
+    with torch.no_grad():
+        bn.weight.fill_(2.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    names = [n for n, _ in select_parameters(model, "last_stage")]
+    owners = reinitialise(model, names)
+    assert owners == ["classifier", "features.3.0", "features.3.1"]
+    after = dict(model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    # the BatchNorm's bias was already at its initial 0
+    assert changed == {
+        "features.3.0.weight",
+        "features.3.1.weight",
+        "classifier.weight",
+        "classifier.bias",
+    }
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in names)
+
+
 @pytest.mark.parametrize("spec", ["nomatch", "("])
 def test_select_bad_spec_names_the_value(spec):
     model = famr.create_model("small_cnn", 3, in_channels=1, width=4)

@@ -55,6 +55,22 @@ def test_cross_entropy_and_kl_known_answers():
     assert kl_from_reference(logits, ref).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_kl_on_a_support_renormalises_the_reference_known_answer():
+    # reference softmax = (1/6, 2/6, 3/6); without class 2 it is (1/3, 2/3)
+    ref = torch.log(torch.tensor([[1.0, 2.0, 3.0]]))
+    logits = torch.zeros(1, 3)  # p = (1/3, 1/3, 1/3)
+    support = torch.tensor([True, True, False])
+    expected = (1 / 3) * math.log((1 / 3) / (1 / 3)) + (2 / 3) * math.log((2 / 3) / (1 / 3))
+    assert kl_from_reference(logits, ref, support).item() == pytest.approx(expected, rel=1e-6)
+    # a model that gives the removed class no mass and matches the renormalised rest scores 0
+    matched = torch.log(torch.tensor([[1.0, 2.0, 1e-30]]))
+    assert kl_from_reference(matched, ref, support).item() == pytest.approx(0.0, abs=1e-6)
+    # and its gradient pushes the removed class's logit down
+    logits.requires_grad_(True)
+    kl_from_reference(logits, ref, support).backward()
+    assert logits.grad[0, 2].item() > 0
+
+
 def test_label_smoothed_cross_entropy_known_answer():
     # p = softmax([0, log 3]) = (1/4, 3/4); smoothing 0.2 over K = 2: target (0.1, 0.9) for label 1
     logits = torch.tensor([[0.0, math.log(3.0)]])

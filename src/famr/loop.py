@@ -23,6 +23,7 @@ from . import distributed
 from .config import OptimConfig
 from .losses import squared_distance
 from .models import head_name  # noqa: F401  (famr.loop.head_name, as before)
+from .models.suffix import stage_pattern
 from .parts import Part
 
 Batch = dict[str, tuple[Tensor, Tensor]]
@@ -41,7 +42,9 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
         model: The network.
         spec: ``"all"``; ``"head"`` for the parameters of the last ``nn.Linear`` module in
             registration order (the classifier of torchvision ResNets, VGGs, CIFAR ResNets and
-            famr's own models); or a regular expression searched in each parameter name.
+            famr's own models); ``"last_stage"`` for the body's last stage and the head
+            (:func:`famr.models.suffix.last_stage`); or a regular expression searched in each
+            parameter name.
 
     Returns:
         ``(name, parameter)`` pairs in model order. Parameters with ``requires_grad=False``
@@ -65,7 +68,7 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
         chosen = [(n, p) for n, p in named if n.startswith(prefix) and "." not in n[len(prefix) :]]
     else:
         try:
-            pattern = re.compile(spec)
+            pattern = re.compile(stage_pattern(model, spec))
         except re.error as err:
             raise ValueError(f"params={spec!r} is not a valid regular expression: {err}") from None
         chosen = [(n, p) for n, p in named if pattern.search(n)]

@@ -56,14 +56,22 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) 
     return F.cross_entropy(_full_precision(logits), labels, label_smoothing=label_smoothing)
 
 
-def kl_from_reference(logits: Tensor, reference_logits: Tensor) -> Tensor:
+def kl_from_reference(
+    logits: Tensor, reference_logits: Tensor, support: Tensor | None = None
+) -> Tensor:
     """Mean ``KL(p_ref || p)`` with ``p_ref = softmax(reference_logits)``, ``p = softmax(logits)``.
 
     Used as the function-space anchor (``famr_retain``) and for distillation (``scrub``):
-    zero exactly when the two predictive distributions agree.
+    zero exactly when the two predictive distributions agree. With a boolean ``(K,)``
+    ``support``, ``p_ref`` is the reference restricted to those classes and renormalised (the
+    original's predictions with the removed classes taken out); ``p`` keeps all K classes, so
+    the loss also drives the classes outside the support to zero.
     """
     log_p = F.log_softmax(_full_precision(logits), dim=1)
-    log_ref = F.log_softmax(_full_precision(reference_logits), dim=1)
+    reference = _full_precision(reference_logits)
+    if support is not None:
+        log_p, reference = log_p[:, support], reference[:, support]
+    log_ref = F.log_softmax(reference, dim=1)
     return (log_ref.exp() * (log_ref - log_p)).sum(dim=1).mean()
 
 

@@ -5,6 +5,13 @@
 
 The KL term anchors the model's *outputs* on retained images to the original model's, which
 the weight anchor alone cannot: a small weight change can still shift every logit.
+
+With ``reset=True`` the parameters that move are re-initialised first (with
+``params="last_stage"``: the body's last stage and the head), so that what they knew about the
+forget set is gone from the weights rather than hidden at the outputs, and the KL term trains
+them again on the retain buffer, toward the original's predictions there with the removed
+classes taken out (``retain_target="retained"``). The l2 anchor then holds them near their
+re-initialised values (``lam``; 0 leaves only the optimiser's weight decay).
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import check_positive
-from ..loop import Streams
+from ..config import check_choice, check_positive
+from ..loop import Streams, select_parameters
 from ..losses import kl_from_reference, uniform_cross_entropy
+from ..models.suffix import reinitialise
 from . import MethodData, buffer_rows, optimise_anchored, register_method
 from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
+
+RETAIN_TARGETS = ("original", "retained")
 
 
 @dataclass
@@ -32,6 +42,11 @@ class FamrRetainConfig(FamrConfig):
         buffer_size: Retain images kept in the buffer (a random subset, drawn with ``seed``).
         params: All parameters: the KL term keeps retained outputs in place, so the whole
             network may move.
+        reset: Re-initialise the modules of the parameters that move before the run (their
+            ``reset_parameters``, BatchNorm statistics included), drawn with ``seed``.
+        retain_target: ``"original"``: the KL reference on the buffer is the original's
+            prediction; ``"retained"``: the same with the removed classes' probability taken
+            out and the rest renormalised (what a model that never saw them would predict).
     """
 
     epochs: int = 10
@@ -41,10 +56,13 @@ class FamrRetainConfig(FamrConfig):
     lam: float = 0.1
     beta: float = 10.0
     buffer_size: int = 5000
+    reset: bool = False
+    retain_target: str = "original"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("beta", self.beta, allow_zero=True)
+        check_choice("retain_target", self.retain_target, RETAIN_TARGETS)
         if not (isinstance(self.buffer_size, int) and self.buffer_size >= 1):
             raise ValueError(
                 f"buffer_size={self.buffer_size!r} is not valid; it must be an integer >= 1"
@@ -72,18 +90,28 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     """FAMR plus a KL anchor to the original predictions on a retain buffer."""
     support = target_support(cfg, data)
     buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
-    cached = cached_head_problem(model, buffer, cfg, retain=True) if cfg.cache_features else None
+    cached = None
+    if cfg.cache_features and not cfg.reset:
+        cached = cached_head_problem(model, buffer, cfg, retain=True)
     if cached is not None:
         model, buffer, cfg = cached  # the head on frozen features of the forget set and buffer
     original = copy.deepcopy(model).eval()
+    kept = support if cfg.retain_target == "retained" else None
+    if cfg.reset:
+        reinitialise(model, [name for name, _ in select_parameters(model, cfg.params)])
 
     def objective(batch):
         forget_images, _ = batch["forget"]
         retain_images, _ = batch["retain"]
-        uniform = uniform_cross_entropy(model(forget_images), support)
+        if cfg.batchnorm == "eval":
+            forget_logits, retain_logits = model(forget_images), model(retain_images)
+        else:  # one batch, so that BatchNorm statistics never come from forget images alone
+            both = model(torch.cat([forget_images, retain_images]))
+            forget_logits, retain_logits = both[: len(forget_images)], both[len(forget_images) :]
+        uniform = uniform_cross_entropy(forget_logits, support)
         with torch.no_grad():
             reference = original(retain_images)
-        kl = kl_from_reference(model(retain_images), reference)
+        kl = kl_from_reference(retain_logits, reference, kept)
         return {"loss": uniform + cfg.beta * kl, "uniform_loss": uniform, "retain_kl": kl}
 
     streams = Streams(
