@@ -195,6 +195,8 @@ def method_configs(args) -> dict[str, dict]:
         "scrub",
     ):
         runs[name] = {"method": name, **chosen[name]["config"]}
+    if "famr_last_stage" in chosen:  # its configs name their method (famr_retain)
+        runs["famr_last_stage"] = dict(chosen["famr_last_stage"]["config"])
     for name in DEFAULTS:
         runs[name] = {"method": name}
     if args.quick:  # a smoke run: FAMR's three forms and two cheap baselines

@@ -444,7 +444,8 @@ def validation_study(
         original: The trained model.
         data: The data set with its validation split (:func:`famr.data.hold_out_validation`).
         classes: The forget classes to average over.
-        grid: ``{method: [config, ...]}``.
+        grid: ``{method: [config, ...]}``; a key may also be a run's label whose configs name
+            their ``"method"`` (a configuration family of one method, chosen on its own).
         configure: ``configure(method, config) -> config`` adds run-only settings (speed flags)
             that are not part of the configuration recorded.
         log: Progress messages.
@@ -471,10 +472,12 @@ def validation_study(
             )
 
         base = score(original)
-        for method, configs in grid.items():
-            has_certificate = hasattr(METHODS.get(method).meta["config"](), "certificate")
+        for label, configs in grid.items():
             for config in configs:
-                run = {**config, **({"certificate": False} if has_certificate else {})}
+                run = dict(config)
+                method = run.pop("method", label)
+                if hasattr(METHODS.get(method).meta["config"](), "certificate"):
+                    run["certificate"] = False
                 result = unlearn(
                     original,
                     splits.forget,
@@ -487,7 +490,7 @@ def validation_study(
                 m = score(result.model)
                 row = {
                     "class": cls,
-                    "method": method,
+                    "method": label,
                     "config": config,
                     "seconds": result.seconds,
                     "val_forget_acc": m["test_forget_acc"],
@@ -496,7 +499,7 @@ def validation_study(
                 row["score"] = row["val_forget_acc"] + row["val_retain_drop"]
                 rows.append(row)
                 say(
-                    f"class {cls} {method} {config}: val forget {row['val_forget_acc']:.2f}, "
+                    f"class {cls} {label} {config}: val forget {row['val_forget_acc']:.2f}, "
                     f"retain drop {row['val_retain_drop']:.2f}, {result.seconds:.1f} s"
                 )
     return rows

@@ -30,6 +30,7 @@ from .famr import PAPER, FamrConfig, target_support
 from .head import cached_head_problem
 
 RETAIN_TARGETS = ("original", "retained")
+FORGET_TARGETS = ("uniform", "distilled")
 
 
 @dataclass
@@ -47,6 +48,11 @@ class FamrRetainConfig(FamrConfig):
         retain_target: ``"original"``: the KL reference on the buffer is the original's
             prediction; ``"retained"``: the same with the removed classes' probability taken
             out and the rest renormalised (what a model that never saw them would predict).
+        forget_target: ``"uniform"``: FAMR's term, the uniform prediction (over ``target``'s
+            classes) on the forget set; ``"distilled"``: KL to the original's prediction on
+            the forget set with the removed classes taken out, weighted like the buffer. On a
+            re-initialised stage the uniform target is itself a mark a linear probe finds
+            (CIFAR-10 cat: probe 73.0 % with it, 58.5 % distilled; retrained 53.3 %).
     """
 
     epochs: int = 10
@@ -58,11 +64,13 @@ class FamrRetainConfig(FamrConfig):
     buffer_size: int = 5000
     reset: bool = False
     retain_target: str = "original"
+    forget_target: str = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("beta", self.beta, allow_zero=True)
         check_choice("retain_target", self.retain_target, RETAIN_TARGETS)
+        check_choice("forget_target", self.forget_target, FORGET_TARGETS)
         if not (isinstance(self.buffer_size, int) and self.buffer_size >= 1):
             raise ValueError(
                 f"buffer_size={self.buffer_size!r} is not valid; it must be an integer >= 1"
@@ -88,7 +96,9 @@ def with_retain_buffer(data: MethodData, size: int, seed: int) -> MethodData:
 )
 def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progress=None):
     """FAMR plus a KL anchor to the original predictions on a retain buffer."""
-    support = target_support(cfg, data)
+    distilled = cfg.forget_target == "distilled"
+    # distilled targets need no removed class: a sample request keeps all K in the reference
+    support = None if distilled and not data.forget_classes else target_support(cfg, data)
     buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
     cached = None
     if cfg.cache_features and not cfg.reset:
@@ -108,10 +118,15 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         else:  # one batch, so that BatchNorm statistics never come from forget images alone
             both = model(torch.cat([forget_images, retain_images]))
             forget_logits, retain_logits = both[: len(forget_images)], both[len(forget_images) :]
-        uniform = uniform_cross_entropy(forget_logits, support)
         with torch.no_grad():
             reference = original(retain_images)
         kl = kl_from_reference(retain_logits, reference, kept)
+        if distilled:
+            with torch.no_grad():
+                forget_reference = original(forget_images)
+            forget_kl = kl_from_reference(forget_logits, forget_reference, support)
+            return {"loss": cfg.beta * (forget_kl + kl), "forget_kl": forget_kl, "retain_kl": kl}
+        uniform = uniform_cross_entropy(forget_logits, support)
         return {"loss": uniform + cfg.beta * kl, "uniform_loss": uniform, "retain_kl": kl}
 
     streams = Streams(
