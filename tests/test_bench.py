@@ -185,6 +185,23 @@ def test_the_scenarios_quantile_candidates_are_valid_famr_quantile_configs():
         make_config(config, overrides)  # a typo or an out-of-range value raises
 
 
+def test_famr_last_stage_defaults_are_the_cifar10_validation_study_choice():
+    import dataclasses
+    import json
+
+    from famr.methods import METHODS
+
+    study = json.loads((BENCHMARKS / "results" / "famr_study_cpu.json").read_text())
+    chosen = dict(study["chosen"]["famr_last_stage"]["config"])
+    assert chosen.pop("method") == "famr_retain"
+    defaults = METHODS.get("famr_last_stage").meta["config"]()
+    assert {k: getattr(defaults, k) for k in chosen} == chosen
+    # every field the preset changes from famr_retain's defaults is one the study fixed
+    base = dataclasses.asdict(METHODS.get("famr_retain").meta["config"]())
+    changed = {k for k, v in dataclasses.asdict(defaults).items() if base[k] != v}
+    assert changed <= set(chosen)
+
+
 def test_the_digits_presets_are_the_validation_study_choices():
     import json
 
