@@ -13,11 +13,13 @@ choices written here (a test checks it), so a rerun that changes a choice fails 
 preset is updated from this script's output.
 
     python benchmarks/presets_study.py          # a few minutes on 2 CPU cores
+    python benchmarks/presets_study.py --methods famr_last_stage   # rerun one grid, keep the rest
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from famr.experiment import choose_configs, validation_study
 
 DEMO_VALIDATION = 0.2  # the demo's held-out share (famr.cli.demo.DEMO_VALIDATION)
 CLASSES = [3, 8]
-FORGET_CEILING = {"famr": 5.0, "famr_retain": 1.0}
+FORGET_CEILING = {"famr": 5.0, "famr_retain": 1.0, "famr_last_stage": 1.0}
 GRID = {
     "famr": [
         {"lam": lam, "lr": lr, "epochs": ep}
@@ -50,6 +52,8 @@ GRID = {
         for lr in (3e-4, 1e-3)
         for ep in (5, 10)
     ],
+    # forgetting in the weights: the CIFAR-10 study's configuration, its lr and length here
+    "famr_last_stage": [{"lr": lr, "epochs": ep} for lr in (0.05, 0.1) for ep in (10, 20, 40)],
     # every grid reaches past its chosen point where a first run chose an edge
     "uniform_kl": [{"lr": lr, "epochs": ep} for lr in (1e-3, 1e-4, 3e-5) for ep in (1, 5, 10)],
     "gradient_ascent": [
@@ -88,7 +92,17 @@ def main(argv=None) -> int:
     )
     p.add_argument("--cache", default=str(Path(__file__).resolve().parent / "cache"))
     p.add_argument("--device")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=sorted(GRID),
+        help="rerun only these methods' grids; the other rows are kept from the existing results",
+    )
     args = p.parse_args(argv)
+    out = Path(__file__).resolve().parent / "results" / "presets_digits.json"
+    previous = json.loads(out.read_text()) if args.methods else {}
+    kept = [r for r in previous.get("rows", []) if r["method"] not in (args.methods or [])]
+    grid = {m: configs for m, configs in GRID.items() if not args.methods or m in args.methods}
     data = hold_out_validation(famr.load_dataset("digits"), DEMO_VALIDATION, seed=0)
     device = resolve_device(args.device)
     original, _ = bench.trained_model(
@@ -102,23 +116,26 @@ def main(argv=None) -> int:
         device=device,
     )
     start = time.perf_counter()
-    rows = validation_study(original, data, CLASSES, GRID, seed=0, device=device, log=bench.log)
+    rows = kept + validation_study(
+        original, data, CLASSES, grid, seed=0, device=device, log=bench.log
+    )
     chosen = choose_configs(rows, GRID, FORGET_CEILING)
     command = " ".join(["python benchmarks/presets_study.py", *sys.argv[1:]])
     payload = {
         "benchmark": "presets_study",
         "data": "digits",
-        "command": command,
+        "command": previous["command"] if args.methods else command,
+        "reruns": [*previous.get("reruns", []), command] if args.methods else [],
         "date": time.strftime("%Y-%m-%d"),
         "environment": bench.environment(),
         "classes": CLASSES,
         "rule": __doc__.split("\n\n")[1],
         "forget_ceiling": FORGET_CEILING,
-        "seconds": time.perf_counter() - start,
+        # the first full run's time; a rerun of some grids does not replace it
+        "seconds": previous["seconds"] if args.methods else time.perf_counter() - start,
         "chosen": chosen,
         "rows": rows,
     }
-    out = Path(__file__).resolve().parent / "results" / "presets_digits.json"
     io.write_text_atomic(out, io.json_text(payload))
     bench.update_benchmarks_md("presets_digits", markdown(payload, out.name))
     bench.log(f"wrote {out} and BENCHMARKS.md; famr.presets.PRESETS['digits'] must be:")
@@ -131,11 +148,13 @@ def markdown(payload: dict, name: str) -> str:
     lines = [
         "## Presets chosen on the digits validation split (the demo's configurations)",
         "",
-        f"Command: `{payload['command']}`; {env['cpu_count']}-core {env['machine']} CPU "
+        f"Command: `{payload['command']}`"
+        + "".join(f"; then `{c}`" for c in payload.get("reruns", []))
+        + f"; {env['cpu_count']}-core {env['machine']} CPU "
         f"(kernels {env['cpu_capability']}), torch {env['torch']}, {payload['date']}; "
         f"{payload['seconds']:.0f} s. small_cnn trained as in the demo; forget classes "
         f"{payload['classes']}; score = val forget acc + drop in val retain acc (points, lower "
-        "is better), mean over the classes; FAMR's two forms: the smallest val retain drop "
+        "is better), mean over the classes; FAMR's forms: the smallest val retain drop "
         "with val forget acc at most "
         + ", ".join(f"{c:g} % (`{m}`)" for m, c in payload["forget_ceiling"].items())
         + f". The test set and the retrained model are never looked at ({name}). "

@@ -25,6 +25,7 @@ from famr.attacks.epsilon import (
 )
 from famr.data import hold_out_validation
 from famr.loop import select_parameters
+from famr.presets import PRESETS
 
 # --- the epsilon score: known answers ---------------------------------------------------
 
@@ -163,29 +164,16 @@ def test_a_head_only_edit_keeps_the_probe_exactly_and_relearns_fast(digits_reque
 
 @pytest.mark.science
 def test_re_initialising_the_last_stage_forgets_in_the_weights(digits_request):
-    """famr_retain with the body's last stage and the head re-initialised and trained again on
+    """famr_last_stage: the body's last stage and the head re-initialised and trained again on
     the forget set and the retain buffer (the original's predictions without the digit): the
     relearning attack finds the digit no more than on the retrained model, where the head-only
     edit gives it back. Measured (AVX-512, 1 thread): relearned 0.0 % (retrained 1.8 %,
     head-only famr 96.4 %), retained test accuracy 98.3 % (original 98.8 %)."""
     data, splits, model, _ = digits_request
+    # famr_last_stage at the demo's preset: famr_retain with params="last_stage", reset=True,
+    # retain_target="retained", forget_target="distilled", batchnorm="moved", SGD one-cycle
     result = famr.unlearn(
-        model,
-        splits,
-        method="famr_retain",
-        params="last_stage",
-        reset=True,
-        retain_target="retained",
-        forget_target="distilled",
-        batchnorm="moved",
-        optimizer="sgd",
-        lr=0.1,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="onecycle",
-        epochs=20,
-        lam=0.0,
-        beta=1.0,
+        model, splits, method="famr_last_stage", **PRESETS["digits"]["famr_last_stage"]
     )
     stage = {n for n, _ in select_parameters(model, "last_stage")}
     assert set(result.moved) <= stage and "features.3.0.weight" in result.moved

@@ -25,6 +25,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {
         "famr": {"lam": 0.1, "lr": 0.01, "epochs": 30},
         "famr_retain": {"beta": 10.0, "lam": 0.0, "lr": 0.0003, "epochs": 5},
+        # python benchmarks/presets_study.py --methods famr_last_stage (2026-12-03)
+        "famr_last_stage": {"lr": 0.1, "epochs": 20},
         "uniform_kl": {"lr": 0.0001, "epochs": 10},
         "gradient_ascent": {"lr": 0.01, "epochs": 1},
         "neggrad_plus": {"lr": 0.01, "alpha": 0.9, "epochs": 5},
