@@ -52,9 +52,15 @@ def test_last_stage_is_the_body_s_last_quarter_and_the_head():
     assert last_stage(small) == ["features.3"]
     torchvision = pytest.importorskip("torchvision")
     assert last_stage(torchvision.models.resnet18(num_classes=10)) == ["layer4"]
+    with torch.device("meta"):  # shapes only: no weights drawn
+        vgg = torchvision.models.vgg11(num_classes=10)
+    assert last_stage(vgg) == ["classifier.0", "classifier.3"]  # beside the head, 93 % of it
     timm = pytest.importorskip("timm")
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
-    assert last_stage(vit) == ["blocks.9", "blocks.10", "blocks.11", "norm"]
+    with torch.device("meta"):
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+        effnet = timm.create_model("efficientnet_b0", pretrained=False, num_classes=10)
+    assert last_stage(vit) == ["blocks.8", "blocks.9", "blocks.10", "blocks.11", "norm"]
+    assert last_stage(effnet) == ["blocks.6", "conv_head", "bn2"]
     with pytest.raises(ValueError, match="no parameterised stage"):
         last_stage(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
 
@@ -83,6 +89,9 @@ def test_reinitialise_redraws_the_modules_and_their_statistics():
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
     assert all(torch.equal(before[n], after[n]) for n in before if n not in names)
+    model.classifier.bias.requires_grad_(False)  # a module half frozen is never redrawn
+    with pytest.raises(ValueError, match="frozen parameters \\['bias'\\]"):
+        reinitialise(model, ["classifier.weight"])
 
 
 @pytest.mark.parametrize("spec", ["nomatch", "("])

@@ -330,3 +330,31 @@ def test_names_moved_out_of_the_top_level_api_still_resolve_with_a_warning():
     assert "METHODS" not in famr.__all__
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         famr.nonexistent  # noqa: B018
+
+
+def _flat(result):
+    return torch.cat([p.detach().flatten() for p in result.model.parameters()])
+
+
+def test_famr_last_stage_references_ignore_target_and_sample_requests_skip_the_forget_set(tiny):
+    """The distilled references take the removed classes out whatever ``target`` says; on a
+    sample request the forget images' own predictions are no target (the run ignores their
+    pixels); with reset, a given anchor model does not pull toward the erased weights."""
+    model, forget, retain = tiny
+    run = dict(method="famr_last_stage", epochs=2, device="cpu")
+    base = famr.unlearn(model, forget, retain, forget_classes=[0], **run)
+    other = famr.unlearn(model, forget, retain, forget_classes=[0], target="uniform", **run)
+    assert torch.equal(_flat(base), _flat(other))
+    x, y = forget.tensors
+    noise = TensorDataset(torch.randn_like(x), y)
+    samples = famr.unlearn(model, forget, retain, forget_classes=[], **run)
+    samples_noise = famr.unlearn(model, noise, retain, forget_classes=[], **run)
+    assert torch.equal(_flat(samples), _flat(samples_noise))
+    assert not torch.equal(_flat(samples), _flat(base))  # the class request's forget term acts
+    far = __import__("copy").deepcopy(model)
+    with torch.no_grad():
+        for p in far.parameters():
+            p.add_(5.0)
+    anchored = famr.unlearn(model, forget, retain, forget_classes=[0], anchor=far, lam=1.0, **run)
+    plain = famr.unlearn(model, forget, retain, forget_classes=[0], lam=1.0, **run)
+    assert torch.equal(_flat(anchored), _flat(plain))

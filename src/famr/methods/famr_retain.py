@@ -43,15 +43,18 @@ class FamrRetainConfig(FamrConfig):
         buffer_size: Retain images kept in the buffer (a random subset, drawn with ``seed``).
         params: All parameters: the KL term keeps retained outputs in place, so the whole
             network may move.
-        reset: Re-initialise the modules of the parameters that move before the run (their
-            ``reset_parameters``, BatchNorm statistics included), drawn with ``seed``.
+        reset: Re-initialise the modules of the parameters that move before the run (PyTorch's
+            default initialisation of each module, BatchNorm statistics included), drawn with
+            ``seed``; the l2 anchor then holds the re-initialised weights, even when an anchor
+            model is given.
         retain_target: ``"original"``: the KL reference on the buffer is the original's
             prediction; ``"retained"``: the same with the removed classes' probability taken
             out and the rest renormalised (what a model that never saw them would predict).
         forget_target: ``"uniform"``: FAMR's term, the uniform prediction (over ``target``'s
             classes) on the forget set; ``"distilled"``: KL to the original's prediction on
-            the forget set with the removed classes taken out, weighted like the buffer. On a
-            re-initialised stage the uniform target is itself a mark a linear probe finds
+            the forget set with the removed classes taken out, weighted like the buffer (on a
+            sample request, which removes no class, the forget set is left out: its own
+            predictions are what the model memorised). On a re-initialised stage the uniform target is itself a mark a linear probe finds
             (CIFAR-10 cat: probe 73.0 % with it, 58.5 % distilled; retrained 53.3 %).
     """
 
@@ -96,9 +99,14 @@ def with_retain_buffer(data: MethodData, size: int, seed: int) -> MethodData:
 )
 def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progress=None):
     """FAMR plus a KL anchor to the original predictions on a retain buffer."""
+    # the classes the request keeps, for the "retained" / "distilled" references whatever
+    # `target` says (None on a sample request: nothing is removed)
+    kept_classes = data.retained_classes() if data.forget_classes else None
     distilled = cfg.forget_target == "distilled"
-    # distilled targets need no removed class: a sample request keeps all K in the reference
-    support = None if distilled and not data.forget_classes else target_support(cfg, data)
+    support = None if distilled else target_support(cfg, data)
+    # distilled on a sample request: the original's predictions on the forget images are what
+    # it memorised, so they are not a target; the re-initialised stage learns from the buffer
+    forget_term = not distilled or kept_classes is not None
     buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
     cached = None
     if cfg.cache_features and not cfg.reset:
@@ -106,25 +114,31 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     if cached is not None:
         model, buffer, cfg = cached  # the head on frozen features of the forget set and buffer
     original = copy.deepcopy(model).eval()
-    kept = support if cfg.retain_target == "retained" else None
+    kept = kept_classes if cfg.retain_target == "retained" else None
     if cfg.reset:
         reinitialise(model, [name for name, _ in select_parameters(model, cfg.params)])
+        # the l2 anchor holds the re-initialised weights, never the erased ones (a sequential
+        # request's anchor model included)
+        data = replace(data, anchor=None)
 
     def objective(batch):
         forget_images, _ = batch["forget"]
         retain_images, _ = batch["retain"]
+        with torch.no_grad():
+            reference = original(retain_images)
+        if not forget_term:
+            kl = kl_from_reference(model(retain_images), reference, kept)
+            return {"loss": cfg.beta * kl, "retain_kl": kl}
         if cfg.batchnorm == "eval":
             forget_logits, retain_logits = model(forget_images), model(retain_images)
         else:  # one batch, so that BatchNorm statistics never come from forget images alone
             both = model(torch.cat([forget_images, retain_images]))
             forget_logits, retain_logits = both[: len(forget_images)], both[len(forget_images) :]
-        with torch.no_grad():
-            reference = original(retain_images)
         kl = kl_from_reference(retain_logits, reference, kept)
         if distilled:
             with torch.no_grad():
                 forget_reference = original(forget_images)
-            forget_kl = kl_from_reference(forget_logits, forget_reference, support)
+            forget_kl = kl_from_reference(forget_logits, forget_reference, kept_classes)
             return {"loss": cfg.beta * (forget_kl + kl), "forget_kl": forget_kl, "retain_kl": kl}
         uniform = uniform_cross_entropy(forget_logits, support)
         return {"loss": uniform + cfg.beta * kl, "uniform_loss": uniform, "retain_kl": kl}
@@ -141,8 +155,10 @@ class FamrLastStageConfig(FamrRetainConfig):
     re-initialised, then trained for a few epochs on the forget set and the retain buffer
     toward the original's predictions without the removed classes (SGD + Nesterov, one-cycle,
     only the re-initialised BatchNorm layers learn statistics). Chosen on the CIFAR-10
-    validation split by ``benchmarks/famr_study.py`` (its ``famr_last_stage`` grid; a test
-    keeps these defaults equal to that choice)."""
+    validation split by ``benchmarks/famr_study.py`` (its ``famr_last_stage`` grid, run with
+    bf16 autocast and channels-last, which these defaults leave off; a test keeps them equal to
+    that choice). Its ``batchnorm="moved"`` is refused under torchrun (data-parallel runs keep
+    BatchNorm in eval mode): pass ``batchnorm="eval"`` there."""
 
     params: str = "last_stage"
     reset: bool = True

@@ -15,72 +15,78 @@ from torch import nn
 from . import head_name
 
 STAGE_SHARE = 0.25  # the last stage holds at least this share of the body's parameters
-CONTAINER_SHARE = 0.9  # a child holding this share is a container of stages (ViT blocks)
+# a child holding this share of its level is a container of stages, entered rather than taken
+# whole: a ViT's blocks (0.99 of the body), timm EfficientNet-B0's (0.90), ConvNeXt's stages
+# (0.97); a ResNet's last stage holds less (CIFAR ResNet-20 layer3 0.77, ResNet-18 layer4 0.75)
+CONTAINER_SHARE = 0.85
 
 
 def _size(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _suffix(children: list[tuple[str, nn.Module]], total: int) -> list[tuple[str, nn.Module]]:
-    """The shortest run of trailing children holding at least STAGE_SHARE of ``total``."""
-    taken, held = [], 0
+def _children(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
+    return [(prefix + name, c) for name, c in module.named_children() if _size(c) > 0]
+
+
+def _trailing(children: list[tuple[str, nn.Module]], need: float) -> list[str]:
+    """The shortest run of trailing ``children`` holding ``need`` parameters, entering a
+    container of stages where the run would start in one."""
+    level = sum(_size(c) for _, c in children)
+    taken: list[str] = []
+    held = 0
     for name, child in reversed(children):
-        taken.insert(0, (name, child))
-        held += _size(child)
-        if held >= STAGE_SHARE * total:
-            break
+        size = _size(child)
+        if held + size >= need:
+            inner = _children(child, name + ".")
+            if size >= CONTAINER_SHARE * level and len(inner) > 1:
+                return _trailing(inner, need - held) + taken
+            return [name, *taken]
+        taken.insert(0, name)
+        held += size
     return taken
 
 
 def last_stage(model: nn.Module) -> list[str]:
-    """Module names of the body's last stage, in model order (the head is not among them).
+    """Module names of the body's last stage, in model order (the classifier is not among them).
 
-    The rule: among the model's parameterised children other than the classifier, the
-    shortest trailing run holding at least a quarter of the body's parameters; where that run
-    starts in a container holding nine tenths of the body (a ViT's ``blocks``), the trailing
-    run of the container's children holding a quarter of it instead. A CIFAR ResNet-20 gives
-    ``layer3``, a torchvision ResNet ``layer4``, a timm ViT-Tiny its last 3 of 12 blocks.
+    The rule: the parameterised modules that share the classifier's container (VGG's and
+    MobileNet's hidden classifier layers, a ConvNeXt head's norm), and, when they hold less
+    than a quarter of the body's parameters, the shortest trailing run of the model's other
+    top-level children that makes up the quarter; a child holding 85 % of its level (a ViT's
+    ``blocks``) is entered rather than taken whole. A CIFAR ResNet-20 gives ``layer3``, a
+    torchvision ResNet ``layer4``, a timm ViT-Tiny its last 3 of 12 blocks and its norm, a VGG
+    its two hidden classifier layers. "Trailing" is registration order: for a model that
+    registers modules out of execution order (GoogLeNet's auxiliary heads), give ``params``
+    as a regular expression instead.
 
     Raises:
         ValueError: The model has no parameterised module besides its classifier.
     """
     head = head_name(model)
-    prefix, node = "", model
-    while True:
-        children = [
-            (prefix + name, child)
-            for name, child in node.named_children()
-            if _size(child) > 0
-            and prefix + name != head
-            and not head.startswith(prefix + name + ".")
-        ]
-        body = sum(_size(c) for _, c in children)
-        if not children or body == 0:
-            raise ValueError(
-                f"the model has no parameterised stage besides its classifier {head!r} to "
-                "re-initialise"
-            )
-        run = _suffix(children, body)
-        first_name, first = run[0]
-        inner = [c for c in first.children() if _size(c) > 0]
-        if len(run) > 1 and _size(first) >= CONTAINER_SHARE * body and len(inner) > 1:
-            # the run starts in a container of stages: take its own last quarter instead
-            rest = [name for name, _ in run[1:]]
-            return _container_suffix(first_name, first) + rest
-        if len(run) == 1 and _size(first) >= CONTAINER_SHARE * body and len(inner) > 1:
-            prefix, node = first_name + ".", first
-            continue
-        return [name for name, _ in run]
-
-
-def _container_suffix(name: str, container: nn.Module) -> list[str]:
-    children = [(f"{name}.{n}", c) for n, c in container.named_children() if _size(c) > 0]
-    return [n for n, _ in _suffix(children, _size(container))]
+    parent = head.rpartition(".")[0]
+    beside = []
+    if parent:  # the classifier sits in a container: its other layers are the last stage's
+        container = model.get_submodule(parent)
+        beside = [n for n, _ in _children(container, parent + ".") if n != head]
+    top = [
+        (name, c)
+        for name, c in _children(model, "")
+        if name != head and not head.startswith(name + ".")
+    ]
+    beside_size = sum(_size(model.get_submodule(n)) for n in beside)
+    body = sum(_size(c) for _, c in top) + beside_size
+    if body == 0:
+        raise ValueError(
+            f"the model has no parameterised stage besides its classifier {head!r} to re-initialise"
+        )
+    if beside_size >= STAGE_SHARE * body or not top:
+        return beside
+    return _trailing(top, STAGE_SHARE * body - beside_size) + beside
 
 
 def stage_pattern(model: nn.Module, spec: str) -> str:
-    """The parameter-name regular expression of a ``reset`` spec: ``"last_stage"`` is the body's
+    """The parameter-name regular expression of a ``params`` spec: ``"last_stage"`` is the body's
     last stage (:func:`last_stage`) and the classifier; anything else is taken as it is."""
     if spec != "last_stage":
         return spec
@@ -89,21 +95,34 @@ def stage_pattern(model: nn.Module, spec: str) -> str:
 
 
 def reinitialise(model: nn.Module, names: list[str]) -> list[str]:
-    """Re-initialise every module that owns one of the parameters ``names`` (its own
-    ``reset_parameters``, and the running statistics of a BatchNorm layer); returns the
-    modules' names. Uses the global RNG: seed it first for a reproducible draw.
+    """Re-initialise every module that owns one of the parameters ``names`` with PyTorch's
+    default initialisation of its type (``reset_parameters``; BatchNorm's also resets its
+    running statistics), not with a library's own scheme (timm's truncated normal, say);
+    returns the modules' names. Uses the global RNG: seed it first for a reproducible draw.
 
     Raises:
-        ValueError: A module owning one of the parameters cannot be re-initialised.
+        ValueError: A module owning one of the parameters cannot be re-initialised, or also
+            owns a frozen parameter (``requires_grad=False``), which must not move.
     """
     owners = sorted({n.rpartition(".")[0] for n in names})
     modules = dict(model.named_modules())
     for owner in owners:
         module = modules[owner]
-        if not hasattr(module, "reset_parameters"):
+        frozen = [n for n, p in module.named_parameters(recurse=False) if not p.requires_grad]
+        if frozen:
+            raise ValueError(
+                f"module {owner!r} also holds frozen parameters {frozen}: re-initialising it "
+                "would move them; unfreeze them or choose params without this module"
+            )
+        reset = getattr(module, "reset_parameters", None) or getattr(
+            module,
+            "_reset_parameters",
+            None,  # nn.MultiheadAttention
+        )
+        if reset is None:
             raise ValueError(
                 f"module {owner!r} ({type(module).__name__}) has no reset_parameters(), so it "
-                "cannot be re-initialised; choose another reset"
+                "cannot be re-initialised; choose params without it"
             )
-        module.reset_parameters()  # BatchNorm's also resets its running statistics
+        reset()
     return owners
