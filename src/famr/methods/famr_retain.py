@@ -54,8 +54,9 @@ class FamrRetainConfig(FamrConfig):
             classes) on the forget set; ``"distilled"``: KL to the original's prediction on
             the forget set with the removed classes taken out, weighted like the buffer (on a
             sample request, which removes no class, the forget set is left out: its own
-            predictions are what the model memorised). On a re-initialised stage the uniform target is itself a mark a linear probe finds
-            (CIFAR-10 cat: probe 73.0 % with it, 58.5 % distilled; retrained 53.3 %).
+            predictions are what the model memorised). On a re-initialised stage the uniform
+            target is itself a mark a linear probe finds (CIFAR-10 cat, prototype runs: probe
+            73.0 % with it, 58.5 % distilled; retrained model 53.3 %).
     """
 
     epochs: int = 10
