@@ -53,8 +53,9 @@ class FamrRetainConfig(FamrConfig):
         forget_target: ``"uniform"``: FAMR's term, the uniform prediction (over ``target``'s
             classes) on the forget set; ``"distilled"``: KL to the original's prediction on
             the forget set with the removed classes taken out, weighted like the buffer (on a
-            sample request, which removes no class, the forget set is left out: its own
-            predictions are what the model memorised). On a re-initialised stage the uniform
+            sample request, which removes no class, the forget set is left out, its own
+            predictions being what the model memorised, and ``epochs`` are passes over the
+            buffer). On a re-initialised stage the uniform
             target is itself a mark a linear probe finds (CIFAR-10 cat, prototype runs: probe
             73.0 % with it, 58.5 % distilled; retrained model 53.3 %).
     """
@@ -123,13 +124,13 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         data = replace(data, anchor=None)
 
     def objective(batch):
-        forget_images, _ = batch["forget"]
         retain_images, _ = batch["retain"]
         with torch.no_grad():
             reference = original(retain_images)
         if not forget_term:
             kl = kl_from_reference(model(retain_images), reference, kept)
             return {"loss": cfg.beta * kl, "retain_kl": kl}
+        forget_images, _ = batch["forget"]
         if cfg.batchnorm == "eval":
             forget_logits, retain_logits = model(forget_images), model(retain_images)
         else:  # one batch, so that BatchNorm statistics never come from forget images alone
@@ -144,9 +145,12 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         uniform = uniform_cross_entropy(forget_logits, support)
         return {"loss": uniform + cfg.beta * kl, "uniform_loss": uniform, "retain_kl": kl}
 
-    streams = Streams(
-        "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
-    )
+    if forget_term:
+        streams = Streams(
+            "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
+        )
+    else:  # nothing is read from the forget set: the epochs are passes over the buffer
+        streams = Streams("retain", buffer.batches("retain", cfg))
     return optimise_anchored(model, objective, streams, cfg, data, device=device, progress=progress)
 
 
