@@ -114,10 +114,9 @@ def reinitialise(model: nn.Module, names: list[str]) -> list[str]:
                 f"module {owner!r} also holds frozen parameters {frozen}: re-initialising it "
                 "would move them; unfreeze them or choose params without this module"
             )
+        # nn.MultiheadAttention names its own _reset_parameters
         reset = getattr(module, "reset_parameters", None) or getattr(
-            module,
-            "_reset_parameters",
-            None,  # nn.MultiheadAttention
+            module, "_reset_parameters", None
         )
         if reset is None:
             raise ValueError(
