@@ -31,7 +31,7 @@ else
   OUT=benchmarks/results
   DEVICE=cuda
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  CIFAR=(--epochs 6 --methods famr famr_no_retain famr_retain neggrad_plus salun scrub)
+  CIFAR=(--epochs 6 --methods famr famr_head famr_retain neggrad_plus salun scrub)
   IMAGES=(--epochs 4 --methods famr famr_retain neggrad_plus scrub --workers 8)
   LIMIT=(timeout 290)
 fi

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     import famr
     from famr import io
     from famr.api import resolve_device
-    from famr.methods import METHODS
+    from famr.methods import METHODS, takes_retain
 
     device = resolve_device(args.device)
     speed = {"bf16": True, "channels_last": True}
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         entry = METHODS.get(method)
-        needs_retain = "retain" in entry.meta["needs"]
+        needs_retain = takes_retain(entry)  # famr: the retain set selects its last_stage recipe
         seen[0] = 0
         # the certificate's own forward passes would count as the method's images
         no_certificate = (

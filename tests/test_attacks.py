@@ -146,13 +146,14 @@ def test_attacks_are_registered_with_their_contract():
 
 @pytest.mark.science
 def test_a_head_only_edit_keeps_the_probe_exactly_and_relearns_fast(digits_request):
-    """famr's default edits the classifier only: the features, hence the probe, are the
+    """famr without retain data (its head recipe) edits the classifier only: the features,
+    hence the probe, are the
     original's to the last bit, and 30 relearning steps bring the digit back; the retrained
     model stays far lower. Measured (AVX-512, AVX2 and default kernels, 1 and 2 threads):
     relearned digit 3 after 30 steps famr 96.4 %, retrained 1.8 %; probe original 98.2 %."""
     data, splits, model, retrained = digits_request
     given = AttackData(splits, data.validation, original=model)
-    edited = famr.unlearn(model, splits, method="famr").model
+    edited = famr.unlearn(model, splits, method="famr", recipe="head").model
     original_r, edited_r, retrained_r = (attack(m, given) for m in (model, edited, retrained))
     for key in ("probe_test_forget_acc", "probe_test_acc", "probe_forget_acc"):
         assert edited_r[key] == original_r[key]
@@ -164,17 +165,17 @@ def test_a_head_only_edit_keeps_the_probe_exactly_and_relearns_fast(digits_reque
 
 @pytest.mark.science
 def test_re_initialising_the_last_stage_forgets_in_the_weights(digits_request):
-    """famr_last_stage: the body's last stage and the head re-initialised and trained again on
-    the forget set and the retain buffer (the original's predictions without the digit): the
+    """famr with the request's retain set (its last_stage recipe): the body's last stage and
+    the head re-initialised and trained again on the retain buffer and the forget set (the
+    original's predictions without the digit): the
     relearning attack finds the digit no more than on the retrained model, where the head-only
     edit gives it back. Measured (AVX-512, 1 thread): relearned 0.0 % (retrained 1.8 %,
     head-only famr 96.4 %), retained test accuracy 98.3 % (original 98.8 %)."""
     data, splits, model, _ = digits_request
-    # famr_last_stage at the demo's preset: famr_retain with params="last_stage", reset=True,
-    # retain_target="retained", forget_target="distilled", batchnorm="moved", SGD one-cycle
-    result = famr.unlearn(
-        model, splits, method="famr_last_stage", **PRESETS["digits"]["famr_last_stage"]
-    )
+    # famr at the demo's preset: the last_stage recipe (params="last_stage", reset=True,
+    # retain_target="retained", forget_target="distilled", batchnorm="moved", SGD one-cycle)
+    result = famr.unlearn(model, splits, **PRESETS["digits"]["famr"])
+    assert result.config.recipe == "last_stage"
     stage = {n for n, _ in select_parameters(model, "last_stage")}
     assert set(result.moved) <= stage and "features.3.0.weight" in result.moved
     before, after = dict(model.named_parameters()), dict(result.model.named_parameters())
@@ -258,7 +259,7 @@ def test_probe_separates_a_head_edit_from_retraining_on_cifar10_images():
     common = dict(epochs=10, seed=0, augment="crop_flip")
     model = famr.train(net, train, **common).model
     retrained = famr.unlearn(model, splits, method="retrain", **common).model
-    edited = famr.unlearn(model, splits, method="famr").model
+    edited = famr.unlearn(model, splits, method="famr", recipe="head").model
     given = AttackData(splits, validation)
     probe = {
         name: attack(m, given, attacks=["linear_probe"])["probe_test_forget_acc"]
@@ -288,6 +289,7 @@ def test_cli_attack_writes_json_markdown_and_plot(tmp_path):
     assert run(["train", *common, "--out", str(m)])[0] == 0
     assert run(["train", *common, "--exclude-classes", "3", "--out", str(r)])[0] == 0
     forget = ["forget", "--checkpoint", str(m), "--classes", "3", "--out", str(f), "--quiet"]
+    forget += ["--set", "recipe=head"]  # famr without the retain set's last_stage recipe
     assert run(forget)[0] == 0
     meta = json.loads(f.with_suffix(".json").read_text())
     assert meta["validation"] == {"fraction": 0.2, "seed": 0}

@@ -34,16 +34,6 @@ def test_quantile_choice_is_the_smallest_estimated_gap_without_the_retrained_mod
     assert bench.choose_quantile(runs, holdout_acc=86.5, candidates=[fast, slow])["run"] == fast
 
 
-def test_the_recommended_famr_is_the_better_validated_form():
-    chosen = {
-        "famr": {"config": {"lam": 0.1}, "score": 2.0},
-        "famr_retain": {"config": {"beta": 10.0}, "score": 1.5},
-    }
-    assert bench.recommended_famr(chosen) == {"method": "famr_retain", "beta": 10.0}
-    chosen["famr"]["score"] = 1.0
-    assert bench.recommended_famr(chosen) == {"method": "famr", "lam": 0.1}
-
-
 def test_a_trained_model_is_cached_by_its_whole_configuration(tmp_path, digits):
     common = dict(
         arch="small_cnn",
@@ -185,21 +175,33 @@ def test_the_scenarios_quantile_candidates_are_valid_famr_quantile_configs():
         make_config(config, overrides)  # a typo or an out-of-range value raises
 
 
-def test_famr_last_stage_defaults_are_the_cifar10_validation_study_choice():
+def test_famrs_recipes_are_the_cifar10_validation_study_choices():
+    """famr's last_stage recipe (a retain set given) is the CIFAR-10 study's famr_last_stage
+    choice, and every value it changes from famr_retain's defaults is one the study fixed; its
+    head recipe (no retain set) is the digits study's choice."""
     import dataclasses
     import json
 
     from famr.methods import METHODS
 
     study = json.loads((BENCHMARKS / "results" / "famr_study_cpu.json").read_text())
+    entry = METHODS.get("famr")
+    config = entry.meta["config"]()
+    last_stage = entry.meta["resolve"](config, {"retain"})
     chosen = dict(study["chosen"]["famr_last_stage"]["config"])
-    assert chosen.pop("method") == "famr_retain"
-    defaults = METHODS.get("famr_last_stage").meta["config"]()
-    assert {k: getattr(defaults, k) for k in chosen} == chosen
-    # every field the preset changes from famr_retain's defaults is one the study fixed
+    assert chosen.pop("method") == "famr_retain" and last_stage.recipe == "last_stage"
+    assert {k: getattr(last_stage, k) for k in chosen} == chosen
     base = dataclasses.asdict(METHODS.get("famr_retain").meta["config"]())
-    changed = {k for k, v in dataclasses.asdict(defaults).items() if base[k] != v}
-    assert changed <= set(chosen)
+    changed = {k for k in base if base[k] != getattr(last_stage, k)}
+    assert changed <= set(chosen) | {"certificate"}  # nothing to certify after a reset
+    # the head recipe's defaults are the digits validation study's (README, "How the
+    # defaults were chosen"); on CIFAR-10 the benchmark runs the CIFAR-10 study's choice
+    from famr.presets import PRESETS
+
+    head = entry.meta["resolve"](config, set())
+    chosen = dict(PRESETS["digits"]["famr_head"])
+    assert (chosen.pop("method"), chosen.pop("recipe")) == ("famr", "head")
+    assert head.recipe == "head" and {k: getattr(head, k) for k in chosen} == chosen
 
 
 def test_the_digits_presets_are_the_validation_study_choices():

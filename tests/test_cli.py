@@ -70,6 +70,8 @@ def test_forget_writes_model_and_metrics(checkpoint, tmp_path, capsys):
             "3",
             "--method",
             "famr",
+            "--set",
+            "recipe=head",  # the certified no-retain recipe
             "--lam",
             "0.1",
             "--out",
@@ -80,10 +82,28 @@ def test_forget_writes_model_and_metrics(checkpoint, tmp_path, capsys):
     assert code == 0
     meta = json.loads(io.sidecar_path(out).read_text())
     assert meta["forget"] == {"kind": "classes", "classes": [3]} and meta["method"] == "famr"
-    assert meta["config"]["lam"] == 0.1
+    assert meta["config"]["lam"] == 0.1 and meta["config"]["recipe"] == "head"
     assert meta["metrics"]["test_forget_acc"] <= 5.0
     assert meta["certificate"]["certified"] is True
     assert "certificate: certified" in capsys.readouterr().out
+
+
+@pytest.mark.science
+def test_the_default_forget_takes_a_sample_request_and_records_the_recipe(
+    checkpoint, tmp_path, capsys
+):
+    """No --method, a random 10 %: famr is handed the retain set, resolves to its last_stage
+    recipe, and the audit record and the output say so."""
+    out = tmp_path / "samples.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--data", "digits"]
+    code = main([*argv, "--indices", "random:0.1", "--out", str(out), "--quiet"])
+    assert code == 0
+    meta = json.loads(io.sidecar_path(out).read_text())
+    assert meta["method"] == "famr" and meta["config"]["recipe"] == "last_stage"
+    assert meta["config"]["reset"] is True and meta["config"]["beta"] == 1.0
+    record = json.loads(out.with_suffix(".audit.json").read_text())
+    assert record["config"]["recipe"] == "last_stage"
+    assert "famr (last_stage recipe):" in capsys.readouterr().out
 
 
 def test_forget_with_reference_reports_gaps(checkpoint, tmp_path):
@@ -270,6 +290,8 @@ def test_certify_writes_json_and_markdown(checkpoint, tmp_path, capsys):
                 str(checkpoint),
                 "--classes",
                 "3",
+                "--set",
+                "recipe=head",  # the anchored objective the certificate is about
                 "--out",
                 str(unlearned),
                 "--quiet",

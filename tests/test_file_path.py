@@ -135,6 +135,9 @@ def test_the_file_path_gives_the_tensor_path_model(tree, method):
             ["forget", *_data(root, path), "--checkpoint", str(checkpoint), "--classes", "2"]
             + ["--method", method, "--set", "epochs=2", "--retain-limit", "all"]
             + ["--eval-sample", "all", "--out", str(out), "--quiet"]
+            # this tiny model (50 % test accuracy) loses more than the default retained-drop
+            # limit to famr's last_stage recipe in 2 epochs; what is compared here is the paths
+            + ["--write-anyway"]
         )
         assert code == 0, err
         model, meta = io.load_checkpoint(out)

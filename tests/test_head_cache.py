@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import famr
-from famr.methods import METHODS
+from famr.methods.famr import FamrHeadConfig
 from famr.methods.head import can_cache, head_inputs
 
 
@@ -13,6 +13,8 @@ from famr.methods.head import can_cache, head_inputs
 def test_cached_features_equal_full_forward(tiny, method):
     model, forget, retain = tiny
     kwargs = {"params": "head", "epochs": 3, "lr": 0.01, "batch_size": 8}
+    if method == "famr":  # its no-retain recipe (the retain set given would select last_stage)
+        kwargs["recipe"] = "head"
     fast = famr.unlearn(model, forget, retain, method=method, cache_features=True, **kwargs)
     slow = famr.unlearn(model, forget, retain, method=method, cache_features=False, **kwargs)
     for (name, p), q in zip(fast.model.named_parameters(), slow.model.parameters(), strict=True):
@@ -43,6 +45,7 @@ def test_fast_path_is_taken_and_runs_the_body_once_per_image(tiny, method):
             epochs=5,
             certificate=False,
             **({"buffer_size": 8} if method == "famr_retain" else {}),
+            **({"recipe": "head"} if method == "famr" else {}),
         )
     finally:
         handle.remove()
@@ -54,7 +57,7 @@ def test_fast_path_is_taken_and_runs_the_body_once_per_image(tiny, method):
 
 def test_fast_path_conditions():
     model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
-    cfg = METHODS.get("famr").meta["config"]
+    cfg = FamrHeadConfig  # famr's no-retain recipe
     assert can_cache(model, cfg())
     assert not can_cache(model, cfg(params="all"))
     assert not can_cache(model, cfg(augment="crop_flip"))

@@ -38,6 +38,7 @@ def forgotten(checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("forgot")
     out = folder / "f3.safetensors"
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--epochs", "3"]
+    argv += ["--set", "recipe=head"]  # the recipe with a certificate, which verify checks
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     return out
 
@@ -56,11 +57,14 @@ def _refused(argv, folder: Path, match: str, code: int = 2) -> str:
 # --- item 6: the default never degrades a model quietly ----------------------------------
 
 
-def test_default_method_on_an_index_request_is_refused(checkpoint, tmp_path):
-    """`famr forget --indices` with the default used to forget nothing and cost 16 points."""
+def test_the_no_retain_recipe_on_an_index_request_is_refused(checkpoint, tmp_path):
+    """`famr forget --indices` with the head-only default used to forget nothing and cost 16
+    points; that recipe now refuses, saying what to give (the default hands famr the retain
+    set, and its last_stage recipe takes the request: test_cli)."""
     (tmp_path / "ids.txt").write_text("1 2 3")
     argv = ["forget", "--checkpoint", str(checkpoint), "--indices", str(tmp_path / "ids.txt")]
-    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "famr_quantile")
+    argv += ["--set", "recipe=head"]
+    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "give the retain set")
 
 
 # --- item 8: out-of-range settings, failed certificates, collapsed models -----------------
@@ -77,7 +81,7 @@ def test_out_of_range_momentum_is_refused_up_front(checkpoint, tmp_path):
 def test_an_uncertified_run_is_refused_unless_asked_for(checkpoint, tmp_path):
     out = tmp_path / "o.safetensors"
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--lam", "0"]
-    argv += ["--epochs", "2", "--out", str(out), "--quiet"]
+    argv += ["--epochs", "2", "--set", "recipe=head", "--out", str(out), "--quiet"]
     _refused(argv, tmp_path, "not certified", code=3)
     code, _, err = run_cli([*argv, "--write-anyway"])
     assert code == 0, err
@@ -373,8 +377,8 @@ class _Bad(nn.Module):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_float64_and_bfloat16_models_run_and_keep_their_dtype(digits_model, digits_splits, dtype):
     model = __import__("copy").deepcopy(digits_model).to(dtype)
-    result = famr.unlearn(model, digits_splits)
-    reference = famr.unlearn(digits_model, digits_splits)  # the same run in float32
+    result = famr.unlearn(model, digits_splits, recipe="head")  # the certified recipe
+    reference = famr.unlearn(digits_model, digits_splits, recipe="head")  # in float32
     assert all(p.dtype == dtype for p in result.model.parameters())
     assert result.certificate["certified"]
     metrics = famr.evaluate(result.model, **digits_splits.evaluation_sets())
@@ -548,7 +552,8 @@ def test_a_hostile_deviation_chain_in_the_input_is_refused(checkpoint, tmp_path)
 
 def test_an_infinite_bound_is_not_a_certificate(checkpoint, tmp_path):
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--lam", "1e-320"]
-    argv += ["--epochs", "2", "--out", str(tmp_path / "o.safetensors"), "--quiet"]
+    argv += ["--epochs", "2", "--set", "recipe=head"]
+    argv += ["--out", str(tmp_path / "o.safetensors"), "--quiet"]
     err = _refused(argv, tmp_path, "no finite bound", code=3)
     assert "did not decrease" not in err
     code, _, err = run_cli([*argv, "--write-anyway", "--max-retain-drop", "0"])

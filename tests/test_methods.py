@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import famr
+from famr.loop import select_parameters
 from famr.methods import METHODS
 from famr.methods.random_label import random_other_labels
 from famr.methods.retrain import reinitialize
@@ -57,7 +58,10 @@ def test_method_contract(method, tiny):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     entry = METHODS.get(method)
     assert entry.meta["paper"], f"{method} must cite its source"
-    assert (result.certificate is not None) == entry.meta["certificate"]
+    # a certificate exactly when the method minimises the anchored objective and the
+    # (resolved) config asks for one: famr's last_stage recipe, given a retain set, does not
+    wanted = entry.meta["certificate"] and getattr(result.config, "certificate", True)
+    assert (result.certificate is not None) == wanted
 
 
 @pytest.mark.science
@@ -337,11 +341,12 @@ def _flat(result):
 
 
 def test_famr_last_stage_references_ignore_target_and_sample_requests_skip_the_forget_set(tiny):
-    """The distilled references take the removed classes out whatever ``target`` says; on a
-    sample request the forget images' own predictions are no target (the run ignores their
-    pixels); with reset, a given anchor model does not pull toward the erased weights."""
+    """famr's last_stage recipe (a retain set given): the distilled references take the
+    removed classes out whatever ``target`` says; on a sample request the forget images' own
+    predictions are no target (the run ignores their pixels); with reset, a given anchor model
+    does not pull toward the erased weights."""
     model, forget, retain = tiny
-    run = dict(method="famr_last_stage", epochs=2, device="cpu")
+    run = dict(method="famr", epochs=2, device="cpu")
     base = famr.unlearn(model, forget, retain, forget_classes=[0], **run)
     other = famr.unlearn(model, forget, retain, forget_classes=[0], target="uniform", **run)
     assert torch.equal(_flat(base), _flat(other))
@@ -358,3 +363,95 @@ def test_famr_last_stage_references_ignore_target_and_sample_requests_skip_the_f
     anchored = famr.unlearn(model, forget, retain, forget_classes=[0], anchor=far, lam=1.0, **run)
     plain = famr.unlearn(model, forget, retain, forget_classes=[0], lam=1.0, **run)
     assert torch.equal(_flat(anchored), _flat(plain))
+
+
+def test_famr_auto_resolves_from_what_the_request_holds(tiny):
+    """The one ``famr``: with a retain set (a class, samples, a sequential step with an
+    anchor model) its ``last_stage`` recipe, without one its ``head`` recipe; ``Result.config``
+    holds the resolved recipe with every field filled in, and running that config again gives
+    the same model."""
+    from famr.methods.famr import FamrHeadConfig
+    from famr.methods.famr_retain import FamrLastStageConfig
+
+    model, forget, retain = tiny
+    with_retain = famr.unlearn(model, forget, retain, forget_classes=[0], epochs=2)
+    samples = famr.unlearn(model, forget, retain, forget_classes=[], epochs=2)
+    sequential = famr.unlearn(model, forget, retain, forget_classes=[0], anchor=model, epochs=2)
+    no_retain = famr.unlearn(model, forget, forget_classes=[0], epochs=2)
+    for result in (with_retain, samples, sequential):
+        assert result.config.recipe == "last_stage" and result.certificate is None
+        expected = dataclasses.asdict(FamrLastStageConfig(epochs=2))
+        assert {k: getattr(result.config, k) for k in expected} == expected
+    assert no_retain.config.recipe == "head" and no_retain.certificate["certified"]
+    expected = dataclasses.asdict(FamrHeadConfig(epochs=2))
+    assert {k: getattr(no_retain.config, k) for k in expected} == expected
+    assert no_retain.config.beta is None  # not a field of the head recipe
+    assert set(no_retain.moved) <= {n for n, _ in select_parameters(model, "head")}
+    assert any(n.startswith("features.3") for n in with_retain.moved)  # the body moved
+    again = famr.unlearn(
+        model, forget, retain, forget_classes=[0], **dataclasses.asdict(with_retain.config)
+    )
+    assert torch.equal(_flat(again), _flat(with_retain))
+
+
+def test_famr_recipes_equal_the_forms_they_name(tiny):
+    """``recipe="last_stage"`` is famr_retain with FamrLastStageConfig's values, to the bit;
+    ``recipe="head"`` ignores a retain set and equals the run without one."""
+    from famr.methods.famr_retain import FamrLastStageConfig
+
+    model, forget, retain = tiny
+    auto = famr.unlearn(model, forget, retain, forget_classes=[0], epochs=2)
+    values = {**dataclasses.asdict(FamrLastStageConfig(epochs=2)), "certificate": True}
+    spelled = famr.unlearn(
+        model, forget, retain, method="famr_retain", forget_classes=[0], **values
+    )
+    assert torch.equal(_flat(auto), _flat(spelled))
+    head = famr.unlearn(model, forget, retain, forget_classes=[0], recipe="head", epochs=3)
+    alone = famr.unlearn(model, forget, forget_classes=[0], epochs=3)
+    assert torch.equal(_flat(head), _flat(alone))
+
+
+def test_famr_says_what_a_request_lacks_and_rejects_fields_foreign_to_its_recipe(tiny):
+    model, forget, retain = tiny
+    # samples, no retain set: the head recipe cannot serve them; the message says what to give
+    with pytest.raises(ValueError, match="give the retain set"):
+        famr.unlearn(model, forget, forget_classes=[])
+    with pytest.raises(ValueError, match=r"beta=2\.0: not a field of famr's 'head' recipe, which"):
+        famr.unlearn(model, forget, forget_classes=[0], beta=2.0)
+    with pytest.raises(ValueError, match="recipe='fast' is not valid; choose one of: auto, head"):
+        famr.unlearn(model, forget, retain, recipe="fast")
+    with pytest.raises(ValueError, match="lr=-1 is not valid"):
+        famr.unlearn(model, forget, retain, lr=-1)
+    with pytest.raises(ValueError, match="pass retain="):
+        famr.unlearn(model, forget, forget_classes=[0], recipe="last_stage")
+
+
+def test_the_default_famr_takes_any_request_object_without_extra_arguments():
+    """A sample, a class, a concept and a style request, each handed over as the request
+    object: the default method runs on every one (the request's retain set selects the
+    last_stage recipe), with no forget_classes or retain argument."""
+    data = famr.load_dataset("digits")
+    torch.manual_seed(0)
+    model = famr.create_model("small_cnn", 10, in_channels=1, width=4)
+    coarse = famr.data.coarsen(data, famr.data.DIGITS_COARSE)
+    coarse_model = famr.create_model("small_cnn", len(coarse.groups), in_channels=1, width=4)
+    styled = famr.data.add_style(data, 0.2, seed=0)
+    requests = [
+        (model, famr.RandomForget(0.1, seed=0).split(data.train, data.test, 10)),
+        (model, famr.ClassForget(3).split(data.train, data.test, 10)),
+        (
+            coarse_model,
+            famr.ConceptForget(8, coarse.fine_train, coarse.fine_test, "8").split(
+                coarse.data.train, coarse.data.test, len(coarse.groups)
+            ),
+        ),
+        (
+            model,
+            famr.StyleForget(styled.styled_train, styled.styled_test).split(
+                styled.data.train, styled.data.test, 10
+            ),
+        ),
+    ]
+    for net, request in requests:
+        result = famr.unlearn(net, request, epochs=1, device="cpu")
+        assert result.config.recipe == "last_stage" and result.moved

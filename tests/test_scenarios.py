@@ -52,7 +52,7 @@ def _unlearn_samples(request, method, **overrides):
 def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
     data, model, splits, retrained = random_request
     reference = _metrics(retrained, splits)
-    pushed = famr.unlearn(model, splits, method="famr", target="uniform")
+    pushed = famr.unlearn(model, splits, method="famr", recipe="head", target="uniform")
     matched = famr.unlearn(
         model, splits.forget, method="famr_matched", forget_classes=[], holdout=data.validation
     )
@@ -71,7 +71,7 @@ def test_matched_stopping_lands_nearer_the_retrained_model(random_request):
 def test_whole_network_matched_stops_at_the_held_out_level(random_request, statistic, lr):
     _, model, splits, retrained = random_request
     reference = _metrics(retrained, splits)
-    pushed = famr.unlearn(model, splits, method="famr", target="uniform")
+    pushed = famr.unlearn(model, splits, method="famr", recipe="head", target="uniform")
     matched = _unlearn_samples(
         random_request, "famr_matched_retain", statistic=statistic, check_every=1, lr=lr
     )

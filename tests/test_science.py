@@ -17,7 +17,13 @@ def experiment():
         [3],
         arch="small_cnn",
         seed=0,
-        methods={"famr": {}, "famr_retain": {}, "famr_literal": {}, "gradient_ascent": {}},
+        methods={
+            "famr": {},  # the request's retain set given: the last_stage recipe
+            "famr_head": {"method": "famr", "recipe": "head"},  # no retain data
+            "famr_retain": {},
+            "famr_literal": {},
+            "gradient_ascent": {},
+        },
     )
 
 
@@ -29,14 +35,27 @@ def test_original_learns_and_retrain_never_saw_the_class(experiment):
     assert runs["retrain"]["mia_efficacy"] >= 95
 
 
-def test_famr_default_forgets_the_class_and_keeps_the_rest(experiment):
+def test_famr_without_retain_data_forgets_the_class_and_keeps_the_rest(experiment):
     runs = experiment.results["runs"]
+    assert runs["famr_head"]["config"]["recipe"] == "head"
+    assert runs["famr_head"]["test_forget_acc"] <= 5.0
+    assert runs["famr_head"]["forget_acc"] <= 5.0
+    assert runs["original"]["test_retain_acc"] - runs["famr_head"]["test_retain_acc"] <= 2.0
+    assert runs["famr_head"]["mia_efficacy"] >= 90
+    assert runs["famr_head"]["avg_gap"] <= 2.0
+    assert runs["famr_head"]["certificate"]["certified"]
+
+
+def test_famr_with_retain_data_forgets_the_class_and_keeps_the_rest(experiment):
+    """The last_stage recipe at its defaults (chosen on CIFAR-10, not on digits). Measured
+    (AVX-512 one thread, AVX2 two threads, the same numbers): forget 0 %, retained test
+    accuracy 99.59 % (original 99.59 %, retrained 99.79 %), avg gap 0.05."""
+    runs = experiment.results["runs"]
+    assert runs["famr"]["config"]["recipe"] == "last_stage"
     assert runs["famr"]["test_forget_acc"] <= 5.0
     assert runs["famr"]["forget_acc"] <= 5.0
     assert runs["original"]["test_retain_acc"] - runs["famr"]["test_retain_acc"] <= 2.0
-    assert runs["famr"]["mia_efficacy"] >= 90
-    assert runs["famr"]["avg_gap"] <= 2.0
-    assert runs["famr"]["certificate"]["certified"]
+    assert runs["famr"]["avg_gap"] <= 1.0
 
 
 def test_famr_retain_forgets_and_keeps_the_rest(experiment):
@@ -47,8 +66,9 @@ def test_famr_retain_forgets_and_keeps_the_rest(experiment):
 
 def test_famr_beats_gradient_ascent_and_the_literal_form_on_avg_gap(experiment):
     runs = experiment.results["runs"]
-    assert runs["famr"]["avg_gap"] < runs["gradient_ascent"]["avg_gap"]
-    assert runs["famr"]["avg_gap"] < runs["famr_literal"]["avg_gap"]
+    for name in ("famr", "famr_head"):
+        assert runs[name]["avg_gap"] < runs["gradient_ascent"]["avg_gap"]
+        assert runs[name]["avg_gap"] < runs["famr_literal"]["avg_gap"]
 
 
 def test_results_layout(experiment):
@@ -80,7 +100,7 @@ def test_report_renders(experiment):
 
     table = markdown_table(experiment.results["runs"])
     assert table.count("\n") == 1 + len(experiment.results["runs"])
-    assert "Certificate: `famr`" in report_markdown(experiment.results)
+    assert "Certificate: `famr_head`" in report_markdown(experiment.results)
     assert plot_per_class_accuracy(experiment.results).axes
     assert plot_confidence(experiment.confidences).axes
 

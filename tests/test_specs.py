@@ -96,15 +96,17 @@ def test_class_spec_indices_are_that_class():
 def test_retained_target_refuses_a_sample_request_instead_of_degrading_the_model(
     digits, digits_model
 ):
-    """Issue 19, item 6: FAMR's default target on a sample request used to become a silent
-    uniform push over all classes (test accuracy 99.6 -> 49.7 %); it is now refused, through
-    the request object and through plain data sets alike, with what to do instead."""
+    """Issue 19, item 6: FAMR's no-retain target on a sample request used to become a silent
+    uniform push over all classes (test accuracy 99.6 -> 49.7 %); that recipe now refuses,
+    with what to give instead, while the request object, which carries the retain set, is
+    taken by famr's last_stage recipe."""
     splits = RandomForget(0.05, seed=0).split(digits.train, digits.test, digits.num_classes)
     common = dict(method="famr", epochs=2, certificate=False)
-    with pytest.raises(ValueError, match="removes no whole class.*famr_quantile"):
-        famr.unlearn(digits_model, splits, **common)
-    with pytest.raises(ValueError, match="removes no whole class"):
+    head = dict(common, recipe="head")
+    with pytest.raises(ValueError, match="removes no whole class.*give the retain set"):
         famr.unlearn(digits_model, splits.forget, forget_classes=[], **common)
+    with pytest.raises(ValueError, match="removes no whole class"):
+        famr.unlearn(digits_model, splits, **head)
     with pytest.raises(ValueError, match="removes no whole class"):
         famr.unlearn(digits_model, splits, method="famr_newton", certificate=False)
     # a plain forget set alone cannot say what it is: the caller must
@@ -113,6 +115,7 @@ def test_retained_target_refuses_a_sample_request_instead_of_degrading_the_model
     # with a retain set that still holds the forget set's classes, it is not a class request
     with pytest.raises(ValueError, match="also appear in the retain set"):
         famr.unlearn(digits_model, splits.forget, splits.retain, **common)
+    assert famr.unlearn(digits_model, splits, **common).config.recipe == "last_stage"
     # the uniform push is still there when asked for by name
-    uniform = famr.unlearn(digits_model, splits, target="uniform", **common)
+    uniform = famr.unlearn(digits_model, splits, target="uniform", **head)
     assert uniform.moved == ["classifier.weight", "classifier.bias"]

@@ -77,13 +77,24 @@ def test_famr_forgets_a_class_of_a_transformers_model_through_the_api():
     trained = famr.train(_vit(), data, epochs=8, lr=1e-3, optimizer="adam", seed=0).model
     splits = famr.ClassForget(0).split(data, data, 4)
     before = famr.evaluate(trained, **splits.evaluation_sets())
-    result = famr.unlearn(trained, splits)
-    after = famr.evaluate(result.model, **splits.evaluation_sets())
     assert before["forget_acc"] > 90 and before["test_retain_acc"] > 90
+    # without the retain set (the head recipe) famr moves the classifier only, and says so
+    result = famr.unlearn(trained, splits.forget, forget_classes=[0])
+    after = famr.evaluate(result.model, **splits.evaluation_sets())
     assert after["forget_acc"] == 0.0
     assert after["test_retain_acc"] > 90
-    # the default moves the classifier only, and says so
     assert result.moved and all(name.startswith("net.classifier.") for name in result.moved)
+    # with it (the request object), the last_stage recipe re-initialises the encoder inside
+    # famr's adapter; a transformer needs Adam there (the recipe's SGD at lr 0.05 was chosen for
+    # a CIFAR ResNet: 33 % of the retained images after it on this model). Measured (AVX-512,
+    # one thread): forget 0 %, retained 95.8 % (69 of 72 images)
+    result = famr.unlearn(trained, splits, optimizer="adam", lr=1e-3, epochs=100)
+    after = famr.evaluate(result.model, **splits.evaluation_sets())
+    assert result.config.recipe == "last_stage" and after["forget_acc"] == 0.0
+    assert after["test_retain_acc"] > 90
+    stage = ("net.vit.layers.", "net.vit.encoder.", "net.vit.layernorm.", "net.classifier.")
+    assert all(name.startswith(stage) for name in result.moved)
+    assert any(name.startswith(stage[:2]) for name in result.moved)  # the blocks moved
 
 
 def test_famr_import_reads_what_save_pretrained_wrote(tmp_path):

@@ -18,7 +18,7 @@ from .data.files import ImageFiles, batches
 from .data.forget import Splits
 from .data.tensors import to_float, to_tensors
 from .loop import DivergenceError, Progress
-from .methods import METHODS, MethodData, buffer_rows
+from .methods import METHODS, MethodData, buffer_rows, takes_retain
 from .metrics import METRICS, SplitOutputs
 from .metrics.gaps import gaps
 from .models.adapt import in_float32, plain_logits
@@ -137,9 +137,9 @@ def _seeded_run(seed: int, device: torch.device, fn):
         return out, time.perf_counter() - start
 
 
-def _request_parts(forget, retain, forget_classes, needs_retain: bool):
+def _request_parts(forget, retain, forget_classes, takes_retain: bool):
     """``forget`` may be the request itself (:class:`famr.Splits`): its forget set, the classes
-    it removes entirely, and its retain set when the method needs one."""
+    it removes entirely, and its retain set when the method reads one."""
     if not isinstance(forget, Splits):
         return forget, retain, forget_classes
     if forget_classes is not None and sorted(forget_classes) != sorted(forget.forget_classes):
@@ -147,7 +147,7 @@ def _request_parts(forget, retain, forget_classes, needs_retain: bool):
             f"forget_classes={list(forget_classes)} contradicts the request, which removes "
             f"classes {forget.forget_classes}"
         )
-    if retain is None and needs_retain:
+    if retain is None and takes_retain:
         retain = forget.retain
     return forget.forget, retain, forget.forget_classes
 
@@ -182,8 +182,7 @@ def _removed_classes(entry: Entry, cfg, forget_y: Tensor, retain_y: Tensor | Non
     if shared:
         raise ValueError(
             f"the forget set's classes {shared} also appear in the retain set, so this is not a "
-            f"class request; pass forget_classes=[] (a sample request: method {entry.name!r} "
-            "then refuses it and names one that fits) or the request object"
+            "class request; pass forget_classes=[] (a sample request) or the request object"
         )
     return labels
 
@@ -212,8 +211,11 @@ def unlearn(
             retain set and removed classes in one), or a data set of ``(image, label)`` pairs
             to forget.
         retain: Data set of pairs to keep; required by methods that need it (default: the
-            request's retain set when ``forget`` is a request and the method needs one).
+            request's retain set when ``forget`` is a request and the method reads one).
         method: A registered method name (see :func:`list_methods`) or its registry entry.
+            The default ``famr`` resolves its configuration from what the request holds (see
+            :mod:`famr.methods.famr_auto`): with a retain set it re-initialises and distills
+            the last stage, without one it edits the head; ``Result.config`` says which.
         device: Where to run (default: CUDA if available, else CPU).
         progress: Optional ``progress(step, total)`` callback.
         forget_classes: The classes removed entirely (FAMR's ``"retained"`` target spreads over
@@ -242,8 +244,13 @@ def unlearn(
     """
     entry = _method(method)
     cfg = make_config(entry.meta["config"], config)
-    needs_retain = "retain" in entry.meta["needs"]
-    forget, retain, forget_classes = _request_parts(forget, retain, forget_classes, needs_retain)
+    forget, retain, forget_classes = _request_parts(
+        forget, retain, forget_classes, takes_retain(entry)
+    )
+    resolve = entry.meta.get("resolve")
+    if resolve is not None:  # the config's "auto" fields, from what the request holds
+        held = {"retain": retain, "holdout": holdout, "anchor": anchor}
+        cfg = resolve(cfg, {name for name, value in held.items() if value is not None})
     if "retain" in entry.meta["needs"] and retain is None:
         raise ValueError(f"method {entry.name!r} needs retain data; pass retain=...")
     if "holdout" in entry.meta["needs"] and holdout is None:
@@ -277,7 +284,10 @@ def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor,
     """:func:`unlearn` on its own float32 copy of the model, whose forward returns logits."""
     # image files: only what the method uses is decoded; the labels are read from all of them
     retain_labels = retain.labels if isinstance(retain, ImageFiles) else None
-    if retain_labels is not None and "retain" not in entry.meta["needs"]:
+    # (a resolved config without a buffer, famr's head recipe, reads no retain image either)
+    if retain_labels is not None and (
+        not takes_retain(entry) or getattr(cfg, "buffer_size", 0) is None
+    ):
         retain = None
     retain, is_buffer = _retain_buffer(retain, cfg)
     forget_t = _tensors_on(forget, "forget", dev)
@@ -305,6 +315,8 @@ def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor,
     if holdout is not None:
         holdout_t = _tensors_on(holdout, "holdout", dev)
         _check_labels(holdout_t[1], "holdout", k)
+    if getattr(cfg, "buffer_size", 0) is None:  # famr's head recipe: it reads no retain set
+        retain_t = None
     data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state, holdout_t, is_buffer)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)
     original = copy.deepcopy(work) if wants_certificate else None

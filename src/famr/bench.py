@@ -235,15 +235,6 @@ def choose_quantile(runs: dict, holdout_acc: float, candidates: list[str]) -> di
     }
 
 
-def recommended_famr(chosen: dict[str, Any]) -> dict[str, Any]:
-    """The class-wise table's ``famr`` row: of the validation study's chosen no-retain and
-    retain forms, the one with the better validation score (``chosen`` is the study's
-    ``"chosen"`` block: per method a ``config`` and a ``score``, lower is better)."""
-    no_retain = {"method": "famr", **chosen["famr"]["config"]}
-    with_retain = {"method": "famr_retain", **chosen["famr_retain"]["config"]}
-    return min((no_retain, with_retain), key=lambda c: chosen[c["method"]]["score"])
-
-
 # --- results ------------------------------------------------------------------------------
 
 

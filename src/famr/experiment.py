@@ -283,11 +283,17 @@ def lambda_path(
 ) -> list[dict[str, Any]]:
     """Run ``method`` (a FAMR variant) at every anchor strength in ``lams`` and measure the trade-off.
 
+    ``famr`` runs its head recipe unless ``config`` names another: the path traces the
+    anchored objective the certificate bounds (the last_stage recipe anchors re-initialised
+    weights, with no certificate).
+
     Returns:
         One row per lambda: forgetting (``forget_acc``, ``test_forget_acc``, ``mia_efficacy``),
         retention (``retain_acc``, ``test_retain_acc``), ``distance`` = ||theta - theta_0||, the
         certificate's ``a_priori_bound`` and ``final_bound``, ``certified`` and ``seconds``.
     """
+    if method == "famr":
+        config.setdefault("recipe", "head")
     rows = []
     for lam in lams:
         result = unlearn(

@@ -23,10 +23,12 @@ PRESETS_SOURCE = (
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # python benchmarks/presets_study.py (2026-11-30; BENCHMARKS.md, "Presets")
     "digits": {
-        "famr": {"lam": 0.1, "lr": 0.01, "epochs": 30},
+        # python benchmarks/presets_study.py --methods famr famr_head (2026-12-03): famr's
+        # last_stage recipe (the demo hands famr the retain set) and, under its own label,
+        # its head recipe (no retain data)
+        "famr": {"recipe": "last_stage", "lr": 0.1, "epochs": 3},
+        "famr_head": {"method": "famr", "recipe": "head", "lam": 0.1, "lr": 0.01, "epochs": 30},
         "famr_retain": {"beta": 10.0, "lam": 0.0, "lr": 0.0003, "epochs": 5},
-        # python benchmarks/presets_study.py --methods famr_last_stage (2026-12-03)
-        "famr_last_stage": {"lr": 0.1, "epochs": 20},
         "uniform_kl": {"lr": 0.0001, "epochs": 10},
         "gradient_ascent": {"lr": 0.01, "epochs": 1},
         "neggrad_plus": {"lr": 0.01, "alpha": 0.9, "epochs": 5},
@@ -42,7 +44,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def configs_for(data: str, methods: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``{method: config}`` for ``methods`` on ``data``: the preset where there is one, else
-    ``{}`` (the method's defaults)."""
+    """``{run label: config}`` for ``methods`` on ``data``: the preset where there is one, else
+    ``{}`` (the method's defaults); after each method, the presets labelled otherwise whose
+    config names it (``"famr_head": {"method": "famr", "recipe": "head", ...}``)."""
     chosen = PRESETS.get(data, {})
-    return {name: dict(chosen.get(name, {})) for name in methods}
+    out: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        out[name] = dict(chosen.get(name, {}))
+        for label, config in chosen.items():
+            if config.get("method") == name and label != name:
+                out[label] = dict(config)
+    return out

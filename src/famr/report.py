@@ -110,6 +110,18 @@ def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
         for name, config in chosen["configs"].items():
             shown = ", ".join(f"{k}={v}" for k, v in config.items()) or "defaults"
             parts.append(f"| {name} | {shown} |")
+    recipes = {
+        name: run["config"]["recipe"]
+        for name, run in runs.items()
+        if isinstance(run.get("config"), dict) and run["config"].get("recipe")
+    }
+    if recipes:  # what famr's "auto" resolved to (or was told), from the recorded configs
+        parts += [
+            "",
+            "famr's recipes as run: "
+            + ", ".join(f"`{name}` {recipe}" for name, recipe in recipes.items())
+            + " (last_stage: the retain set given; head: without it).",
+        ]
     for name, run in runs.items():
         if "certificate" in run:
             parts += ["", f"## Certificate: `{name}`", "", certificate_markdown(run["certificate"])]

@@ -24,7 +24,7 @@ from ..data.files import (
     sample,
     subset,
 )
-from ..methods import METHODS
+from ..methods import METHODS, takes_retain
 from .common import (
     UsageError,
     _build_data,
@@ -84,7 +84,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     # them out too (otherwise a second request would push probability back onto them)
     forgotten = sorted(set(meta.get("forgotten_classes", [])) | set(splits.forget_classes))
     retain = None
-    if "retain" in entry.meta["needs"]:  # a method with a buffer draws it from all of them
+    if takes_retain(entry):  # a method with a buffer draws it from all of them
         if hasattr(cfg, "buffer_size"):
             retain, retain_limit = splits.retain, None
         else:
@@ -191,7 +191,9 @@ def _say_saved(method: str, metrics: dict[str, Any], result, out: Path, audit_pa
         for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
         if k in metrics
     )
-    print(f"{method}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
+    recipe = getattr(result.config, "recipe", None)  # what famr's "auto" resolved to
+    ran = f"{method} ({recipe} recipe)" if recipe else method
+    print(f"{ran}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
     print(f"audit record: {audit_path} (check it with: famr verify {shlex.quote(str(audit_path))})")
     if result.certificate is not None:
         c = result.certificate

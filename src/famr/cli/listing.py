@@ -12,7 +12,8 @@ def cmd_methods(_: argparse.Namespace) -> int:
     width = max(len(n) for n in METHODS.names())
     for entry in METHODS:
         needs = "+".join(entry.meta["needs"])
-        print(f"{entry.name:<{width}}  [{needs}]  {entry.summary}")
+        uses = "".join(f"(+{name})" for name in entry.meta.get("uses", ()))
+        print(f"{entry.name:<{width}}  [{needs}{uses}]  {entry.summary}")
     return 0
 
 

@@ -28,6 +28,8 @@ def register_method(
     *,
     config: type[OptimConfig],
     needs: Sequence[str] = ("forget",),
+    uses: Sequence[str] = (),
+    resolve: Callable | None = None,
     paper: str = "",
     certificate: bool = False,
     summary: str = "",
@@ -38,18 +40,25 @@ def register_method(
         name: Registry key (full words).
         config: The method's config dataclass (documented defaults).
         needs: Data the method requires: ``"forget"``, ``"retain"``, ``"holdout"``.
+        uses: Data the method takes when the request holds it, without requiring it
+            (``famr.unlearn`` then hands it the request's retain set).
+        resolve: ``resolve(cfg, given) -> cfg``: fills the config's ``auto`` fields from the
+            data the request holds (``given`` ⊆ ``{"retain", "holdout", "anchor"}``), before
+            the run; ``Result.config`` is what it returns.
         paper: Citation of the method's source.
         certificate: Whether ``unlearn`` attaches the FAMR deviation certificate (methods that
             minimise the anchored FAMR objective).
         summary: One-line description for listings (default: the docstring's first line).
     """
-    bad = [n for n in needs if n not in DATA_NAMES]
+    bad = [n for n in (*needs, *uses) if n not in DATA_NAMES]
     if bad:
         raise ValueError(f"needs={bad} is not valid; choose from {DATA_NAMES}")
     return METHODS.register(
         name,
         config=config,
         needs=tuple(needs),
+        uses=tuple(uses),
+        resolve=resolve,
         paper=paper,
         certificate=certificate,
         **({"summary": summary} if summary else {}),
@@ -116,6 +125,11 @@ def optimise_anchored(
     return optimise(
         model, objective, streams, cfg, device=device, parts=[anchor, *parts], progress=progress
     )
+
+
+def takes_retain(entry) -> bool:
+    """The method reads a retain set: it needs one, or uses one when the request holds it."""
+    return "retain" in entry.meta["needs"] or "retain" in entry.meta.get("uses", ())
 
 
 def list_methods() -> list[str]:

@@ -1,4 +1,5 @@
-"""FAMR: Forget-Aligned Model Reconstruction, and its literal paper form.
+"""FAMR without retain data, on the classifier head (the ``head`` recipe of the one ``famr``,
+:mod:`famr.methods.famr_auto`), and its literal paper form ``famr_literal``.
 
     min_theta  mean_{x in D_f} CE(u, softmax f_theta(x))  +  (lam/2) ||theta - theta_0||^2
 
@@ -22,8 +23,8 @@ PAPER = "FAMR: Forget-Aligned Model Reconstruction (uniform-prediction loss + l2
 
 
 @dataclass
-class FamrConfig(OptimConfig):
-    """FAMR's recommended no-retain configuration.
+class FamrHeadConfig(OptimConfig):
+    """FAMR's no-retain configuration (``famr``'s ``head`` recipe).
 
     Attributes:
         lam: Anchor strength lambda of ``(lam/2)||theta - theta_0||^2`` (>= 0).
@@ -58,7 +59,7 @@ class FamrConfig(OptimConfig):
 
 
 @dataclass
-class FamrLiteralConfig(FamrConfig):
+class FamrLiteralConfig(FamrHeadConfig):
     """The paper's literal form: uniform over all K classes, every parameter, SGD + momentum."""
 
     optimizer: str = "sgd"
@@ -70,7 +71,7 @@ class FamrLiteralConfig(FamrConfig):
     epochs: int = 10
 
 
-def target_support(cfg: FamrConfig, data: MethodData):
+def target_support(cfg: FamrHeadConfig, data: MethodData):
     """The uniform target's support mask (``None`` = all K classes)."""
     if cfg.target == "uniform":
         return None
@@ -80,23 +81,23 @@ def target_support(cfg: FamrConfig, data: MethodData):
     return support
 
 
-def refuse_classless_request(cfg: FamrConfig, data: MethodData) -> None:
+def refuse_classless_request(cfg: FamrHeadConfig, data: MethodData) -> None:
     """FAMR without retain data, aimed at the retained classes, is for requests that remove
     whole classes. On a request that removes none (chosen samples, a concept, a style) its
     target becomes the uniform prediction over all K classes, and with nothing holding the
     rest of the data it forgot little while it cost the rest (digits, five images: test
-    accuracy 99.6 -> 49.7 %). It is refused, with what to use instead."""
+    accuracy 99.6 -> 49.7 %). It is refused, with what to give instead."""
     if cfg.target == "retained" and not data.forget_classes and data.retain is None:
         raise ValueError(
             "this request removes no whole class (chosen samples, a concept or a style), and "
-            "FAMR's default without retain data is for class requests: use "
-            "method='famr_quantile' (retain + holdout data) for samples, method='famr_retain' "
-            "(a retain buffer) for a concept or a style, or target='uniform' to push these "
-            "examples to the uniform prediction knowingly"
+            "FAMR without retain data is for class requests: give the retain set (retain=..., "
+            "or the request object, which holds it; famr then re-initialises and distills the "
+            "last stage), or target='uniform' to push these examples to the uniform prediction "
+            "knowingly"
         )
 
 
-def run_famr(model, data: MethodData, cfg: FamrConfig, *, device, progress=None):
+def run_famr(model, data: MethodData, cfg: FamrHeadConfig, *, device, progress=None):
     """Minimise the anchored uniform-prediction objective on the forget set (no retain data)."""
     refuse_classless_request(cfg, data)
     support = target_support(cfg, data)
@@ -113,13 +114,6 @@ def run_famr(model, data: MethodData, cfg: FamrConfig, *, device, progress=None)
     return optimise_anchored(model, objective, streams, cfg, data, device=device, progress=progress)
 
 
-register_method(
-    "famr",
-    config=FamrConfig,
-    paper=PAPER,
-    certificate=True,
-    summary="FAMR, recommended no-retain form: head only, uniform over retained classes, l2 anchor",
-)(run_famr)
 register_method(
     "famr_literal",
     config=FamrLiteralConfig,

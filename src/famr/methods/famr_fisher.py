@@ -25,7 +25,7 @@ from ..config import check_positive
 from ..loop import Streams
 from ..losses import uniform_cross_entropy
 from . import MethodData, optimise_anchored, register_method
-from .famr import PAPER, FamrConfig, target_support
+from .famr import PAPER, FamrHeadConfig, target_support
 from .famr_retain import with_retain_buffer
 from .head import cached_head_problem
 
@@ -33,7 +33,7 @@ FLOOR = 1e-3
 
 
 @dataclass
-class FamrFisherConfig(FamrConfig):
+class FamrFisherConfig(FamrHeadConfig):
     """FAMR with the diagonal-Fisher anchor (head only).
 
     Attributes:

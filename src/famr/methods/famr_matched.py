@@ -23,14 +23,14 @@ from ..loop import Streams
 from ..losses import uniform_cross_entropy
 from ..parts import StopWhen
 from . import MethodData, optimise_anchored, register_method
-from .famr import PAPER, FamrConfig, target_support
+from .famr import PAPER, FamrHeadConfig, target_support
 from .head import cached_head_problem
 
 STATISTICS = ("confidence", "accuracy")
 
 
 @dataclass
-class FamrMatchedConfig(FamrConfig):
+class FamrMatchedConfig(FamrHeadConfig):
     """FAMR with the held-out confidence stopping rule.
 
     Attributes:

@@ -19,12 +19,12 @@ from ..loop import DivergenceError, select_parameters
 from ..losses import uniform_cross_entropy
 from ..theory.curvature import newton_step
 from . import MethodData, register_method
-from .famr import PAPER, FamrConfig, refuse_classless_request, target_support
+from .famr import PAPER, FamrHeadConfig, refuse_classless_request, target_support
 from .head import cached_head_problem
 
 
 @dataclass
-class FamrNewtonConfig(FamrConfig):
+class FamrNewtonConfig(FamrHeadConfig):
     """Attributes:
     lam: Damping = the anchor strength of the FAMR objective being approximated (large lam:
         small, accurate steps).

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import register_method
-from .famr import FamrConfig, run_famr
+from .famr import FamrHeadConfig, run_famr
 
 
 @dataclass
-class UniformKLConfig(FamrConfig):
+class UniformKLConfig(FamrHeadConfig):
     """FAMR with lam = 0, uniform over all K classes, every parameter."""
 
     lam: float = 0.0

@@ -58,12 +58,18 @@ def last_stage(model: nn.Module) -> list[str]:
     torchvision ResNet ``layer4``, a timm ViT-Tiny its last 3 of 12 blocks and its norm, a VGG
     its two hidden classifier layers. "Trailing" is registration order: for a model that
     registers modules out of execution order (GoogLeNet's auxiliary heads), give ``params``
-    as a regular expression instead.
+    as a regular expression instead. A wrapper whose one child holds the whole model is
+    entered first.
 
     Raises:
         ValueError: The model has no parameterised module besides its classifier.
     """
     head = head_name(model)
+    kids = _children(model, "")
+    if len(kids) == 1 and head.startswith(kids[0][0] + "."):
+        # a wrapper (famr's adapter around a Hugging Face model): its one child is the model
+        name, child = kids[0]
+        return [f"{name}.{inner}" for inner in last_stage(child)]
     parent = head.rpartition(".")[0]
     beside = []
     if parent:  # the classifier sits in a container: its other layers are the last stage's
