@@ -387,6 +387,8 @@ def test_sweep_lambda(checkpoint, tmp_path):
     )
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert [r["lam"] for r in rows] == [0.1, 10.0]
+    # famr's head recipe (the anchored objective), though the command hands it the retain set
+    assert all(isinstance(r["certified"], bool) and r["final_bound"] for r in rows)
     assert rows[0]["distance"] > rows[1]["distance"]  # a stronger anchor moves less
     assert (out / "lambda_path.png").stat().st_size > 1000
 

@@ -64,7 +64,7 @@ def test_the_no_retain_recipe_on_an_index_request_is_refused(checkpoint, tmp_pat
     (tmp_path / "ids.txt").write_text("1 2 3")
     argv = ["forget", "--checkpoint", str(checkpoint), "--indices", str(tmp_path / "ids.txt")]
     argv += ["--set", "recipe=head"]
-    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "give the retain set")
+    _refused([*argv, "--out", str(tmp_path / "o.safetensors")], tmp_path, "with the retain set")
 
 
 # --- item 8: out-of-range settings, failed certificates, collapsed models -----------------

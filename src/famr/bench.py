@@ -344,7 +344,13 @@ def with_speed(method: str, config: dict[str, Any]) -> dict[str, Any]:
     from .methods import METHODS
 
     cfg = METHODS.get(method).meta["config"]()
-    if config.get("params", cfg.params) == "head":
+    params = config.get("params", cfg.params)
+    if params is None:  # famr's "auto" fields: its recipe's value (a benchmark gives retain data)
+        from .methods.famr_auto import RECIPES
+
+        recipe = config.get("recipe", "auto")
+        params = RECIPES["last_stage" if recipe == "auto" else recipe]().params
+    if params == "head":
         return {**config, "bf16": True} if hasattr(cfg, "cache_features") else config
     return {**config, **SPEED}
 

@@ -292,8 +292,8 @@ def lambda_path(
         retention (``retain_acc``, ``test_retain_acc``), ``distance`` = ||theta - theta_0||, the
         certificate's ``a_priori_bound`` and ``final_bound``, ``certified`` and ``seconds``.
     """
-    if method == "famr":
-        config.setdefault("recipe", "head")
+    if method == "famr" and config.get("recipe") in (None, "auto"):  # the CLI passes "auto"
+        config["recipe"] = "head"
     rows = []
     for lam in lams:
         result = unlearn(

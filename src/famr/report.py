@@ -120,7 +120,8 @@ def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
             "",
             "famr's recipes as run: "
             + ", ".join(f"`{name}` {recipe}" for name, recipe in recipes.items())
-            + " (last_stage: the retain set given; head: without it).",
+            + " (resolved from the request unless a run names its recipe: last_stage when it "
+            "holds a retain set, head when not).",
         ]
     for name, run in runs.items():
         if "certificate" in run:

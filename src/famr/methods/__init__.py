@@ -52,7 +52,7 @@ def register_method(
     """
     bad = [n for n in (*needs, *uses) if n not in DATA_NAMES]
     if bad:
-        raise ValueError(f"needs={bad} is not valid; choose from {DATA_NAMES}")
+        raise ValueError(f"needs/uses {bad} are not valid; choose from {DATA_NAMES}")
     return METHODS.register(
         name,
         config=config,

@@ -90,10 +90,10 @@ def refuse_classless_request(cfg: FamrHeadConfig, data: MethodData) -> None:
     if cfg.target == "retained" and not data.forget_classes and data.retain is None:
         raise ValueError(
             "this request removes no whole class (chosen samples, a concept or a style), and "
-            "FAMR without retain data is for class requests: give the retain set (retain=..., "
-            "or the request object, which holds it; famr then re-initialises and distills the "
-            "last stage), or target='uniform' to push these examples to the uniform prediction "
-            "knowingly"
+            "FAMR without retain data (famr's head recipe, famr_newton) is for class requests: "
+            "use method='famr' with the retain set (retain=... or the request object, without "
+            "recipe='head'; it then re-initialises and distills the last stage), or "
+            "target='uniform' to push these examples to the uniform prediction knowingly"
         )
 
 

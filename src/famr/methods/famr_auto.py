@@ -19,7 +19,9 @@ defaults they take. ``recipe="auto"`` resolves from the request before the run
   no whole class is refused with what to give instead.
 
 A field set explicitly overrides the recipe's default; a field that the resolved recipe does
-not have (``beta`` on the ``head`` recipe) is an error naming the recipe, never ignored.
+not have (``beta`` on the ``head`` recipe) is an error naming the recipe. (A field the recipe
+has but its mode does not read, ``target`` under the last_stage recipe's distilled targets, is
+recorded as given and has no effect, as in ``famr_retain``.)
 ``famr_literal`` (the paper's whole-network form) and ``famr_retain`` (the output-space anchor
 on every parameter) stay registered as their own methods.
 """
