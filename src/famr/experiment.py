@@ -437,9 +437,16 @@ def validation_study(
     device: str | torch.device | None = None,
     configure: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    relearn: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run every configuration in ``grid`` on each forget class and score it on the validation
     split, never on the test set or a retrained model.
+
+    For the labels in ``relearn`` the relearning attack (:mod:`famr.attacks.relearn`, its
+    defaults: a few of the class's training images, 30 steps) is run on each unlearned model and
+    scored on the validation split's images of the class: ``val_relearned`` (%), added to the
+    score, so that a configuration that only hides the class is not chosen for a form meant to
+    forget it in the weights.
 
     For each class the forget set is its training images; *val forget acc* is the accuracy on
     its validation images, *val retain drop* the fall in accuracy on the other classes'
@@ -458,7 +465,7 @@ def validation_study(
 
     Returns:
         One row per class and configuration: ``class``, ``method``, ``config``, ``seconds``,
-        ``val_forget_acc``, ``val_retain_drop``, ``score``.
+        ``val_forget_acc``, ``val_retain_drop``, ``score`` (and ``val_relearned``).
     """
     if data.validation is None:
         raise ValueError("a validation study needs a validation split (hold_out_validation)")
@@ -503,6 +510,12 @@ def validation_study(
                     "val_retain_drop": base["test_retain_acc"] - m["test_retain_acc"],
                 }
                 row["score"] = row["val_forget_acc"] + row["val_retain_drop"]
+                if label in relearn:  # splits' "test" images are the validation split's
+                    from .attacks import AttackData, attack
+
+                    found = attack(result.model, AttackData(splits), ["relearn"], device=dev)
+                    row["val_relearned"] = found["relearn_forget_acc"]
+                    row["score"] += row["val_relearned"]
                 rows.append(row)
                 say(
                     f"class {cls} {label} {config}: val forget {row['val_forget_acc']:.2f}, "
@@ -517,9 +530,9 @@ def choose_config(
     ceiling: float | None = None,
 ) -> dict[str, Any]:
     """The validation study's choice among ``configs``: the lowest mean ``score`` (val forget
-    acc + val retain drop, points; ties: the faster); with a ``ceiling``, the smallest mean
-    ``val_retain_drop`` among those whose mean ``val_forget_acc`` is at most ``ceiling``
-    (the lowest score when none is).
+    acc + val retain drop [+ val relearned], points; ties: the faster); with a ``ceiling``, the
+    smallest mean ``val_retain_drop`` (+ ``val_relearned`` where the study measured it) among
+    those whose mean ``val_forget_acc`` is at most ``ceiling`` (the lowest score when none is).
 
     Args:
         configs: The grid.
@@ -531,7 +544,13 @@ def choose_config(
     if ceiling is not None:
         meeting = [c for c in ranked if mean("val_forget_acc", c) <= ceiling]
         if meeting:
-            return min(meeting, key=lambda c: (mean("val_retain_drop", c), mean("seconds", c)))
+            return min(
+                meeting,
+                key=lambda c: (
+                    mean("val_retain_drop", c) + mean("val_relearned", c),
+                    mean("seconds", c),
+                ),
+            )
     return ranked[0]
 
 
@@ -546,7 +565,12 @@ def choose_configs(
     for method, configs in grid.items():
 
         def mean(key: str, config: dict[str, Any], method: str = method) -> float:
-            values = [r[key] for r in rows if r["method"] == method and r["config"] == config]
+            # val_relearned counts 0 where the study did not run the attack
+            values = [
+                r.get(key, 0.0) if key == "val_relearned" else r[key]
+                for r in rows
+                if r["method"] == method and r["config"] == config
+            ]
             if not values:
                 raise ValueError(f"the study has no rows for {method} {config}: run its grid")
             return sum(values) / len(values)
@@ -555,4 +579,6 @@ def choose_configs(
         chosen[method] = {"config": best} | {
             k: mean(k, best) for k in ("score", "val_forget_acc", "val_retain_drop", "seconds")
         }
+        if any("val_relearned" in r for r in rows if r["method"] == method):
+            chosen[method]["val_relearned"] = mean("val_relearned", best)
     return chosen
