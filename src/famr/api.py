@@ -284,10 +284,9 @@ def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor,
     """:func:`unlearn` on its own float32 copy of the model, whose forward returns logits."""
     # image files: only what the method uses is decoded; the labels are read from all of them
     retain_labels = retain.labels if isinstance(retain, ImageFiles) else None
-    # (a resolved config without a buffer, famr's head recipe, reads no retain image either)
-    if retain_labels is not None and (
-        not takes_retain(entry) or getattr(cfg, "buffer_size", 0) is None
-    ):
+    # a resolved config without a buffer (famr's head recipe) reads no retain image either
+    reads_retain = takes_retain(entry) and getattr(cfg, "buffer_size", 0) is not None
+    if retain_labels is not None and not reads_retain:
         retain = None
     retain, is_buffer = _retain_buffer(retain, cfg)
     forget_t = _tensors_on(forget, "forget", dev)
@@ -315,7 +314,7 @@ def _unlearn_work(work, entry, cfg, dev, forget, retain, forget_classes, anchor,
     if holdout is not None:
         holdout_t = _tensors_on(holdout, "holdout", dev)
         _check_labels(holdout_t[1], "holdout", k)
-    if getattr(cfg, "buffer_size", 0) is None:  # famr's head recipe: it reads no retain set
+    if getattr(cfg, "buffer_size", 0) is None:  # famr's head recipe: the labels were its use
         retain_t = None
     data = MethodData(forget_t, retain_t, k, forget_classes, anchor_state, holdout_t, is_buffer)
     wants_certificate = entry.meta["certificate"] and getattr(cfg, "certificate", True)

@@ -32,9 +32,8 @@ import dataclasses
 import typing
 from typing import Any
 
-from torch import nn
-
 from .. import distributed
+from ..loop import _has_batchnorm  # the loop's own test for the same refusal
 from . import MethodData, register_method
 from .famr import PAPER, FamrHeadConfig, run_famr
 from .famr_retain import FamrLastStageConfig, famr_retain
@@ -133,9 +132,7 @@ def run(model, data: MethodData, cfg: Any, *, device, progress=None):
             "famr's 'last_stage' recipe distills the re-initialised stage on a retain buffer: "
             "pass retain=... (or the request object, which holds it), or recipe='head'"
         )
-    if distributed.world()[1] > 1 and any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    ):
+    if distributed.world()[1] > 1 and _has_batchnorm(model):
         raise ValueError(
             "famr's 'last_stage' recipe trains the re-initialised stage's BatchNorm statistics, "
             "which a data-parallel run cannot share across ranks: run it in one process, or "
