@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,28 @@ def parse_args(argv=None):
         "--study",
         choices=sorted(PROFILES),
         help="whose validation study picks the configurations (default: this profile's)",
+    )
+    p.add_argument(
+        "--relearn-lr",
+        type=float,
+        nargs="+",
+        default=[0.01],
+        help="the relearning attack's learning rate(s); with several it runs once per rate and "
+        "reports the strongest (famr.attacks.relearn)",
+    )
+    p.add_argument(
+        "--run",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "JSON"),
+        help='one more labelled run beside the table\'s, e.g. famr_lr005 \'{"method": "famr", '
+        '"lr": 0.05}\' (repeatable)',
+    )
+    p.add_argument(
+        "--table-only",
+        metavar="JSON",
+        help="rewrite the BENCHMARKS.md section of a results file from the file (no run)",
     )
     p.add_argument("--stage", choices=["train", "all"], default="all")
     p.add_argument("--device", default=None)
@@ -121,6 +144,22 @@ def trained_model(args, arch, arch_args, train_cfg, data, device, seed, excluded
 def main(argv=None) -> int:
     bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
+    if args.table_only:
+        stored = json.loads(Path(args.table_only).read_text())
+        args.out = args.table_only
+        args.profile, args.quick = stored["profile"], stored["quick"]
+        args.seeds = sorted({b["seed"] for b in stored["blocks"]})
+        rates = stored.get("relearn_lr", 0.01)
+        args.relearn_lr = list(rates) if isinstance(rates, list) else [rates]
+        write_results(
+            args,
+            stored["arch"],
+            stored["train_config"],
+            stored["configs"],
+            stored["blocks"],
+            stored,
+        )
+        return 0
     device = resolve_device(args.device)
     arch, arch_args, train_cfg, classes, data = setup(args)
     if args.stage == "train":
@@ -151,6 +190,7 @@ def main(argv=None) -> int:
                 device=device,
                 log=log,
                 probe_data=data.validation,  # the attacks: linear probe and relearning
+                attack_config={"relearn": {"lr": relearn_lr(args)}},
             )
             for run in experiment.results["runs"].values():
                 run.pop("history", None)  # kept out of the results file: it is large
@@ -164,6 +204,10 @@ def main(argv=None) -> int:
             )
             write_results(args, arch, train_cfg, runs, blocks)  # after every block: nothing is lost
     return 0
+
+
+def relearn_lr(args):
+    return args.relearn_lr[0] if len(args.relearn_lr) == 1 else tuple(args.relearn_lr)
 
 
 QUICK = ("famr", "famr_head", "famr_retain", "gradient_ascent", "ssd")
@@ -202,11 +246,16 @@ def method_configs(args) -> dict[str, dict]:
         runs[name] = {"method": name}
     if args.quick:  # a smoke run: FAMR's three forms and two cheap baselines
         runs = {k: v for k, v in runs.items() if k in QUICK}
+    for label, text in args.run:
+        extra = json.loads(text)
+        if label in runs or "method" not in extra:
+            raise SystemExit(f"--run {label}: give a new label and a config naming its method")
+        runs[label] = extra
     if args.methods:
         unknown = sorted(set(args.methods) - set(runs))
         if unknown:
             raise SystemExit(f"--methods {unknown}: not among the table's runs {sorted(runs)}")
-        runs = {k: v for k, v in runs.items() if k in args.methods}
+        runs = {k: v for k, v in runs.items() if k in args.methods or k in dict(args.run)}
     return {name: with_speed(config["method"], config) for name, config in runs.items()}
 
 
@@ -242,33 +291,56 @@ TABLE = [
 ]
 
 
-def write_results(args, arch, train_cfg, runs, blocks) -> None:
+def relearn_text(args) -> str:
+    if len(args.relearn_lr) == 1:
+        return f"lr {args.relearn_lr[0]:g}"
+    rates = ", ".join(f"{r:g}" for r in args.relearn_lr)
+    return f"one run at each lr of {rates}, the strongest reported"
+
+
+def rate_key(rate) -> str:
+    return f"relearn_lr_{float(rate):g}"
+
+
+def write_results(args, arch, train_cfg, runs, blocks, stored=None) -> None:
+    """Write the results file and its BENCHMARKS.md section (``stored``: a results file being
+    rewritten, whose date, environment and memory are kept)."""
     names = list(blocks[0]["runs"])
+    rates = args.relearn_lr if len(args.relearn_lr) > 1 else []
+    for block in blocks:  # the sweep's runs, one column per rate
+        for run in block["runs"].values():
+            for rate, acc in run.get("relearn_by_lr", {}).items():
+                run[rate_key(rate)] = acc
+    table = TABLE + [(rate_key(r), f"relearned at lr {r:g}") for r in rates]
     summary = {}
     for name in names:
-        values = {
-            k: [b["runs"][name][k] for b in blocks if k in b["runs"][name]] for k in SUMMARY_KEYS
-        }
+        keys = (*SUMMARY_KEYS, *(rate_key(r) for r in rates))
+        values = {k: [b["runs"][name][k] for b in blocks if k in b["runs"][name]] for k in keys}
         summary[name] = {k: bench.mean_std(v) for k, v in values.items() if v}
         diverged = sum("diverged" in b["runs"][name] for b in blocks)
         if diverged:
             summary[name]["diverged_blocks"] = diverged
     original = summary["original"]["test_retain_acc"]["mean"]
-    command = "python benchmarks/cifar10_classwise.py " + " ".join(sys.argv[1:])
+    command = (
+        stored["command"]
+        if stored
+        else "python benchmarks/cifar10_classwise.py " + shlex.join(sys.argv[1:])
+    )
     payload = {
         "benchmark": "cifar10_classwise",
         "profile": args.profile,
         "quick": args.quick,
         "command": command,
-        "date": time.strftime("%Y-%m-%d"),
-        "environment": bench.environment(),
+        "date": stored["date"] if stored else time.strftime("%Y-%m-%d"),
+        "environment": stored["environment"] if stored else bench.environment(),
         "arch": arch,
         "train_config": train_cfg,
         "configs": runs,
+        "relearn_lr": relearn_lr(args),
         "blocks": blocks,
         "summary": summary,
         # the whole process so far: data set, original, retrained models, every method's run
-        "peak_rss_mib": bench.peak_rss_mib(),
+        "peak_rss_mib": stored["peak_rss_mib"] if stored else bench.peak_rss_mib(),
     }
     out = Path(
         args.out
@@ -276,7 +348,8 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         / "results"
         / f"cifar10_classwise_{args.profile}{'_quick' if args.quick else ''}.json"
     )
-    io.write_text_atomic(out, io.json_text(payload))
+    if not stored:  # a rewrite of the section leaves the file as it was measured
+        io.write_text_atomic(out, io.json_text(payload))
     env = payload["environment"]
     lines = [
         f"## CIFAR-10 class-wise forgetting ({args.profile} profile{', quick' if args.quick else ''})",
@@ -296,21 +369,22 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         "and `retrain`). The attacks (famr.attacks): *probe* = test accuracy on the forgotten "
         "(retained) classes of a logistic-regression probe fit on the frozen penultimate features "
         "of the 5k validation split; *relearned* = test accuracy on the forgotten class after 30 "
-        "full-batch SGD steps (lr 0.01, momentum 0.9) on 1 % of its training images mixed with 3x "
-        "as many retained ones; *steps to half* = steps until half the original's level, per "
+        f"full-batch SGD steps ({relearn_text(args)}, momentum 0.9) on 1 % of its training images "
+        "mixed with 3x as many retained ones; *steps to half* = steps until half the original's "
+        "level (of the strongest run), per "
         "block. The `retrain` row is the level real forgetting reaches; attack time is not in "
         "*seconds*. Peak resident memory of the benchmark process: "
         f"{payload['peak_rss_mib']:.0f} MiB (the uint8 data set on the device, models, every run).",
         "",
-        "| run | " + " | ".join(t for _, t in TABLE) + " |",
-        "|---|" + "---:|" * len(TABLE),
+        "| run | " + " | ".join(t for _, t in table) + " |",
+        "|---|" + "---:|" * len(table),
     ]
     for name in names:
         cells = []
         if "diverged_blocks" in summary[name] and len(summary[name]) == 1:
-            lines.append(f"| {name} | diverged (NaN objective) |" + " |" * (len(TABLE) - 1))
+            lines.append(f"| {name} | diverged (NaN objective) |" + " |" * (len(table) - 1))
             continue
-        for key, _ in TABLE:
+        for key, _ in table:
             if key == "relearn_steps_to_half":  # per block: a count of steps, or never
                 steps = [b["runs"][name].get(key, "-") for b in blocks]
                 cells.append(" / ".join("never" if s is None else str(s) for s in steps))
@@ -324,7 +398,9 @@ def write_results(args, arch, train_cfg, runs, blocks) -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if out.resolve().parent == Path(__file__).resolve().parent / "results":
         bench.update_benchmarks_md(out.stem, "\n".join(lines))  # its own section per file
-        log(f"wrote {out} and BENCHMARKS.md")
+        log(f"wrote {'' if stored else f'{out} and '}BENCHMARKS.md")
+    elif stored:
+        log("\n".join(lines))  # BENCHMARKS.md holds only results in benchmarks/results
     else:
         log(f"wrote {out} (BENCHMARKS.md is written only for results in benchmarks/results)")
 

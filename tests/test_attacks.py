@@ -202,6 +202,26 @@ def test_attacks_do_not_modify_the_model_and_say_what_they_need(digits_request):
         attack(model, AttackData(splits), attacks=["lira"])
 
 
+def test_relearning_at_several_rates_reports_the_strongest_run(digits_request):
+    """Several learning rates: one run each, the same numbers as running each rate alone, and
+    the strongest (highest final accuracy) reported, with the rate that reached it."""
+    data, splits, _, retrained = digits_request
+    given = AttackData(splits)
+    alone = {
+        rate: attack(retrained, given, ["relearn"], config={"relearn": {"lr": rate, "steps": 5}})
+        for rate in (0.01, 0.3)
+    }
+    both = attack(
+        retrained, given, ["relearn"], config={"relearn": {"lr": (0.01, 0.3), "steps": 5}}
+    )
+    finals = {rate: r["relearn_forget_acc"] for rate, r in alone.items()}
+    assert both["relearn_by_lr"] == {str(rate): acc for rate, acc in finals.items()}
+    best = max(finals, key=finals.get)
+    assert finals[0.3] != finals[0.01]  # the two rates differ, so the choice is tested
+    assert both["relearn_lr"] == best and both["relearn_curve"] == alone[best]["relearn_curve"]
+    assert "relearn_lr" not in alone[0.01]  # one rate: reported as before
+
+
 @pytest.mark.science
 def test_sample_requests_are_measured_on_unused_forget_images(digits_request):
     data, _, model, _ = digits_request
@@ -297,12 +317,14 @@ def test_cli_attack_writes_json_markdown_and_plot(tmp_path):
     assert record["request"]["validation"] == {"fraction": 0.2, "seed": 0}
     assert run(["verify", str(f.with_suffix(".audit.json"))])[0] == 0
     argv = ["attack", "--unlearned", str(f), "--original", str(m), "--retrained", str(r)]
-    code, out, err = run([*argv, "--set", "relearn.steps=5", "--out", str(tmp_path / "a")])
+    sets = ["--set", "relearn.steps=5", "--set", "relearn.lr=0.01,0.1"]  # two rates
+    code, out, err = run([*argv, *sets, "--out", str(tmp_path / "a")])
     assert code == 0, err
     payload = json.loads((tmp_path / "a" / "attack.json").read_text())
     assert set(payload["results"]) == {"original", "retrained", "unlearned"}
     assert payload["request"] == {"kind": "classes", "classes": [3]}  # from the metadata
     assert len(payload["results"]["unlearned"]["relearn_curve"]) == 5
+    assert set(payload["results"]["unlearned"]["relearn_by_lr"]) == {"0.01", "0.1"}
     # famr's default edits the head only: the unlearned features are the original's
     assert (
         payload["results"]["unlearned"]["probe_test_forget_acc"]

@@ -61,6 +61,13 @@ def test_last_stage_is_the_body_s_last_quarter_and_the_head():
         effnet = timm.create_model("efficientnet_b0", pretrained=False, num_classes=10)
     assert last_stage(vit) == ["blocks.8", "blocks.9", "blocks.10", "blocks.11", "norm"]
     assert last_stage(effnet) == ["blocks.6", "conv_head", "bn2"]
+    # a larger share of the body: ResNet-20's last two stages (layer3 alone holds 77 %)
+    assert last_stage(resnet, 0.9) == ["layer2", "layer3"]
+    assert last_stage(vit, 0.9) == [*(f"blocks.{i}" for i in range(12)), "norm"]  # 11: 0.89
+    deeper = {n for n, _ in select_parameters(resnet, "last_stage:0.9")}
+    assert deeper == {
+        n for n, _ in resnet.named_parameters() if n.startswith(("layer2.", "layer3.", "linear."))
+    }
     with pytest.raises(ValueError, match="no parameterised stage"):
         last_stage(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
 
@@ -94,7 +101,7 @@ def test_reinitialise_redraws_the_modules_and_their_statistics():
         reinitialise(model, ["classifier.weight"])
 
 
-@pytest.mark.parametrize("spec", ["nomatch", "("])
+@pytest.mark.parametrize("spec", ["nomatch", "(", "last_stage:0", "last_stage:1.5", "last_stage:x"])
 def test_select_bad_spec_names_the_value(spec):
     model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
     with pytest.raises(ValueError, match="params="):

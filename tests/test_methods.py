@@ -365,6 +365,33 @@ def test_famr_last_stage_references_ignore_target_and_sample_requests_skip_the_f
     assert torch.equal(_flat(anchored), _flat(plain))
 
 
+def test_forget_target_none_never_reads_the_forget_set_yet_the_removed_class_goes(
+    tiny, digits_splits, digits_model
+):
+    """``forget_target="none"``: the re-initialised stage learns from the buffer alone (noise
+    in place of the forget images gives the same model, to the bit), and the removed class's
+    output, trained only toward zero, is no longer the answer on the class's test images
+    (digits, class 3: the original gets them right)."""
+    model, forget, retain = tiny
+    run = dict(method="famr", forget_target="none", epochs=3, device="cpu")
+    x, y = forget.tensors
+    plain = famr.unlearn(model, forget, retain, forget_classes=[0], **run)
+    noise = famr.unlearn(
+        model, TensorDataset(torch.randn_like(x), y), retain, forget_classes=[0], **run
+    )
+    assert torch.equal(_flat(plain), _flat(noise))
+    distilled = famr.unlearn(model, forget, retain, forget_classes=[0], epochs=3, device="cpu")
+    assert not torch.equal(_flat(plain), _flat(distilled))  # the distilled term reads them
+    result = famr.unlearn(digits_model, digits_splits, method="famr", forget_target="none")
+    accuracy = famr.evaluate(
+        result.model, test_forget=digits_splits.test_forget, metrics=["test_forget_acc"]
+    )
+    original = famr.evaluate(
+        digits_model, test_forget=digits_splits.test_forget, metrics=["test_forget_acc"]
+    )
+    assert original["test_forget_acc"] > 90 and accuracy["test_forget_acc"] == 0.0
+
+
 def test_famr_auto_resolves_from_what_the_request_holds(tiny):
     """The one ``famr``: with a retain set (a class, samples, a sequential step with an
     anchor model) its ``last_stage`` recipe, without one its ``head`` recipe; ``Result.config``

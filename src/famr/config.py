@@ -124,8 +124,12 @@ class OptimConfig:
             check_positive("grad_clip", self.grad_clip)
         _require(
             isinstance(self.params, str) and bool(self.params),
-            f"params={self.params!r} is not valid; use 'all', 'head' or a name pattern",
+            f"params={self.params!r} is not valid; use 'all', 'head', 'last_stage', "
+            "'last_stage:SHARE' or a name pattern",
         )
+        from .models.suffix import stage_share  # noqa: PLC0415 (models import this module)
+
+        stage_share(self.params)  # a bad share fails here, before any data is read
         check_choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         check_choice("augment", self.augment, AUGMENTATIONS)
         for name in ("nesterov", "bf16", "channels_last", "compile"):
@@ -180,6 +184,10 @@ def _parse(text: str, annotation: Any) -> Any:
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     if optional and text.lower() in ("none", "null", ""):
         return None
+    sequence = next((a for a in args if typing.get_origin(a) is tuple), None)
+    if sequence is not None and "," in text:  # "0.01,0.1" for a float-or-tuple field
+        item = typing.get_args(sequence)[0]
+        return tuple(_parse(part.strip(), item) for part in text.split(","))
     if base is bool:
         if text.lower() in ("1", "true", "yes", "on"):
             return True

@@ -80,6 +80,7 @@ def compare_methods(
     log: Callable[[str], None] | None = None,
     holdout: Dataset | None = None,
     probe_data: Dataset | None = None,
+    attack_config: dict[str, dict[str, Any]] | None = None,
 ) -> Experiment:
     """Evaluate the original and retrained models, run every method, compare all to retraining.
 
@@ -99,6 +100,8 @@ def compare_methods(
         probe_data: Examples none of the models trained on that still hold the forgotten
             data (a validation split): with it every run is also attacked (linear probe and
             relearning, :mod:`famr.attacks`), the retrained model included.
+        attack_config: ``{attack name: {field: value}}`` for those attacks (every run alike),
+            e.g. ``{"relearn": {"lr": (0.01, 0.03, 0.1)}}``.
 
     Returns:
         An :class:`Experiment` whose ``runs`` hold metrics, gaps, ``seconds``, ``time_ratio``
@@ -113,7 +116,7 @@ def compare_methods(
         entry, confidences = _evaluate_run(result.model, splits, data, dev, reference)
         if probe_data is not None:
             given = AttackData(splits, probe_data, original=original.model)
-            entry.update(attack(result.model, given, device=dev))
+            entry.update(attack(result.model, given, device=dev, config=attack_config))
         entry.update(
             method=result.method,
             seconds=result.seconds,
@@ -438,6 +441,7 @@ def validation_study(
     configure: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
     relearn: Sequence[str] = (),
+    relearn_config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every configuration in ``grid`` on each forget class and score it on the validation
     split, never on the test set or a retrained model.
@@ -462,6 +466,8 @@ def validation_study(
         configure: ``configure(method, config) -> config`` adds run-only settings (speed flags)
             that are not part of the configuration recorded.
         log: Progress messages.
+        relearn_config: Options of the relearning attack for ``relearn``'s labels (e.g.
+            several learning rates, the strongest run scored: ``{"lr": (0.01, 0.03, 0.1)}``).
 
     Returns:
         One row per class and configuration: ``class``, ``method``, ``config``, ``seconds``,
@@ -513,7 +519,13 @@ def validation_study(
                 if label in relearn:  # splits' "test" images are the validation split's
                     from .attacks import AttackData, attack
 
-                    found = attack(result.model, AttackData(splits), ["relearn"], device=dev)
+                    found = attack(
+                        result.model,
+                        AttackData(splits),
+                        ["relearn"],
+                        device=dev,
+                        config={"relearn": relearn_config or {}},
+                    )
                     row["val_relearned"] = found["relearn_forget_acc"]
                     row["score"] += row["val_relearned"]
                 rows.append(row)

@@ -43,7 +43,9 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
         spec: ``"all"``; ``"head"`` for the parameters of the last ``nn.Linear`` module in
             registration order (the classifier of torchvision ResNets, VGGs, CIFAR ResNets and
             famr's own models); ``"last_stage"`` for the body's last stage and the head
-            (:func:`famr.models.suffix.last_stage`); or a regular expression searched in each
+            (:func:`famr.models.suffix.last_stage`), ``"last_stage:SHARE"`` for the trailing
+            modules holding that share of the body's parameters and the head; or a regular
+            expression searched in each
             parameter name.
 
     Returns:

@@ -30,7 +30,7 @@ from .famr import PAPER, FamrHeadConfig, target_support
 from .head import cached_head_problem
 
 RETAIN_TARGETS = ("original", "retained")
-FORGET_TARGETS = ("uniform", "distilled")
+FORGET_TARGETS = ("uniform", "distilled", "none")
 
 
 @dataclass
@@ -58,7 +58,11 @@ class FamrRetainConfig(FamrHeadConfig):
             predictions being what the model memorised, and ``epochs`` are passes over the
             buffer). On a re-initialised stage the uniform
             target is itself a mark a linear probe finds (CIFAR-10 cat, prototype runs: probe
-            73.0 % with it, 58.5 % distilled; retrained model 53.3 %).
+            73.0 % with it, 58.5 % distilled; retrained model 53.3 %). ``"none"``: the forget
+            set is not read at all (``epochs`` are passes over the buffer); with ``reset`` and
+            ``retain_target="retained"`` the stage is trained again as a retrained model's is,
+            on retained images only, and the removed classes' outputs learn only that they
+            are never the answer.
     """
 
     epochs: int = 10
@@ -106,10 +110,10 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     # `target` says (None on a sample request: nothing is removed)
     kept_classes = data.retained_classes() if data.forget_classes else None
     distilled = cfg.forget_target == "distilled"
-    support = None if distilled else target_support(cfg, data)
+    support = None if cfg.forget_target != "uniform" else target_support(cfg, data)
     # distilled on a sample request: the original's predictions on the forget images are what
     # it memorised, so they are not a target; the re-initialised stage learns from the buffer
-    forget_term = not distilled or kept_classes is not None
+    forget_term = cfg.forget_target != "none" and (not distilled or kept_classes is not None)
     buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
     cached = None
     if cfg.cache_features and not cfg.reset:
@@ -190,6 +194,6 @@ class FamrLastStageConfig(FamrRetainConfig):
     lam: float = 0.0
     beta: float = 1.0
     cache_features: bool = False
-    lr: float = 0.05
+    lr: float = 0.4
     epochs: int = 8
     certificate: bool = False  # the l2 anchor holds re-initialised weights: nothing to certify
