@@ -240,7 +240,13 @@ def main() -> int:
         log=log,
         relearn=RELEARN,
     )
-    chosen = choose_configs(rows, GRID, FORGET_CEILING)
+    # configurations added to a grid since its last run have no rows until `--missing` runs them
+    measured = {(r["method"], json.dumps(r["config"], sort_keys=True)) for r in rows}
+    ran = {
+        method: [c for c in configs if (method, json.dumps(c, sort_keys=True)) in measured]
+        for method, configs in GRID.items()
+    }
+    chosen = choose_configs(rows, ran, FORGET_CEILING)
     for method, choice in chosen.items():
         log(f"chosen {method}: {choice}")
     out.parent.mkdir(parents=True, exist_ok=True)

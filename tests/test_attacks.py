@@ -4,6 +4,7 @@ real data (a head-only edit keeps the features; a retrained model's are differen
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -198,6 +199,13 @@ def test_attacks_do_not_modify_the_model_and_say_what_they_need(digits_request):
         attack(model, AttackData(splits), attacks=["linear_probe"])
     with pytest.raises(ValueError, match="steps=0 is not valid"):
         attack(model, AttackData(splits), config={"relearn": {"steps": 0}})
+    for bad, says in [
+        ({"forget_fraction": 0.0}, "forget_fraction=0.0"),
+        ({"batchnorm": "bogus"}, "batchnorm='bogus'"),
+        ({"lr": (0.01, -1.0)}, "lr=-1.0"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            attack(model, AttackData(splits), config={"relearn": bad})
     with pytest.raises(ValueError, match="unknown attack"):
         attack(model, AttackData(splits), attacks=["lira"])
 

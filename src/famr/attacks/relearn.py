@@ -74,13 +74,13 @@ class RelearnConfig:
         for rate in rates:
             check_positive("lr", rate)
         self.lr = tuple(float(r) for r in rates) if isinstance(self.lr, (tuple, list)) else self.lr
+        if not 0 < self.forget_fraction <= 1:
+            raise ValueError(f"forget_fraction={self.forget_fraction!r} must lie in (0, 1]")
+        check_choice("batchnorm", self.batchnorm, ("train", "eval"))
 
     @property
     def rates(self) -> tuple[float, ...]:
         return self.lr if isinstance(self.lr, tuple) else (self.lr,)
-        if not 0 < self.forget_fraction <= 1:
-            raise ValueError(f"forget_fraction={self.forget_fraction!r} must lie in (0, 1]")
-        check_choice("batchnorm", self.batchnorm, ("train", "eval"))
 
 
 @register_attack(

@@ -59,7 +59,8 @@ class FamrRetainConfig(FamrHeadConfig):
             buffer). On a re-initialised stage the uniform
             target is itself a mark a linear probe finds (CIFAR-10 cat, prototype runs: probe
             73.0 % with it, 58.5 % distilled; retrained model 53.3 %). ``"none"``: the forget
-            set is not read at all (``epochs`` are passes over the buffer); with ``reset`` and
+            set is not read by the objective (``epochs`` are passes over the buffer; meant for
+            ``reset``, without which nothing is forgotten); with ``reset`` and
             ``retain_target="retained"`` the stage is trained again as a retrained model's is,
             on retained images only, and the removed classes' outputs learn only that they
             are never the answer.
