@@ -307,15 +307,15 @@ def write_results(args, arch, train_cfg, runs, blocks, stored=None) -> None:
     rewritten, whose date, environment and memory are kept)."""
     names = list(blocks[0]["runs"])
     rates = args.relearn_lr if len(args.relearn_lr) > 1 else []
-    for block in blocks:  # the sweep's runs, one column per rate
-        for run in block["runs"].values():
-            for rate, acc in run.get("relearn_by_lr", {}).items():
-                run[rate_key(rate)] = acc
     table = TABLE + [(rate_key(r), f"relearned at lr {r:g}") for r in rates]
     summary = {}
     for name in names:
-        keys = (*SUMMARY_KEYS, *(rate_key(r) for r in rates))
-        values = {k: [b["runs"][name][k] for b in blocks if k in b["runs"][name]] for k in keys}
+        values = {
+            k: [b["runs"][name][k] for b in blocks if k in b["runs"][name]] for k in SUMMARY_KEYS
+        }
+        for r in rates:  # the sweep's runs, one column per rate (relearn_by_lr keys str(rate))
+            found = [b["runs"][name].get("relearn_by_lr", {}).get(str(r)) for b in blocks]
+            values[rate_key(r)] = [v for v in found if v is not None]
         summary[name] = {k: bench.mean_std(v) for k, v in values.items() if v}
         diverged = sum("diverged" in b["runs"][name] for b in blocks)
         if diverged:

@@ -200,19 +200,15 @@ def main() -> int:
         ]
         if known.missing:
             # rows of configurations since taken out of the grid go too
-            current = {
-                (method, json.dumps(c, sort_keys=True)) for method in grid for c in grid[method]
-            }
+            current = {_key(m, c) for m in grid for c in grid[m]}
             kept = [
                 r
                 for r in kept
-                if r["method"] not in rerun
-                or (r["method"], json.dumps(r["config"], sort_keys=True)) in current
+                if r["method"] not in rerun or _key(r["method"], r["config"]) in current
             ]
-            have = {(r["method"], json.dumps(r["config"], sort_keys=True)) for r in kept}
+            have = {_key(r["method"], r["config"]) for r in kept}
             grid = {
-                method: [c for c in configs if (method, json.dumps(c, sort_keys=True)) not in have]
-                for method, configs in grid.items()
+                m: [c for c in configs if _key(m, c) not in have] for m, configs in grid.items()
             }
     device = resolve_device(args.device)
     arch, arch_args, train_cfg, data = bench.cifar10_protocol(
@@ -241,11 +237,8 @@ def main() -> int:
         relearn=RELEARN,
     )
     # configurations added to a grid since its last run have no rows until `--missing` runs them
-    measured = {(r["method"], json.dumps(r["config"], sort_keys=True)) for r in rows}
-    ran = {
-        method: [c for c in configs if (method, json.dumps(c, sort_keys=True)) in measured]
-        for method, configs in GRID.items()
-    }
+    measured = {_key(r["method"], r["config"]) for r in rows}
+    ran = {m: [c for c in configs if _key(m, c) in measured] for m, configs in GRID.items()}
     chosen = choose_configs(rows, ran, FORGET_CEILING)
     for method, choice in chosen.items():
         log(f"chosen {method}: {choice}")
@@ -268,6 +261,11 @@ def main() -> int:
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _key(method: str, config: dict) -> tuple[str, str]:
+    """A grid configuration's identity, as its rows record it."""
+    return method, json.dumps(config, sort_keys=True)
 
 
 def _mean_rows(rows, method, keep):

@@ -41,9 +41,10 @@ class RelearnConfig:
         lr: Learning rate, or several (``(0.01, 0.03, 0.1)``; ``relearn.lr=0.01,0.1`` on the
             command line): the attack then runs once per rate and reports the strongest run
             (the highest accuracy after the last step), as an attacker would tune it. One fixed
-            rate can be blunted by how a model's weights are scaled: on CIFAR-10 (ResNet-20,
-            cat) famr's last_stage recipe at lr 0.4 relearned 0.0 % at attack lr 0.01 and
-            92.4 % at 0.1.
+            rate can be blunted by how a model was trained: on CIFAR-10 (ResNet-20, cat)
+            famr's last_stage recipe at lr 0.4 relearned 0.0 % at attack lr 0.01 and 92.4 % at
+            0.1 (the retrained model 30.4 % and 80.0 %): compare with the retrained model at
+            the same rate.
         momentum: SGD momentum.
         forget_fraction: Share of the forget set the attacker relearns from.
         min_forget: At least this many forgotten images.
