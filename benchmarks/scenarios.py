@@ -105,6 +105,7 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
         device=device,
         log=log,
         probe_data=coarse.data.validation,
+        attack_config=attack_config(args),
     )
     group = next(g for g in coarse.groups.values() if concept in g)
     siblings = torch.isin(coarse.fine_test, torch.tensor([c for c in group if c != concept]))
@@ -160,6 +161,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
         log=log,
         holdout=holdout,
         probe_data=styled.data.validation,
+        attack_config=attack_config(args),
     )
     experiment.results["style"] = {"style": "sketch", "fraction": STYLE_FRACTION}
     return experiment.results
@@ -182,9 +184,34 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None)
     p.add_argument("--cache", default=str(HERE.parent / "cache"))
     p.add_argument(
+        "--relearn-lr",
+        type=float,
+        nargs="+",
+        default=[0.01],
+        help="the relearning attack's learning rate(s); with several it runs once per rate and "
+        "reports the strongest (famr.attacks.relearn)",
+    )
+    p.add_argument(
+        "--relearn-eval-limit",
+        type=int,
+        default=None,
+        help="read the relearning attack's accuracy on a seeded sample of at most this many of "
+        "the measured images (default: all; a random 10 %% of CIFAR-10 measures 4,455 forget "
+        "images after every step of every rate)",
+    )
+    p.add_argument(
         "--table-only", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON"
     )
     return p.parse_args(argv)
+
+
+def attack_config(args) -> dict:
+    """The attacks' configuration for every run of every scenario (famr.attacks.attack)."""
+    rates = args.relearn_lr
+    relearn = {"lr": rates[0] if len(rates) == 1 else tuple(rates)}
+    if args.relearn_eval_limit is not None:
+        relearn["eval_limit"] = args.relearn_eval_limit
+    return {"relearn": relearn}
 
 
 def setup(args, device):
@@ -223,7 +250,9 @@ def trained(args, data, arch, arch_args, train_cfg, device, spec, variant="") ->
     return bench.as_result(model, record, "retrain" if spec else "train")
 
 
-def sequential_runs(original, splits_all, first, second, data, device, reference, retrain_seconds):
+def sequential_runs(
+    original, splits_all, first, second, data, device, reference, retrain_seconds, attacks=None
+):
     """Forget ``first`` then ``second`` with famr, each entry in the run layout.
 
     ``famr_sequential``: famr as a user runs it, given the retain set (its last_stage recipe;
@@ -267,7 +296,7 @@ def sequential_runs(original, splits_all, first, second, data, device, reference
         entry = famr.evaluate(step2.model, **splits_all.evaluation_sets(), device=device)
         entry.update(gaps(entry, reference))
         given = famr.AttackData(splits_all, data.validation, original=original.model)
-        entry.update(famr.attack(step2.model, given, device=device))
+        entry.update(famr.attack(step2.model, given, device=device, config=attacks))
         entry["method"] = f"famr ({recipe}), then famr ({recipe})" + (
             " (anchor: original)" if anchor is not None else ""
         )
@@ -323,6 +352,7 @@ def main(argv=None) -> int:
             device=device,
             log=log,
             probe_data=data.validation,
+            attack_config=attack_config(args),
         )
         results = experiment.results
         reference = {k: v for k, v in results["runs"]["retrain"].items() if isinstance(v, float)}
@@ -330,7 +360,15 @@ def main(argv=None) -> int:
         second = famr.ClassForget(b).split(data.train, data.test, data.num_classes)
         results["runs"].update(
             sequential_runs(
-                original, splits, first, second, data, device, reference, retrained.seconds
+                original,
+                splits,
+                first,
+                second,
+                data,
+                device,
+                reference,
+                retrained.seconds,
+                attack_config(args),
             )
         )
         blocks["classes"] = results
@@ -365,6 +403,7 @@ def main(argv=None) -> int:
             log=log,
             holdout=data.validation,
             probe_data=data.validation,
+            attack_config=attack_config(args),
         )
         blocks["random"] = experiment.results
         # the original's accuracy on the held-out split, through the registry's accuracy metric
@@ -412,6 +451,7 @@ def write(args, arch, train_cfg, blocks) -> None:
         "command": "python benchmarks/scenarios.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "environment": bench.environment(),
+        "attack_config": attack_config(args),
     }
     blocks = {name: {**block, **stamp} for name, block in blocks.items()}
     previous = json.loads(out.read_text()) if out.exists() else {}
@@ -476,15 +516,37 @@ def write_table(payload) -> None:
             f"{block.get('date') or payload.get('date')}.",
             "",
         ]
+        relearn = block.get("attack_config", {}).get("relearn", {})
+        rates = relearn.get("lr", 0.01)
+        rates = list(rates) if isinstance(rates, (list, tuple)) else [rates]
+        if len(rates) > 1 or "eval_limit" in relearn:
+            lines += [
+                f"Relearning attack at lr {', '.join(f'{r:g}' for r in rates)}"
+                + (" (one run per rate; *relearned* is the strongest)" if len(rates) > 1 else "")
+                + (
+                    f", its accuracy read on a seeded sample of {relearn['eval_limit']} of the "
+                    "measured images (the same for every run)"
+                    if "eval_limit" in relearn
+                    else ""
+                )
+                + ".",
+                "",
+            ]
+        at = [k for k, _ in TABLE].index("relearn_forget_acc") + 1
+        per_rate = [(f"relearn_lr_{r:g}", f"relearned at lr {r:g}") for r in rates]
+        table = TABLE[:at] + (per_rate if len(rates) > 1 else []) + TABLE[at:]
         lines += [
-            "| run | " + " | ".join(t for _, t in TABLE) + " |",
-            "|---|" + "---:|" * len(TABLE),
+            "| run | " + " | ".join(t for _, t in table) + " |",
+            "|---|" + "---:|" * len(table),
         ]
         for run, entry in block["runs"].items():
             if "diverged" in entry:
-                lines.append(f"| {run} | diverged |" + " |" * (len(TABLE) - 1))
+                lines.append(f"| {run} | diverged |" + " |" * (len(table) - 1))
                 continue
-            cells = [_cell(entry, k) for k, _ in TABLE]
+            by_lr = {
+                f"relearn_lr_{float(r):g}": v for r, v in entry.get("relearn_by_lr", {}).items()
+            }
+            cells = [_cell({**entry, **by_lr}, k) for k, _ in table]
             lines.append(f"| {run} | " + " | ".join(cells) + " |")
         chosen = block.get("chosen_famr_quantile")
         if chosen:

@@ -230,6 +230,48 @@ def test_relearning_at_several_rates_reports_the_strongest_run(digits_request):
     assert "relearn_lr" not in alone[0.01]  # one rate: reported as before
 
 
+def test_relearning_measured_on_a_seeded_sample_of_the_measured_images(digits_request):
+    """eval_limit: the accuracy is read on a seeded sample, drawn after the relearning images
+    (so the relearning itself is unchanged): the same numbers as the attack without a limit on
+    a request whose test images are that sample; a limit at least the set's size changes
+    nothing, to the bit."""
+    import dataclasses
+
+    from famr.data.tensors import to_tensors
+
+    _, splits, _, retrained = digits_request
+    cfg = {"steps": 5, "lr": 0.3}
+    full = attack(retrained, AttackData(splits), ["relearn"], config={"relearn": cfg})
+    tx, ty = to_tensors(splits.test_forget)
+    same = attack(
+        retrained,
+        AttackData(splits),
+        ["relearn"],
+        config={"relearn": {**cfg, "eval_limit": 10_000}},
+    )
+    assert same == full and full["relearn_eval_images"] == len(ty)
+    limit = 20
+    sampled = attack(
+        retrained, AttackData(splits), ["relearn"], config={"relearn": {**cfg, "eval_limit": limit}}
+    )
+    # the attack's draws: forget order, retained extras, then the sample of the measured images
+    generator = torch.Generator().manual_seed(0)
+    torch.randperm(len(to_tensors(splits.forget)[1]), generator=generator)
+    torch.randperm(len(to_tensors(splits.retain)[1]), generator=generator)
+    chosen = torch.randperm(len(ty), generator=generator)[:limit]
+    subset = dataclasses.replace(
+        splits, test_forget=torch.utils.data.TensorDataset(tx[chosen], ty[chosen])
+    )
+    expected = attack(retrained, AttackData(subset), ["relearn"], config={"relearn": cfg})
+    assert sampled == expected and sampled["relearn_eval_images"] == limit
+    assert sampled["relearn_curve"] != full["relearn_curve"]  # the sample is what is measured
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=re.escape(f"eval_limit={bad!r}")):
+            attack(
+                retrained, AttackData(splits), ["relearn"], config={"relearn": {"eval_limit": bad}}
+            )
+
+
 @pytest.mark.science
 def test_sample_requests_are_measured_on_unused_forget_images(digits_request):
     data, _, model, _ = digits_request
