@@ -8,6 +8,12 @@ N. Every method at its default configuration.
 
     python benchmarks/epsilon.py --data digits --request random:0.1 --n 32      # ~30 min, CPU
     python benchmarks/epsilon.py --data digits --request classes:3 --n 32
+    python benchmarks/epsilon.py --data cifar10 --n 8 --methods famr,famr_quantile,finetune
+
+CIFAR-10 runs at a reduced budget, since 3N + 1 ResNet-20s are trained (N originals, 2N
+retrained): a seeded subset of ``--per-class`` training images per class (default 1,000) of
+the 45k/5k/10k protocol, trained ``--epochs`` epochs (default 10) with the class-wise
+benchmark's CPU recipe (SGD + Nesterov, one-cycle, crop + flip, bf16, channels-last).
 
 Results: benchmarks/results/epsilon_<data>_<request>.json and BENCHMARKS.md.
 """
@@ -21,7 +27,7 @@ from pathlib import Path
 
 import famr
 from famr import bench, io
-from famr.data import hold_out_validation
+from famr.data import hold_out_validation, per_class_subset
 from famr.experiment import EPSILON_PROTOCOLS, epsilon_study
 from famr.methods import METHODS
 
@@ -31,6 +37,13 @@ SETUPS = {
         "arch_args": {"width": 16},
         "train": {"epochs": 15},
         "validation": 0.2,
+    },
+    "cifar10": {
+        "arch": "resnet20",
+        "arch_args": {},
+        "train": {**bench.TRAIN_CPU, "epochs": 10},
+        "validation": 0.1,
+        "per_class": 1000,
     },
 }
 
@@ -44,8 +57,61 @@ def parse_args(argv=None):
     p.add_argument("--request", default="random:0.1", help="random:FRACTION or classes:C[,C]")
     p.add_argument("--n", type=int, default=32, help="models per side (N)")
     p.add_argument("--methods", help="comma-separated (default: every method but retrain)")
+    p.add_argument(
+        "--run",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "JSON"),
+        help='one more labelled run, e.g. famr_head \'{"method": "famr", "recipe": "head"}\' '
+        "(repeatable)",
+    )
     p.add_argument("--device")
+    p.add_argument(
+        "--epochs", type=int, help="training epochs of every model (default: the setup's)"
+    )
+    p.add_argument(
+        "--per-class",
+        type=int,
+        help="training images kept per class (CIFAR-10 default 1000; digits: all)",
+    )
     return p.parse_args(argv)
+
+
+def runs_for(args) -> dict[str, dict]:
+    """``{label: config}``: every method named (default: every method but retrain) and every
+    ``--run``; on CIFAR-10 with the class-wise benchmark's speed flags (bf16, channels-last)."""
+    import json
+
+    if args.methods:
+        names = args.methods.split(",")
+    elif args.run:  # only the labelled runs
+        names = []
+    else:
+        names = [n for n in METHODS.names() if n != "retrain"]
+    runs: dict[str, dict] = {name: {"method": name} for name in names}
+    for label, text in args.run:
+        extra = json.loads(text)
+        if label in runs or "method" not in extra:
+            raise SystemExit(f"--run {label}: give a new label and a config naming its method")
+        runs[label] = extra
+    if args.data == "cifar10":
+        runs = {label: bench.with_speed(c["method"], c) for label, c in runs.items()}
+    return runs
+
+
+def setup_for(args) -> dict:
+    """The data set's setup with the command line's overrides."""
+    setup = {**SETUPS[args.data], "train": dict(SETUPS[args.data]["train"])}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise SystemExit(f"--epochs {args.epochs}: give an integer >= 1")
+        setup["train"]["epochs"] = args.epochs
+    if args.per_class is not None:
+        if args.per_class < 1:
+            raise SystemExit(f"--per-class {args.per_class}: give an integer >= 1")
+        setup["per_class"] = args.per_class
+    return setup
 
 
 def log(message: str) -> None:
@@ -64,21 +130,24 @@ def request_spec(text: str):
 def main(argv=None) -> int:
     bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
-    setup = SETUPS[args.data]
-    data = hold_out_validation(
-        famr.load_dataset(args.data, args.data_root), setup["validation"], seed=0
-    )
+    setup = setup_for(args)
+    root = args.data_root
+    if args.data == "cifar10" and root is None:
+        root = str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
+    data = hold_out_validation(famr.load_dataset(args.data, root), setup["validation"], seed=0)
+    if "per_class" in setup:
+        data = per_class_subset(data, setup["per_class"], seed=0)
     splits = request_spec(args.request).split(data.train, data.test, data.num_classes)
-    names = (
-        args.methods.split(",") if args.methods else [n for n in METHODS.names() if n != "retrain"]
-    )
+    runs = runs_for(args)
     arch_args = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    if data.mean is not None:  # the class-wise benchmark's normalisation (CIFAR-10)
+        arch_args.update(mean=list(data.mean), std=list(data.std))
     arch_args.update(setup["arch_args"])
     log(f"{args.data}, {args.request}: {len(splits.forget)} forget examples, N = {args.n}")
     study = epsilon_study(
         data,
         splits,
-        {name: {} for name in names},
+        runs,
         n=args.n,
         arch=setup["arch"],
         arch_args=arch_args,
@@ -97,6 +166,8 @@ def main(argv=None) -> int:
         "data": args.data,
         "request": args.request,
         "forget_count": len(splits.forget),
+        "train_count": len(data.train),
+        "runs": runs,
         "setup": setup,
         **study,
     }
@@ -126,13 +197,21 @@ def markdown(payload: dict, name: str) -> str:
     rows = payload["rows"]
     n = payload["n"]
     calibration = rows["retrain"]["calibration"]
+    setup = payload["setup"]
+    if "per_class" in setup:
+        trained_on = (
+            f"{payload['train_count']} training images ({setup['per_class']} per class, a seeded "
+            f"draw from the {100 - 100 * setup['validation']:.0f} % not held out)"
+        )
+    else:
+        trained_on = f"{100 - 100 * setup['validation']:.0f} % of the training set"
     lines = [
         f"## Per-example epsilon score ({payload['data']}, {payload['request']}, N = {n})",
         "",
         f"Command: `{payload['command']}`; {env['cpu_count']}-core {env['machine']} CPU, kernels "
         f"{env['cpu_capability']}, torch {env['torch']}, {payload['date']}; "
         f"{payload['setup']['arch']} trained {payload['setup']['train']['epochs']} epochs on "
-        f"{100 - 100 * payload['setup']['validation']:.0f} % of the training set; "
+        f"{trained_on}; "
         f"{payload['forget_count']} forget examples; every method at its default configuration "
         f"({name}). Definition and protocols: docs/epsilon.md. *F* = forgetting quality (mean "
         "points over the forget set: 1 = indistinguishable from retraining), *score* = F × "

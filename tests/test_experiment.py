@@ -3,7 +3,7 @@ known answers and a study on digits."""
 
 import pytest
 
-from famr.data import hold_out_validation
+from famr.data import hold_out_validation, per_class_subset
 from famr.experiment import choose_config, choose_configs, validation_study
 
 
@@ -100,3 +100,26 @@ def test_the_study_can_score_relearning_on_the_validation_split(digits, digits_m
     chosen = choose_configs(rows, grid, {"famr": 5.0})
     assert chosen["famr"]["config"]["recipe"] == "last_stage"
     assert chosen["famr"]["val_relearned"] == by["last_stage"]["val_relearned"]
+
+
+def test_a_per_class_subset_keeps_that_many_of_each_class_and_nothing_else(digits):
+    """per_class_subset: at most ``per_class`` training images of each class, all of them
+    drawn from the training split, the same draw for the same seed; the validation and test
+    splits untouched; a bad count is a one-line error naming it."""
+    import torch
+
+    data = hold_out_validation(digits, 0.2, seed=0)
+    small = per_class_subset(data, 20, seed=0)
+    x, y = small.train.tensors
+    assert torch.equal(torch.bincount(y, minlength=10), torch.full((10,), 20))
+    tx, _ = data.train.tensors
+    rows = {tuple(r.flatten().tolist()) for r in tx}
+    assert all(tuple(r.flatten().tolist()) in rows for r in x)
+    assert small.validation is data.validation and small.test is data.test
+    assert torch.equal(x, per_class_subset(data, 20, seed=0).train.tensors[0])
+    assert not torch.equal(x, per_class_subset(data, 20, seed=1).train.tensors[0])
+    everything = per_class_subset(data, 10_000, seed=0)
+    assert len(everything.train) == len(data.train)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"per_class={bad!r}"):
+            per_class_subset(data, bad)

@@ -110,6 +110,23 @@ def hold_out_validation(data: ImageData, fraction: float = 0.1, seed: int = 0) -
     )
 
 
+def per_class_subset(data: ImageData, per_class: int, seed: int = 0) -> ImageData:
+    """Keep at most ``per_class`` training images of each class (a fixed, seeded draw); the
+    validation and test splits are unchanged. For reduced-budget studies that train many
+    models (the epsilon score on CIFAR-10)."""
+    if not (isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 1):
+        raise ValueError(f"per_class={per_class!r} is not valid; give an integer >= 1")
+    from .files import rows, subset
+
+    images, labels = rows(data.train, name="training")
+    generator = torch.Generator().manual_seed(seed)
+    kept = torch.zeros(len(labels), dtype=torch.bool)
+    for k in range(data.num_classes):
+        members = torch.nonzero(labels == k).flatten()
+        kept[members[torch.randperm(len(members), generator=generator)[:per_class]]] = True
+    return replace(data, train=subset(images, labels, kept))
+
+
 def list_datasets() -> list[str]:
     """Registered data set names."""
     return DATASETS.names()
@@ -156,5 +173,6 @@ __all__ = [
     "Splits",
     "hold_out_validation",
     "list_datasets",
+    "per_class_subset",
     "load_dataset",
 ]
