@@ -4,7 +4,9 @@ N models unlearned with each method against N retrained without the forget set, 
 protocols (docs/epsilon.md): ``one_original`` (N runs from one original, the challenge's) and
 ``n_originals`` (one run from each of N originals trained with different seeds). The
 ``retrain`` row scores N more retrained models against the N: the best score reachable at this
-N. Every method at its default configuration.
+N. Every method at its default configuration, or at the one a ``--run`` gives (on CIFAR-10
+with bf16 and channels-last for whole-network runs); the table lists the configurations that
+differ from the defaults.
 
     python benchmarks/epsilon.py --data digits --request random:0.1 --n 32      # ~30 min, CPU
     python benchmarks/epsilon.py --data digits --request classes:3 --n 32
@@ -21,12 +23,14 @@ Results: benchmarks/results/epsilon_<data>_<request>.json and BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 import famr
 from famr import bench, io
+from famr.config import make_config
 from famr.data import hold_out_validation, per_class_subset
 from famr.experiment import EPSILON_PROTOCOLS, epsilon_study
 from famr.methods import METHODS
@@ -81,8 +85,6 @@ def parse_args(argv=None):
 def runs_for(args) -> dict[str, dict]:
     """``{label: config}``: every method named (default: every method but retrain) and every
     ``--run``; on CIFAR-10 with the class-wise benchmark's speed flags (bf16, channels-last)."""
-    import json
-
     if args.methods:
         names = args.methods.split(",")
     elif args.run:  # only the labelled runs
@@ -91,10 +93,27 @@ def runs_for(args) -> dict[str, dict]:
         names = [n for n in METHODS.names() if n != "retrain"]
     runs: dict[str, dict] = {name: {"method": name} for name in names}
     for label, text in args.run:
-        extra = json.loads(text)
-        if label in runs or "method" not in extra:
-            raise SystemExit(f"--run {label}: give a new label and a config naming its method")
+        try:
+            extra = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--run {label} {text!r}: not JSON ({err.msg})") from None
+        if not isinstance(extra, dict) or "method" not in extra:
+            raise SystemExit(
+                f"--run {label} {text!r}: give a JSON object naming its method, e.g. "
+                '\'{"method": "famr", "recipe": "head"}\''
+            )
+        if label in runs or label == "retrain":
+            raise SystemExit(
+                f"--run {label}: the label is taken (retrain is the calibration row; "
+                f"runs so far: {', '.join(runs) or 'none'})"
+            )
         runs[label] = extra
+    for label, config in runs.items():  # every configuration checked before hours of training
+        values = {k: v for k, v in config.items() if k != "method"}
+        try:
+            make_config(METHODS.get(config["method"]).meta["config"], values)
+        except (KeyError, ValueError, TypeError) as err:
+            raise SystemExit(f"{label}: {' '.join(str(err).split())}") from None
     if args.data == "cifar10":
         runs = {label: bench.with_speed(c["method"], c) for label, c in runs.items()}
     return runs
@@ -131,6 +150,7 @@ def main(argv=None) -> int:
     bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
     setup = setup_for(args)
+    runs = runs_for(args)  # checked before any data is read
     root = args.data_root
     if args.data == "cifar10" and root is None:
         root = str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
@@ -138,7 +158,6 @@ def main(argv=None) -> int:
     if "per_class" in setup:
         data = per_class_subset(data, setup["per_class"], seed=0)
     splits = request_spec(args.request).split(data.train, data.test, data.num_classes)
-    runs = runs_for(args)
     arch_args = {"num_classes": data.num_classes, "in_channels": data.in_channels}
     if data.mean is not None:  # the class-wise benchmark's normalisation (CIFAR-10)
         arch_args.update(mean=list(data.mean), std=list(data.std))
@@ -213,7 +232,7 @@ def markdown(payload: dict, name: str) -> str:
         f"{payload['setup']['arch']} trained {payload['setup']['train']['epochs']} epochs on "
         f"{trained_on}; "
         f"{payload['forget_count']} forget examples; every method at its default configuration "
-        f"({name}). Definition and protocols: docs/epsilon.md. *F* = forgetting quality (mean "
+        f"but where listed under the tables ({name}). Definition and protocols: docs/epsilon.md. *F* = forgetting quality (mean "
         "points over the forget set: 1 = indistinguishable from retraining), *score* = F × "
         "RA ratio × TA ratio to the retrained models, *eps = 50* = share of examples separated "
         "completely or with a far narrower unlearned sample (no points), *spread* = median over "
@@ -241,6 +260,16 @@ def markdown(payload: dict, name: str) -> str:
             if method == "retrain":
                 continue
             lines.append(f"| {method} | " + " | ".join(_cells(reports[protocol])) + " |")
+    configured = {
+        label: {k: v for k, v in config.items() if k != "method" or v != label}
+        for label, config in payload.get("runs", {}).items()
+    }
+    configured = {label: config for label, config in configured.items() if config}
+    if configured:
+        lines += ["", "Configurations other than the defaults:"]
+        lines += [
+            f"- `{label}`: `{json.dumps(c, sort_keys=True)}`" for label, c in configured.items()
+        ]
     return "\n".join(lines)
 
 

@@ -352,7 +352,7 @@ def with_speed(method: str, config: dict[str, Any]) -> dict[str, Any]:
         params = RECIPES["last_stage" if recipe == "auto" else recipe]().params
     if params == "head":
         return {**config, "bf16": True} if hasattr(cfg, "cache_features") else config
-    return {**config, **SPEED}
+    return {**SPEED, **config}  # a value the run sets itself wins
 
 
 def run_famr(argv: list[str], cwd: Path | None = None) -> tuple[float, str]:

@@ -70,10 +70,12 @@ class FamrRetainConfig(FamrHeadConfig):
             batch: the original is frozen in eval mode, so each image's reference is the same
             on every pass, and the teacher's forward pass is paid once instead of once per
             epoch. Only without augmentation (with ``augment`` set, every pass sees other
-            pixels, and the reference is computed per batch as before); the forget set's
-            references are computed per batch when the run reads fewer forget rows than the
-            set holds. The two paths give the same references up to the last bits of the
-            kernels' summation order (tested).
+            pixels, and the reference is computed per batch as before), and for each of the
+            two sets only when the run reads at least as many rows as it holds (a small
+            forget set driving a few steps reads a fraction of the buffer: per batch is
+            cheaper there). The two paths give the same references up to the last bits of the
+            kernels' summation order (tested: the same weights to the bit on digits). Under
+            torchrun every rank computes the whole cache.
     """
 
     epochs: int = 10
@@ -150,25 +152,21 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     feed = buffer
     if cfg.cache_reference and cfg.augment == "none":
         device_type = torch.device(device).type
-        retain_images = buffer.retain[0]
-        feed = replace(
-            feed,
-            retain=(retain_images, reference_logits(original, retain_images, cfg, device_type)),
-        )
-        reference_stream["retain"] = True
-        if forget_term and distilled:
-            forget_images = buffer.forget[0]
-            batches = -(-len(retain_images) // cfg.batch_size)
-            read = cfg.epochs * (batches * cfg.batch_size if cfg.reset else len(forget_images))
-            if read >= len(forget_images):
-                feed = replace(
-                    feed,
-                    forget=(
-                        forget_images,
-                        reference_logits(original, forget_images, cfg, device_type),
-                    ),
-                )
-                reference_stream["forget"] = True
+        rows = {name: len(getattr(buffer, name)[1]) for name in ("retain", "forget")}
+        driver = "forget" if forget_term and not cfg.reset else "retain"
+        steps = cfg.epochs * -(-rows[driver] // cfg.batch_size)
+        if cfg.max_steps is not None:
+            steps = min(steps, cfg.max_steps)
+        read = steps * cfg.batch_size  # rows each stream hands the objective
+        readers = ["retain"] + (["forget"] if forget_term and distilled else [])
+        for name in readers:
+            # cached only where the run reads every row at least once: a small forget set
+            # driving a few steps reads a fraction of a large buffer, cheaper per batch
+            if read >= rows[name]:
+                images = getattr(buffer, name)[0]
+                logits = reference_logits(original, images, cfg, device_type)
+                feed = replace(feed, **{name: (images, logits)})
+                reference_stream[name] = True
 
     def reference(batch, name):
         images, aux = batch[name]
