@@ -67,6 +67,20 @@ QUANTILE_RUNS = {
     "famr_quantile_l2": {"lam": 0.1, "beta": 10.0},  # the defaults before this grid
 }
 SCENARIOS = ("classes", "random", "concept", "style")
+SEQUENTIAL = ("famr_sequential", "famr_head_sequential", "famr_head_sequential_anchor_original")
+# every run label of every scenario, for --runs (a label none has is refused before any work)
+LABELS = (
+    "famr",
+    "famr_head",
+    "famr_matched",
+    "famr_matched_retain",
+    "famr_retain",
+    "famr_literal",
+    "famr_all",
+    *QUANTILE_RUNS,
+    *BASELINES,
+    *SEQUENTIAL,
+)
 GROUPS = {"digits": DIGITS_COARSE, "cifar10": CIFAR10_COARSE}
 CONCEPT = {"digits": 8, "cifar10": 5}  # CIFAR-10: dog, inside "pets"
 STYLE_FRACTION = 0.2
@@ -94,6 +108,7 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
         "famr_literal": {"method": "famr_literal"},
     }
     runs.update({name: {"method": name} for name in BASELINES})
+    runs = chosen(runs, args)
     log(f"scenario concept {data.class_names[concept]}: {len(runs)} runs")
     experiment = compare_methods(
         original,
@@ -149,6 +164,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
         },
     }
     runs.update({name: {"method": name} for name in BASELINES})
+    runs = chosen(runs, args)
     log(f"scenario style: {len(runs)} runs")
     experiment = compare_methods(
         original,
@@ -200,9 +216,29 @@ def parse_args(argv=None):
         "images after every step of every rate)",
     )
     p.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="LABEL",
+        help="run only these of each scenario's runs (original and retrain always run; default: "
+        "all); the block then holds only them",
+    )
+    p.add_argument(
         "--table-only", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON"
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.runs or ()) - set(LABELS))
+    if unknown:
+        p.error(
+            f"--runs {' '.join(unknown)}: no scenario has such a run; choose from {', '.join(LABELS)}"
+        )
+    return args
+
+
+def chosen(runs: dict[str, dict], args) -> dict[str, dict]:
+    """The runs ``--runs`` keeps (all of them without it)."""
+    if not args.runs:
+        return runs
+    return {label: config for label, config in runs.items() if label in args.runs}
 
 
 def attack_config(args) -> dict:
@@ -251,7 +287,16 @@ def trained(args, data, arch, arch_args, train_cfg, device, spec, variant="") ->
 
 
 def sequential_runs(
-    original, splits_all, first, second, data, device, reference, retrain_seconds, attacks=None
+    original,
+    splits_all,
+    first,
+    second,
+    data,
+    device,
+    reference,
+    retrain_seconds,
+    attacks=None,
+    only=None,
 ):
     """Forget ``first`` then ``second`` with famr, each entry in the run layout.
 
@@ -263,11 +308,15 @@ def sequential_runs(
 
     runs = {}
     both = sorted(set(first.forget_classes) | set(second.forget_classes))
-    plans = (
-        ("famr_sequential", "last_stage", None),
-        ("famr_head_sequential", "head", None),
-        ("famr_head_sequential_anchor_original", "head", original.model),
-    )
+    plans = [
+        plan
+        for plan in (
+            ("famr_sequential", "last_stage", None),
+            ("famr_head_sequential", "head", None),
+            ("famr_head_sequential_anchor_original", "head", original.model),
+        )
+        if only is None or plan[0] in only
+    ]
     for name, recipe, anchor in plans:
         retain = splits_all.retain if recipe == "last_stage" else None
         step1 = famr.unlearn(
@@ -341,6 +390,7 @@ def main(argv=None) -> int:
             "famr_literal": {"method": "famr_literal"},
         }
         runs.update({name: {"method": name} for name in BASELINES})
+        runs = chosen(runs, args)
         log(f"scenario classes {a}+{b}: {len(runs)} runs")
         experiment = compare_methods(
             original,
@@ -369,6 +419,7 @@ def main(argv=None) -> int:
                 reference,
                 retrained.seconds,
                 attack_config(args),
+                args.runs,
             )
         )
         blocks["classes"] = results
@@ -391,6 +442,7 @@ def main(argv=None) -> int:
             "famr_literal": {"method": "famr_literal"},
         }
         runs.update({name: {"method": name} for name in BASELINES})
+        runs = chosen(runs, args)
         log(f"scenario random 10 %: {len(runs)} runs")
         experiment = compare_methods(
             original,
@@ -410,9 +462,11 @@ def main(argv=None) -> int:
         holdout_acc = famr.evaluate(
             original.model, test_retain=data.validation, metrics=["test_retain_acc"], device=device
         )["test_retain_acc"]
-        blocks["random"]["chosen_famr_quantile"] = bench.choose_quantile(
-            experiment.results["runs"], holdout_acc, list(QUANTILE_RUNS)
-        )
+        quantile = [name for name in QUANTILE_RUNS if name in runs]
+        if quantile:
+            blocks["random"]["chosen_famr_quantile"] = bench.choose_quantile(
+                experiment.results["runs"], holdout_acc, quantile
+            )
     if "concept" in args.scenarios:
         blocks["concept"] = concept_scenario(args, data, arch, arch_args, train_cfg, device)
     if "style" in args.scenarios:
