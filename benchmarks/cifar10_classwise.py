@@ -62,23 +62,8 @@ def parse_args(argv=None):
         choices=sorted(PROFILES),
         help="whose validation study picks the configurations (default: this profile's)",
     )
-    p.add_argument(
-        "--relearn-lr",
-        type=float,
-        nargs="+",
-        default=[0.01],
-        help="the relearning attack's learning rate(s); with several it runs once per rate and "
-        "reports the strongest (famr.attacks.relearn)",
-    )
-    p.add_argument(
-        "--run",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("LABEL", "JSON"),
-        help='one more labelled run beside the table\'s, e.g. famr_lr005 \'{"method": "famr", '
-        '"lr": 0.05}\' (repeatable)',
-    )
+    bench.add_relearn_argument(p)
+    bench.add_run_argument(p, 'famr_lr005 \'{"method": "famr", "lr": 0.05}\'')
     p.add_argument(
         "--table-only",
         metavar="JSON",
@@ -207,7 +192,7 @@ def main(argv=None) -> int:
 
 
 def relearn_lr(args):
-    return args.relearn_lr[0] if len(args.relearn_lr) == 1 else tuple(args.relearn_lr)
+    return bench.relearn_lr(args.relearn_lr)
 
 
 QUICK = ("famr", "famr_head", "famr_retain", "gradient_ascent", "ssd")
@@ -246,11 +231,7 @@ def method_configs(args) -> dict[str, dict]:
         runs[name] = {"method": name}
     if args.quick:  # a smoke run: FAMR's three forms and two cheap baselines
         runs = {k: v for k, v in runs.items() if k in QUICK}
-    for label, text in args.run:
-        extra = json.loads(text)
-        if label in runs or "method" not in extra:
-            raise SystemExit(f"--run {label}: give a new label and a config naming its method")
-        runs[label] = extra
+    runs.update(bench.parse_runs(args.run, list(runs)))
     if args.methods:
         unknown = sorted(set(args.methods) - set(runs))
         if unknown:

@@ -61,15 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--request", default="random:0.1", help="random:FRACTION or classes:C[,C]")
     p.add_argument("--n", type=int, default=32, help="models per side (N)")
     p.add_argument("--methods", help="comma-separated (default: every method but retrain)")
-    p.add_argument(
-        "--run",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("LABEL", "JSON"),
-        help='one more labelled run, e.g. famr_head \'{"method": "famr", "recipe": "head"}\' '
-        "(repeatable)",
-    )
+    bench.add_run_argument(p, 'famr_head \'{"method": "famr", "recipe": "head"}\'')
     p.add_argument("--device")
     p.add_argument(
         "--epochs", type=int, help="training epochs of every model (default: the setup's)"
@@ -92,22 +84,7 @@ def runs_for(args) -> dict[str, dict]:
     else:
         names = [n for n in METHODS.names() if n != "retrain"]
     runs: dict[str, dict] = {name: {"method": name} for name in names}
-    for label, text in args.run:
-        try:
-            extra = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SystemExit(f"--run {label} {text!r}: not JSON ({err.msg})") from None
-        if not isinstance(extra, dict) or "method" not in extra:
-            raise SystemExit(
-                f"--run {label} {text!r}: give a JSON object naming its method, e.g. "
-                '\'{"method": "famr", "recipe": "head"}\''
-            )
-        if label in runs or label == "retrain":
-            raise SystemExit(
-                f"--run {label}: the label is taken (retrain is the calibration row; "
-                f"runs so far: {', '.join(runs) or 'none'})"
-            )
-        runs[label] = extra
+    runs.update(bench.parse_runs(args.run, [*runs, "retrain"]))  # retrain: calibration row
     for label, config in runs.items():  # every configuration checked before hours of training
         values = {k: v for k, v in config.items() if k != "method"}
         try:

@@ -199,14 +199,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--cache", default=str(HERE.parent / "cache"))
-    p.add_argument(
-        "--relearn-lr",
-        type=float,
-        nargs="+",
-        default=[0.01],
-        help="the relearning attack's learning rate(s); with several it runs once per rate and "
-        "reports the strongest (famr.attacks.relearn)",
-    )
+    bench.add_relearn_argument(p)
     p.add_argument(
         "--relearn-eval-limit",
         type=int,
@@ -243,8 +236,7 @@ def chosen(runs: dict[str, dict], args) -> dict[str, dict]:
 
 def attack_config(args) -> dict:
     """The attacks' configuration for every run of every scenario (famr.attacks.attack)."""
-    rates = args.relearn_lr
-    relearn = {"lr": rates[0] if len(rates) == 1 else tuple(rates)}
+    relearn = {"lr": bench.relearn_lr(args.relearn_lr)}
     if args.relearn_eval_limit is not None:
         relearn["eval_limit"] = args.relearn_eval_limit
     return {"relearn": relearn}

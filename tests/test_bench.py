@@ -3,6 +3,7 @@ decide what a table reports, the model cache, and scripts that run nothing at im
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,26 @@ def test_the_digits_presets_are_the_validation_study_choices():
     assert PRESETS["digits"] == {m: c["config"] for m, c in study["chosen"].items()}
     # chosen on the validation split of the demo's data, never its test set
     assert study["classes"] and "never on the test set" in study["rule"]
+
+
+def test_parse_runs_checks_every_run_before_any_work():
+    """--run LABEL JSON (the benchmarks' shared parser): a valid config comes back as given;
+    bad JSON, a non-object, a config naming no method, a taken label, an unknown method or key
+    and a bad value each stop with one line naming what is wrong."""
+    good = [("famr_head", '{"method": "famr", "recipe": "head"}')]
+    assert bench.parse_runs(good, ["famr"]) == {"famr_head": {"method": "famr", "recipe": "head"}}
+    cases = [
+        (("x", "{bad"), "not JSON"),
+        (("x", '"famr"'), "give a JSON object naming its method"),
+        (("x", '{"lr": 0.1}'), "give a JSON object naming its method"),
+        (("famr", '{"method": "famr"}'), "the label is taken"),
+        (("x", '{"method": "nope"}'), "unknown method 'nope'"),
+        (("x", '{"method": "famr", "recpe": "head"}'), "recpe"),
+        (("x", '{"method": "famr", "recipe": "hed"}'), "recipe='hed'"),
+    ]
+    for pair, message in cases:
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            bench.parse_runs([pair], ["famr"])
+    with pytest.raises(SystemExit, match="the label is taken"):
+        bench.parse_runs([("a", '{"method": "famr"}'), ("a", '{"method": "famr"}')], [])
+    assert bench.relearn_lr([0.01]) == 0.01 and bench.relearn_lr([0.01, 0.1]) == (0.01, 0.1)

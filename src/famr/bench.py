@@ -369,3 +369,64 @@ def run_famr(argv: list[str], cwd: Path | None = None) -> tuple[float, str]:
     if done.returncode != 0:
         raise SystemExit(f"famr {' '.join(argv)} failed: {done.stderr[-2000:]}")
     return time.perf_counter() - start, done.stdout
+
+
+# --- command-line pieces the benchmark scripts share -------------------------------------------
+
+
+def add_run_argument(parser, example: str) -> None:
+    """``--run LABEL JSON`` (repeatable): one more labelled run, a config naming its method."""
+    parser.add_argument(
+        "--run",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "JSON"),
+        help=f"one more labelled run, e.g. {example} (repeatable)",
+    )
+
+
+def parse_runs(pairs, taken) -> dict[str, dict[str, Any]]:
+    """``--run`` pairs as ``{label: config}``, each checked before any work: JSON, an object
+    naming its method, a label not in ``taken``, a valid config for that method. Raises
+    ``SystemExit`` with one line naming the bad value."""
+    from .config import make_config
+    from .methods import METHODS
+
+    runs: dict[str, dict[str, Any]] = {}
+    for label, text in pairs:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--run {label} {text!r}: not JSON ({err.msg})") from None
+        if not isinstance(config, dict) or "method" not in config:
+            raise SystemExit(
+                f"--run {label} {text!r}: give a JSON object naming its method, e.g. "
+                '\'{"method": "famr", "recipe": "head"}\''
+            )
+        if label in taken or label in runs:
+            raise SystemExit(f"--run {label}: the label is taken; taken: {', '.join(taken)}")
+        values = {k: v for k, v in config.items() if k != "method"}
+        try:
+            make_config(METHODS.get(config["method"]).meta["config"], values)
+        except (KeyError, ValueError, TypeError) as err:
+            raise SystemExit(f"--run {label}: {' '.join(str(err).split())}") from None
+        runs[label] = config
+    return runs
+
+
+def add_relearn_argument(parser) -> None:
+    """``--relearn-lr RATE [RATE ...]``: the relearning attack's learning rate(s)."""
+    parser.add_argument(
+        "--relearn-lr",
+        type=float,
+        nargs="+",
+        default=[0.01],
+        help="the relearning attack's learning rate(s); with several it runs once per rate and "
+        "reports the strongest (famr.attacks.relearn)",
+    )
+
+
+def relearn_lr(rates):
+    """``--relearn-lr``'s values as ``RelearnConfig.lr`` takes them: one rate, or a tuple."""
+    return rates[0] if len(rates) == 1 else tuple(rates)
