@@ -30,7 +30,6 @@ from pathlib import Path
 
 import famr
 from famr import bench, io
-from famr.config import make_config
 from famr.data import hold_out_validation, per_class_subset
 from famr.experiment import EPSILON_PROTOCOLS, epsilon_study
 from famr.methods import METHODS
@@ -83,14 +82,13 @@ def runs_for(args) -> dict[str, dict]:
         names = []
     else:
         names = [n for n in METHODS.names() if n != "retrain"]
+    for name in names:  # checked before hours of training (parse_runs checks each --run)
+        try:
+            METHODS.get(name)
+        except (KeyError, ValueError) as err:
+            raise SystemExit(f"--methods {name}: {' '.join(str(err).split())}") from None
     runs: dict[str, dict] = {name: {"method": name} for name in names}
     runs.update(bench.parse_runs(args.run, [*runs, "retrain"]))  # retrain: calibration row
-    for label, config in runs.items():  # every configuration checked before hours of training
-        values = {k: v for k, v in config.items() if k != "method"}
-        try:
-            make_config(METHODS.get(config["method"]).meta["config"], values)
-        except (KeyError, ValueError, TypeError) as err:
-            raise SystemExit(f"{label}: {' '.join(str(err).split())}") from None
     if args.data == "cifar10":
         runs = {label: bench.with_speed(c["method"], c) for label, c in runs.items()}
     return runs
