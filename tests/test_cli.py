@@ -92,18 +92,21 @@ def test_forget_writes_model_and_metrics(checkpoint, tmp_path, capsys):
 def test_the_default_forget_takes_a_sample_request_and_records_the_recipe(
     checkpoint, tmp_path, capsys
 ):
-    """No --method, a random 10 %: famr is handed the retain set, resolves to its last_stage
-    recipe, and the audit record and the output say so."""
+    """No --method, a random 10 %, a checkpoint without a validation split: famr is handed the
+    retain set, resolves to its last_stage recipe, warns in one line that held-out data would
+    give the per-example targets, and the audit record and the output say what ran."""
     out = tmp_path / "samples.safetensors"
     argv = ["forget", "--checkpoint", str(checkpoint), "--data", "digits"]
     code = main([*argv, "--indices", "random:0.1", "--out", str(out), "--quiet"])
     assert code == 0
+    said = capsys.readouterr()
+    assert said.err.count("famr: warning:") == 1 and "--holdout validation" in said.err
     meta = json.loads(io.sidecar_path(out).read_text())
     assert meta["method"] == "famr" and meta["config"]["recipe"] == "last_stage"
     assert meta["config"]["reset"] is True and meta["config"]["beta"] == 1.0
     record = json.loads(out.with_suffix(".audit.json").read_text())
     assert record["config"]["recipe"] == "last_stage"
-    assert "famr (last_stage recipe):" in capsys.readouterr().out
+    assert "famr (last_stage recipe):" in said.out
 
 
 def test_forget_with_reference_reports_gaps(checkpoint, tmp_path):

@@ -135,9 +135,11 @@ def test_holdout_validation_needs_a_recorded_validation_split(checkpoint, tmp_pa
     assert "famr train --validation" in err and str(checkpoint) in err
     assert files_in(tmp_path) == {}
     # a method that does not calibrate on held-out data: refused, not silently ignored
-    argv[argv.index("famr_matched")] = "famr"
+    argv[argv.index("famr_matched")] = "finetune"
     code, _, err = run_cli(argv)
-    assert code == 2 and "'famr' does not use held-out data" in err and "famr_quantile" in err
+    assert code == 2 and "'finetune' does not use held-out data" in err
+    users = err.split("the methods that do: ")[1].strip().split(", ")
+    assert {"famr_quantile", "famr"} <= set(users)  # the default famr takes it too
     assert files_in(tmp_path) == {}
 
 
@@ -166,3 +168,15 @@ def test_holdout_validation_is_the_retained_classes_of_the_validation_split(tmp_
     record = json.loads(out.with_suffix(".audit.json").read_text())
     assert record["request"]["holdout"] == "validation"
     assert run_cli(["verify", str(out.with_suffix(".audit.json"))])[0] == 0
+    # the default famr on a sample request takes the recorded validation split by itself (its
+    # quantile recipe), says so, and the record keeps it
+    default = tmp_path / "d.safetensors"
+    argv = ["forget", "--checkpoint", str(model), "--indices", "random:0.1", "--epochs", "2"]
+    code, _, err = run_cli([*argv, "--out", str(default)])
+    assert code == 0, err
+    assert "using the checkpoint's validation split as held-out data" in err
+    assert "warning" not in err
+    record = json.loads(default.with_suffix(".audit.json").read_text())
+    assert record["request"]["holdout"] == "validation"
+    assert record["config"]["recipe"] == "quantile" and record["config"]["beta"] == 1.0
+    assert run_cli(["verify", str(default.with_suffix(".audit.json"))])[0] == 0

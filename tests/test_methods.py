@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch.utils.data import TensorDataset
 import famr
 from famr.loop import select_parameters
 from famr.methods import METHODS
+from famr.methods.famr_auto import FamrRecipeWarning
 from famr.methods.random_label import random_other_labels
 from famr.methods.retrain import reinitialize
 
@@ -22,6 +24,12 @@ def _state(model):
 
 def _fields(method):
     return {f.name for f in dataclasses.fields(METHODS.get(method).meta["config"])}
+
+
+def _calibrates(method):
+    """The method's stopping rule reads held-out data (famr's quantile recipe has the rule too,
+    but these class requests resolve to its last_stage recipe)."""
+    return "holdout" in METHODS.get(method).meta["needs"]
 
 
 def _holdout(model, forget):
@@ -40,7 +48,7 @@ def test_method_contract(method, tiny):
     holdout = _holdout(model, forget)
     # the untrained model already gets the forget set wrong, so a rule that matches the
     # held-out accuracy would (rightly) not start: match the confidence here
-    extra = {"statistic": "confidence"} if "statistic" in _fields(method) else {}
+    extra = {"statistic": "confidence"} if _calibrates(method) else {}
     result = famr.unlearn(
         model, forget, retain, method=method, epochs=2, device="cpu", holdout=holdout, **extra
     )
@@ -301,7 +309,7 @@ def test_frozen_parameters_never_move(method, tiny):
     for name, p in model.named_parameters():
         p.requires_grad_(name not in frozen)
     before = _state(model)
-    extra = {"statistic": "confidence"} if "statistic" in _fields(method) else {}
+    extra = {"statistic": "confidence"} if _calibrates(method) else {}
     result = famr.unlearn(
         model,
         forget,
@@ -352,8 +360,9 @@ def test_famr_last_stage_references_ignore_target_and_sample_requests_skip_the_f
     assert torch.equal(_flat(base), _flat(other))
     x, y = forget.tensors
     noise = TensorDataset(torch.randn_like(x), y)
-    samples = famr.unlearn(model, forget, retain, forget_classes=[], **run)
-    samples_noise = famr.unlearn(model, noise, retain, forget_classes=[], **run)
+    with pytest.warns(FamrRecipeWarning, match="sample request without held-out data"):
+        samples = famr.unlearn(model, forget, retain, forget_classes=[], **run)
+        samples_noise = famr.unlearn(model, noise, retain, forget_classes=[], **run)
     assert torch.equal(_flat(samples), _flat(samples_noise))
     assert not torch.equal(_flat(samples), _flat(base))  # the class request's forget term acts
     far = __import__("copy").deepcopy(model)
@@ -393,40 +402,121 @@ def test_forget_target_none_never_reads_the_forget_set_yet_the_removed_class_goe
 
 
 def test_famr_auto_resolves_from_what_the_request_holds(tiny):
-    """The one ``famr``: with a retain set (a class, samples, a sequential step with an
-    anchor model) its ``last_stage`` recipe, without one its ``head`` recipe; ``Result.config``
-    holds the resolved recipe with every field filled in, and running that config again gives
-    the same model."""
+    """The one ``famr``: with a retain set (a class, samples without held-out data, a sequential
+    step with an anchor model) its ``last_stage`` recipe, a sample request with held-out data
+    its ``quantile`` recipe, without a retain set its ``head`` recipe; ``Result.config`` holds
+    the resolved recipe with every field filled in, and running that config again gives the
+    same model."""
     from famr.methods.famr import FamrHeadConfig
+    from famr.methods.famr_quantile import FamrQuantileRecipeConfig
     from famr.methods.famr_retain import FamrLastStageConfig
 
     model, forget, retain = tiny
+    holdout = _holdout(model, forget)
     with_retain = famr.unlearn(model, forget, retain, forget_classes=[0], epochs=2)
-    samples = famr.unlearn(model, forget, retain, forget_classes=[], epochs=2)
+    with pytest.warns(FamrRecipeWarning, match="sample request without held-out data"):
+        samples = famr.unlearn(model, forget, retain, forget_classes=[], epochs=2)
     sequential = famr.unlearn(model, forget, retain, forget_classes=[0], anchor=model, epochs=2)
+    # held-out data changes nothing on a class request
+    class_holdout = famr.unlearn(
+        model, forget, retain, forget_classes=[0], holdout=holdout, epochs=2
+    )
     no_retain = famr.unlearn(model, forget, forget_classes=[0], epochs=2)
-    for result in (with_retain, samples, sequential):
+    for result in (with_retain, samples, sequential, class_holdout):
         assert result.config.recipe == "last_stage" and result.certificate is None
         expected = dataclasses.asdict(FamrLastStageConfig(epochs=2))
         assert {k: getattr(result.config, k) for k in expected} == expected
+    assert torch.equal(_flat(class_holdout), _flat(with_retain))
+    quantile = famr.unlearn(
+        model,
+        forget,
+        retain,
+        forget_classes=[],
+        holdout=holdout,
+        epochs=2,
+        statistic="confidence",  # this untrained model already misses the forget set
+    )
+    assert quantile.config.recipe == "quantile" and quantile.certificate is None
+    expected = dataclasses.asdict(FamrQuantileRecipeConfig(epochs=2, statistic="confidence"))
+    assert {k: getattr(quantile.config, k) for k in expected} == expected
+    assert quantile.config.beta == 1.0
     assert no_retain.config.recipe == "head" and no_retain.certificate["certified"]
     expected = dataclasses.asdict(FamrHeadConfig(epochs=2))
     assert {k: getattr(no_retain.config, k) for k in expected} == expected
     assert no_retain.config.beta is None  # not a field of the head recipe
     assert set(no_retain.moved) <= {n for n, _ in select_parameters(model, "head")}
     assert any(n.startswith("features.3") for n in with_retain.moved)  # the body moved
+    assert any(n.startswith("features.0") for n in quantile.moved)  # every parameter can move
     again = famr.unlearn(
         model, forget, retain, forget_classes=[0], **dataclasses.asdict(with_retain.config)
     )
     assert torch.equal(_flat(again), _flat(with_retain))
+    again = famr.unlearn(
+        model,
+        forget,
+        retain,
+        forget_classes=[],
+        holdout=holdout,
+        **dataclasses.asdict(quantile.config),
+    )
+    assert torch.equal(_flat(again), _flat(quantile))
+
+
+def test_the_request_kind_is_checked_and_a_concept_never_takes_the_quantile_recipe(tiny):
+    """``kind`` names what the request removes: a bad one is refused with the choices, one that
+    contradicts the request object is refused, and only sample kinds take per-example targets
+    (a concept or a style is not a share of the distribution the held-out data stands for)."""
+    model, forget, retain = tiny
+    holdout = _holdout(model, forget)
+    with pytest.raises(ValueError, match="kind='share' is not valid; choose one of: classes, sam"):
+        famr.unlearn(model, forget, retain, kind="share")
+    data = famr.load_dataset("digits")
+    request = famr.RandomForget(0.1, seed=0).split(data.train, data.test, 10)
+    assert request.kind == "random"
+    with pytest.raises(ValueError, match="kind='style' contradicts the request, which is a 'ran"):
+        famr.unlearn(model, request, kind="style")
+    run = dict(forget_classes=[], holdout=holdout, epochs=1)
+    for kind, recipe in [
+        ("samples", "quantile"),
+        ("random", "quantile"),
+        ("concept", "last_stage"),
+        ("style", "last_stage"),
+    ]:
+        extra = {"statistic": "confidence"} if recipe == "quantile" else {}
+        result = famr.unlearn(model, forget, retain, kind=kind, **run, **extra)
+        assert result.config.recipe == recipe, kind
 
 
 def test_famr_recipes_equal_the_forms_they_name(tiny):
-    """``recipe="last_stage"`` is famr_retain with FamrLastStageConfig's values, to the bit;
+    """``recipe="quantile"`` is famr_quantile with FamrQuantileRecipeConfig's values (beta 1),
+    ``recipe="last_stage"`` famr_retain with FamrLastStageConfig's values, to the bit;
     ``recipe="head"`` ignores a retain set and equals the run without one."""
+    from famr.methods.famr_quantile import FamrQuantileRecipeConfig
     from famr.methods.famr_retain import FamrLastStageConfig
 
     model, forget, retain = tiny
+    holdout = _holdout(model, forget)
+    quantile = famr.unlearn(
+        model,
+        forget,
+        retain,
+        forget_classes=[],
+        holdout=holdout,
+        epochs=2,
+        statistic="confidence",
+    )
+    values = dataclasses.asdict(FamrQuantileRecipeConfig(epochs=2, statistic="confidence"))
+    assert values["beta"] == 1.0
+    spelled = famr.unlearn(
+        model,
+        forget,
+        retain,
+        method="famr_quantile",
+        forget_classes=[],
+        holdout=holdout,
+        **values,
+    )
+    assert torch.equal(_flat(quantile), _flat(spelled))
     auto = famr.unlearn(model, forget, retain, forget_classes=[0], epochs=2)
     values = {**dataclasses.asdict(FamrLastStageConfig(epochs=2)), "certificate": True}
     spelled = famr.unlearn(
@@ -451,6 +541,13 @@ def test_famr_says_what_a_request_lacks_and_rejects_fields_foreign_to_its_recipe
         famr.unlearn(model, forget, retain, lr=-1)
     with pytest.raises(ValueError, match="pass retain="):
         famr.unlearn(model, forget, forget_classes=[0], recipe="last_stage")
+    with pytest.raises(ValueError, match="'quantile' recipe .* pass retain=... and holdout="):
+        famr.unlearn(model, forget, retain, forget_classes=[], recipe="quantile")
+    # a field only the quantile recipe has, on a class request: named with why it resolved so
+    with pytest.raises(ValueError, match="off_label='uniform': not a field of famr's 'last_stage"):
+        famr.unlearn(model, forget, retain, forget_classes=[0], off_label="uniform")
+    with pytest.raises(ValueError, match="off_label='even'"):  # invalid for every recipe
+        famr.unlearn(model, forget, retain, off_label="even")
 
 
 def test_the_default_famr_takes_any_request_object_without_extra_arguments():
@@ -479,9 +576,18 @@ def test_the_default_famr_takes_any_request_object_without_extra_arguments():
             ),
         ),
     ]
+    # without held-out data every one takes the last_stage recipe (the sample request warns);
+    # with it, the sample request takes the quantile recipe and the others do not change
     for net, request in requests:
-        result = famr.unlearn(net, request, epochs=1, device="cpu")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = famr.unlearn(net, request, epochs=1, device="cpu")
         assert result.config.recipe == "last_stage" and result.moved
+        assert len(caught) == (request.kind == "random"), request.kind
+        # images these (untrained) models never saw, with labels of their own outputs
+        holdout = TensorDataset(*request.test_retain[:200])
+        held = famr.unlearn(net, request, epochs=1, device="cpu", holdout=holdout)
+        assert held.config.recipe == ("quantile" if request.kind == "random" else "last_stage")
 
 
 @pytest.mark.parametrize(
@@ -542,6 +648,44 @@ def test_cached_references_equal_per_batch_references(
     a = famr.unlearn(digits_model, digits_splits, cache_reference=True, **augmented)
     b = famr.unlearn(digits_model, digits_splits, cache_reference=False, **augmented)
     assert torch.equal(_flat(a), _flat(b))
+
+
+def test_quantile_targets_cached_once_equal_the_per_batch_targets(
+    digits, digits_model, monkeypatch
+):
+    """famr_quantile (famr's quantile recipe) with ``cache_reference``: the per-example targets
+    and the buffer's references computed once before the run train the same model as the
+    objective's two teacher passes per step, up to the kernels' last bits; the teacher then
+    runs once per chunk; targets handed to the wrong images would show."""
+    from famr.methods import famr_quantile
+
+    request = famr.RandomForget(0.1, seed=0).split(digits.train, digits.test, 10)
+    holdout = TensorDataset(*digits.test[:300])  # images the model never trained on
+    # two whole epochs (the rule checks only at step 1000), the confidence statistic
+    run = dict(method="famr_quantile", epochs=2, check_every=1000, statistic="confidence")
+    run.update(buffer_size=200, holdout=holdout)
+    calls = []
+    hook = digits_model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        cached = famr.unlearn(digits_model, request, cache_reference=True, **run)
+        n_cached, calls[:] = len(calls), []
+        plain = famr.unlearn(digits_model, request, cache_reference=False, **run)
+        n_plain = len(calls)
+    finally:
+        hook.remove()
+    steps = 2 * -(-len(request.forget) // 64)
+    # per batch the teacher runs twice a step (forget targets, buffer references)
+    assert n_plain >= n_cached + 2 * steps - 4, (n_plain, n_cached, steps)
+    diff = (_flat(cached) - _flat(plain)).abs().max().item()
+    assert diff < 1e-4, diff
+    start = torch.cat([p.detach().flatten() for p in digits_model.parameters()])
+    assert (_flat(cached) - start).abs().max().item() > 1e-3  # it ran
+    original = famr_quantile.reference_logits
+    monkeypatch.setattr(
+        famr_quantile, "reference_logits", lambda *a, **k: original(*a, **k).roll(1, 0)
+    )
+    shifted = famr.unlearn(digits_model, request, cache_reference=True, **run)
+    assert (_flat(shifted) - _flat(plain)).abs().max().item() > 1e-3
 
 
 def test_references_are_cached_only_for_sets_read_in_full(digits_model, digits_splits):

@@ -137,6 +137,24 @@ def _seeded_run(seed: int, device: torch.device, fn):
         return out, time.perf_counter() - start
 
 
+REQUEST_KINDS = ("classes", "samples", "random", "concept", "style")
+
+
+def _request_kind(forget, forget_classes, kind: str | None) -> str | None:
+    """The request's kind: ``kind`` as given, else the request object's, else from
+    ``forget_classes`` (``[]``: samples; classes listed: classes; not given: unknown)."""
+    if kind is not None and kind not in REQUEST_KINDS:
+        raise ValueError(f"kind={kind!r} is not valid; choose one of: {', '.join(REQUEST_KINDS)}")
+    own = forget.kind if isinstance(forget, Splits) else None
+    if kind is not None and own is not None and kind != own:
+        raise ValueError(f"kind={kind!r} contradicts the request, which is a {own!r} request")
+    if kind is not None or own is not None:
+        return kind or own
+    if forget_classes is None:
+        return None
+    return "classes" if len(forget_classes) else "samples"
+
+
 def _request_parts(forget, retain, forget_classes, takes_retain: bool):
     """``forget`` may be the request itself (:class:`famr.Splits`): its forget set, the classes
     it removes entirely, and its retain set when the method reads one."""
@@ -198,6 +216,7 @@ def unlearn(
     forget_classes: Sequence[int] | None = None,
     anchor: nn.Module | None = None,
     holdout: Dataset | None = None,
+    kind: str | None = None,
     **config: Any,
 ) -> Result:
     """Remove what ``model`` learned from ``forget``.
@@ -227,7 +246,12 @@ def unlearn(
             anchor the second step to it (the certificate then bounds the distance from it).
             Same architecture as ``model``.
         holdout: Examples the model never trained on (a validation split), for methods that
-            calibrate against unseen data (``famr_matched``).
+            calibrate against unseen data (``famr_matched``; the default ``famr`` on a sample
+            request, which without it falls back to a weaker recipe and warns).
+        kind: What the request removes (``"classes"``, ``"samples"``, ``"random"``,
+            ``"concept"``, ``"style"``), which ``famr``'s ``auto`` recipe resolves from.
+            Default: the request object's (:attr:`famr.Splits.kind`); with plain data sets,
+            ``"samples"`` when ``forget_classes=[]``, ``"classes"`` when classes are listed.
         **config: Fields of the method's config dataclass; unknown keys raise ``ValueError``
             listing the valid ones.
 
@@ -244,13 +268,14 @@ def unlearn(
     """
     entry = _method(method)
     cfg = make_config(entry.meta["config"], config)
+    kind = _request_kind(forget, forget_classes, kind)
     forget, retain, forget_classes = _request_parts(
         forget, retain, forget_classes, takes_retain(entry)
     )
     resolve = entry.meta.get("resolve")
     if resolve is not None:  # the config's "auto" fields, from what the request holds
         held = {"retain": retain, "holdout": holdout, "anchor": anchor}
-        cfg = resolve(cfg, {name for name, value in held.items() if value is not None})
+        cfg = resolve(cfg, {name for name, value in held.items() if value is not None}, kind)
     if "retain" in entry.meta["needs"] and retain is None:
         raise ValueError(f"method {entry.name!r} needs retain data; pass retain=...")
     if "holdout" in entry.meta["needs"] and holdout is None:

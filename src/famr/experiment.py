@@ -157,6 +157,7 @@ def compare_methods(
                 progress=track(name),
                 forget_classes=splits.forget_classes,
                 holdout=holdout,
+                kind=splits.kind,
                 **{"seed": seed, **config},
             )
         except DivergenceError as err:

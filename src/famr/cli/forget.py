@@ -6,6 +6,7 @@ import argparse
 import datetime
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..data.files import (
     subset,
 )
 from ..methods import METHODS, takes_retain
+from ..methods.famr_auto import SAMPLE_KINDS, FamrRecipeWarning
 from .common import (
     UsageError,
     _build_data,
@@ -51,8 +53,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         )
     plan = _plan(args, [out, io.sidecar_path(out), audit_path])
     entry = METHODS.get(args.method)
-    if args.holdout and "holdout" not in entry.meta["needs"]:
-        users = [n for n in METHODS.names() if "holdout" in METHODS.get(n).meta["needs"]]
+    if args.holdout and not _reads_holdout(entry):
+        users = [n for n in METHODS.names() if _reads_holdout(METHODS.get(n))]
         raise UsageError(
             f"--holdout: method {entry.name!r} does not use held-out data; the methods that "
             f"do: {', '.join(users)}"
@@ -69,6 +71,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
             "train it with famr train --validation 0.1"
         )
     spec = _forget_spec(args, derived)
+    kind = spec.to_dict()["kind"]
+    holdout_choice = args.holdout
+    if holdout_choice is None and _wants_validation(cfg, kind, data):
+        # the default famr on a sample request: the checkpoint's validation split gives its
+        # per-example targets (the quantile recipe); said here and kept in the audit record
+        holdout_choice = "validation"
+        if not args.quiet:
+            print(
+                "famr: a sample request: using the checkpoint's validation split as held-out "
+                "data (--holdout validation) for famr's per-example targets",
+                file=sys.stderr,
+            )
     _check_data_fits(meta, data, "the checkpoint")
     splits = spec.split(data.train, data.test, data.num_classes)
     eval_sample, retain_limit = _sampling(args, data.path)
@@ -91,18 +105,28 @@ def cmd_forget(args: argparse.Namespace) -> int:
             retain = sample(splits.retain, retain_limit, cfg.seed)
     else:
         retain_limit = None  # the method reads no retain data
-    result = unlearn(
-        model,
-        sets["forget"],
-        retain,
-        method=entry.name,
-        device=args.device,
-        progress=_progress_factory(not args.quiet)(entry.name),
-        forget_classes=forgotten,
-        anchor=anchor_model,
-        holdout=_holdout(args.holdout, data, forgotten, retain_limit),
-        **config_dict(cfg),
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = unlearn(
+            model,
+            sets["forget"],
+            retain,
+            method=entry.name,
+            device=args.device,
+            progress=_progress_factory(not args.quiet)(entry.name),
+            forget_classes=forgotten,
+            anchor=anchor_model,
+            holdout=_holdout(holdout_choice, data, forgotten, retain_limit),
+            kind=kind,
+            **config_dict(cfg),
+        )
+    for warning in caught:
+        if issubclass(warning.category, FamrRecipeWarning):  # one line, not file:line form
+            print(f"famr: warning: {warning.message}", file=sys.stderr)
+        else:  # anything else as Python would have shown it
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     chain = audit.deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
     metrics = evaluate(result.model, **sets, reference=reference, device=args.device)
     metrics["seconds"] = result.seconds
@@ -115,7 +139,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         )
         return 3
     request = audit.request_record(
-        _data_request(args, meta.get("validation")), spec, splits, args.holdout
+        _data_request(args, meta.get("validation")), spec, splits, holdout_choice
     )
     # what the run read: verify re-draws the same evaluation sample
     request.update(data_path_used=data.path, eval_sample=eval_sample, retain_limit=retain_limit)
@@ -159,6 +183,21 @@ def _sampling(args: argparse.Namespace, path: str) -> tuple[int | None, int | No
         given = getattr(args, name, None)
         values.append(None if given == "all" else given or (default if path == "files" else None))
     return values[0], values[1]
+
+
+def _reads_holdout(entry) -> bool:
+    """The method needs held-out data, or uses it when given (the default famr)."""
+    return "holdout" in entry.meta["needs"] or "holdout" in entry.meta.get("uses", ())
+
+
+def _wants_validation(cfg, kind: str, data) -> bool:
+    """The default famr (``recipe="auto"``) on a sample request, with a validation split
+    recorded: it resolves to the quantile recipe when handed that split."""
+    return (
+        getattr(cfg, "recipe", None) == "auto"
+        and kind in SAMPLE_KINDS
+        and data.validation is not None
+    )
 
 
 def _holdout(choice: str | None, data, forgotten: list[int], limit: int | None):

@@ -116,6 +116,7 @@ class ConceptForget:
             test_forget=_subset(tx, ty, in_test) if bool(in_test.any()) else None,
             forget_classes=[],  # the coarse class stays: only the concept goes
             forget_indices=torch.nonzero(in_forget).flatten(),
+            kind="concept",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +197,7 @@ class StyleForget:
             test_forget=_subset(tx, ty, self.styled_test),
             forget_classes=[],
             forget_indices=torch.nonzero(self.styled_train).flatten(),
+            kind="style",
         )
 
     def to_dict(self) -> dict[str, Any]:

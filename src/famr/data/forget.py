@@ -31,6 +31,9 @@ class Splits:
         test_forget: Test examples of the forgotten classes (``None`` when there are none).
         forget_classes: The classes forgotten entirely (empty for sample forgetting).
         forget_indices: Sorted indices of the forgotten examples in the training set.
+        kind: What the request removes, as its spec's ``to_dict`` names it (``"classes"``,
+            ``"samples"``, ``"random"``, ``"concept"``, ``"style"``); ``None`` when unknown.
+            ``famr``'s ``auto`` recipe resolves from it (:mod:`famr.methods.famr_auto`).
     """
 
     forget: Dataset
@@ -39,6 +42,7 @@ class Splits:
     test_forget: Dataset | None
     forget_classes: list[int]
     forget_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    kind: str | None = None
 
     def forget_indices_sha256(self) -> str:
         """The sha256 of the sorted forget-index list (see :func:`indices_sha256`)."""
@@ -140,6 +144,7 @@ class ClassForget:
             test_forget=_subset(tx, ty, in_test_forget) if bool(in_test_forget.any()) else None,
             forget_classes=sorted(self.classes),
             forget_indices=torch.nonzero(in_forget).flatten(),
+            kind="classes",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +159,7 @@ def indices_sha256(indices: torch.Tensor | Sequence[int]) -> str:
 
 
 def _sample_splits(
-    indices: torch.Tensor, train: TensorDataset, test: TensorDataset, label: str
+    indices: torch.Tensor, train: TensorDataset, test: TensorDataset, label: str, kind: str
 ) -> Splits:
     x, y = rows(train, name="training")
     tx, ty = rows(test, name="test")
@@ -178,6 +183,7 @@ def _sample_splits(
         test_forget=None,
         forget_classes=[],
         forget_indices=unique,
+        kind=kind,
     )
 
 
@@ -201,7 +207,11 @@ class SampleForget:
         """The forget / retain / test splits (raises ``ValueError`` for bad indices)."""
         del num_classes
         return _sample_splits(
-            torch.tensor(self.indices, dtype=torch.long), train, test, "sample forget spec"
+            torch.tensor(self.indices, dtype=torch.long),
+            train,
+            test,
+            "sample forget spec",
+            "samples",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,7 +253,7 @@ class RandomForget:
         """The forget / retain / test splits of this request."""
         del num_classes
         n = len(rows(train, name="training")[1])
-        return _sample_splits(self.indices(n), train, test, "random forget spec")
+        return _sample_splits(self.indices(n), train, test, "random forget spec", "random")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as stored in results and checkpoints."""

@@ -42,9 +42,10 @@ def register_method(
         needs: Data the method requires: ``"forget"``, ``"retain"``, ``"holdout"``.
         uses: Data the method takes when the request holds it, without requiring it
             (``famr.unlearn`` then hands it the request's retain set).
-        resolve: ``resolve(cfg, given) -> cfg``: fills the config's ``auto`` fields from the
-            data the request holds (``given`` ⊆ ``{"retain", "holdout", "anchor"}``), before
-            the run; ``Result.config`` is what it returns.
+        resolve: ``resolve(cfg, given, kind) -> cfg``: fills the config's ``auto`` fields from
+            the data the request holds (``given`` ⊆ ``{"retain", "holdout", "anchor"}``) and
+            its kind (:attr:`famr.Splits.kind`, ``None`` when unknown), before the run;
+            ``Result.config`` is what it returns.
         paper: Citation of the method's source.
         certificate: Whether ``unlearn`` attaches the FAMR deviation certificate (methods that
             minimise the anchored FAMR objective).
