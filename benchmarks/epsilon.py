@@ -63,6 +63,13 @@ def parse_args(argv=None):
     bench.add_run_argument(p, 'famr_head \'{"method": "famr", "recipe": "head"}\'')
     p.add_argument("--device")
     p.add_argument(
+        "--join",
+        action="store_true",
+        help="add this command's rows to the results file's earlier ones (same data, request, "
+        "N and setup, checked before any work; the retrained models' calibration must come out "
+        "the same, or nothing is joined); the table lists the rows rerun, with the command",
+    )
+    p.add_argument(
         "--epochs", type=int, help="training epochs of every model (default: the setup's)"
     )
     p.add_argument(
@@ -126,6 +133,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup = setup_for(args)
     runs = runs_for(args)  # checked before any data is read
+    earlier = earlier_results(args, setup)  # --join: checked before any data is read
     root = args.data_root
     if args.data == "cifar10" and root is None:
         root = str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
@@ -165,12 +173,62 @@ def main(argv=None) -> int:
         "setup": setup,
         **study,
     }
-    tag = f"{args.data}_{args.request.replace(':', '').replace('.', '').replace(',', '_')}"
-    out = Path(__file__).resolve().parent / "results" / f"epsilon_{tag}.json"
+    if earlier is not None:
+        payload = joined(earlier, payload)
+    out = results_path(args)
     io.write_text_atomic(out, io.json_text(payload))
-    bench.update_benchmarks_md(f"epsilon_{tag}", markdown(payload, out.name))
+    bench.update_benchmarks_md(out.stem, markdown(payload, out.name))
     log(f"wrote {out} and BENCHMARKS.md")
     return 0
+
+
+def results_path(args) -> Path:
+    tag = f"{args.data}_{args.request.replace(':', '').replace('.', '').replace(',', '_')}"
+    return Path(__file__).resolve().parent / "results" / f"epsilon_{tag}.json"
+
+
+def earlier_results(args, setup: dict) -> dict | None:
+    """``--join``: the results file this command's rows join, which must have been measured on
+    the same data, request, N and setup (else the command stops before any work)."""
+    if not args.join:
+        return None
+    out = results_path(args)
+    if not out.exists():
+        raise SystemExit(f"--join: {out} does not exist; run without --join first")
+    earlier = json.loads(out.read_text())
+    mine = {"data": args.data, "request": args.request, "n": args.n, "setup": setup}
+    theirs = {k: earlier.get(k) for k in mine}
+    if json.loads(json.dumps(mine)) != theirs:
+        raise SystemExit(
+            f"--join: {out.name} was measured with {json.dumps(theirs)}, this command would "
+            f"measure {json.dumps(mine)}; its rows would not compare"
+        )
+    return earlier
+
+
+def joined(earlier: dict, payload: dict) -> dict:
+    """``payload``'s rows added to ``earlier``'s (a method measured again replaces its row),
+    provided the retrained models score the same calibration (the same models, trained again
+    from the same seeds); the file keeps its command and date and lists each rerun."""
+    mine = payload["rows"]["retrain"]["calibration"]
+    theirs = earlier["rows"]["retrain"]["calibration"]
+    if any(abs(mine[k] - theirs[k]) > 1e-9 for k in ("forget_quality", "score")):
+        raise SystemExit(
+            f"--join: the retrained models' calibration came out F = "
+            f"{mine['forget_quality']:.6f}, not the file's {theirs['forget_quality']:.6f}: "
+            "they are not the same models (another machine or library?), so nothing is joined"
+        )
+    rows = {k: v for k, v in payload["rows"].items() if k != "retrain"}
+    rerun = {
+        "rows": list(rows),
+        **{k: payload[k] for k in ("command", "date", "environment")},
+    }
+    return {
+        **earlier,
+        "rows": {**earlier["rows"], **rows},
+        "runs": {**earlier.get("runs", {}), **payload["runs"]},
+        "reruns": [*earlier.get("reruns", []), rerun],
+    }
 
 
 def _cells(report: dict) -> list[str]:
@@ -235,6 +293,15 @@ def markdown(payload: dict, name: str) -> str:
             if method == "retrain":
                 continue
             lines.append(f"| {method} | " + " | ".join(_cells(reports[protocol])) + " |")
+    for rerun in payload.get("reruns", []):
+        env = rerun["environment"]
+        lines += [
+            "",
+            f"Rows measured again on {rerun['date']} ({env['cpu_count']}-core {env['machine']} "
+            f"CPU, kernels {env['cpu_capability']}, torch {env['torch']}), against the same "
+            f"retrained models (the calibration came out the same): "
+            f"{', '.join(f'`{r}`' for r in rerun['rows'])}, with `{rerun['command']}`.",
+        ]
     configured = {
         label: {k: v for k, v in config.items() if k != "method" or v != label}
         for label, config in payload.get("runs", {}).items()

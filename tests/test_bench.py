@@ -237,3 +237,124 @@ def test_parse_runs_checks_every_run_before_any_work():
     with pytest.raises(SystemExit, match="the label is taken"):
         bench.parse_runs([("a", '{"method": "famr"}'), ("a", '{"method": "famr"}')], [])
     assert bench.relearn_lr([0.01]) == 0.01 and bench.relearn_lr([0.01, 0.1]) == (0.01, 0.1)
+
+
+def test_famrs_quantile_recipe_is_the_held_out_rules_choice_on_cifar10():
+    """famr's quantile recipe (a sample request with held-out data) takes the famr_quantile
+    run that the held-out rule chose on the CIFAR-10 random 10 % (never the retrained model)."""
+    import json
+
+    from famr.methods import METHODS
+
+    results = json.loads((BENCHMARKS / "results" / "scenarios_cpu.json").read_text())
+    chosen = results["blocks"]["random"]["chosen_famr_quantile"]["run"]
+    overrides = _load("scenarios").QUANTILE_RUNS[chosen]
+    entry = METHODS.get("famr")
+    recipe = entry.meta["resolve"](entry.meta["config"](), {"retain", "holdout"}, "random")
+    assert recipe.recipe == "quantile"
+    expected = METHODS.get("famr_quantile").meta["config"](**overrides)
+    assert {k: getattr(recipe, k) for k in overrides} == overrides
+    assert all(getattr(recipe, f) == getattr(expected, f) for f in expected.__dataclass_fields__)
+
+
+def test_scenario_reruns_join_the_block_and_keep_its_stamp(monkeypatch, capsys):
+    """scenarios.py --runs: the new runs join the block's earlier ones (the same label
+    replaced), the block keeps the command and date it was measured with, lists the rerun with
+    its own, and the table says so; without --runs a block is written fresh."""
+    import argparse
+
+    scenarios = _load("scenarios")
+    earlier = {
+        "runs": {"original": {"avg_gap": 3.0}, "famr": {"avg_gap": 9.0}, "salun": {"avg_gap": 11}},
+        "command": "python benchmarks/scenarios.py --scenarios random",
+        "date": "2026-12-06",
+        "environment": {"torch": "2.14.1"},
+        "attack_config": {"relearn": {"lr": 0.01}},
+        "forget": {"count": 4500},
+    }
+    monkeypatch.setattr(scenarios, "previous_block", lambda data, name: earlier)
+    args = argparse.Namespace(data="cifar10", runs=["famr"], relearn_lr=[0.01])
+    args.relearn_eval_limit = None
+    new = {"runs": {"original": {"avg_gap": 3.0}, "famr": {"avg_gap": 0.5}}, "seed": 0}
+    block = scenarios.merged(args, "random", new)
+    assert block["runs"] == {
+        "original": {"avg_gap": 3.0},
+        "famr": {"avg_gap": 0.5},
+        "salun": {"avg_gap": 11},
+    }
+    assert block["command"] == earlier["command"] and block["date"] == "2026-12-06"
+    assert [r["runs"] for r in block["reruns"]] == [["famr"]]
+    assert block["reruns"][0]["command"].startswith("python benchmarks/scenarios.py")
+    lines = []
+    monkeypatch.setattr(bench, "update_benchmarks_md", lambda name, text: lines.append(text))
+    scenarios.write_table(
+        {"data": "cifar10", "arch": "resnet20", "seed": 0, "blocks": {"random": block}}
+    )
+    assert "Rerun on " in lines[0] and "`famr`, with `python benchmarks/scenarios.py" in lines[0]
+    args.runs = None
+    assert scenarios.merged(args, "random", new) is new
+    # a rerun whose attack columns would mean something else is refused before any work
+    argv = ["--data", "cifar10", "--scenarios", "random", "--runs", "famr", "--relearn-lr"]
+    assert scenarios.parse_args([*argv, "0.01"]).runs == ["famr"]
+    with pytest.raises(SystemExit):
+        scenarios.parse_args([*argv, "0.03"])
+    assert "--runs joins the earlier 'random' block" in capsys.readouterr().err
+
+
+def test_epsilon_join_adds_rows_only_against_the_same_retrained_models(tmp_path, monkeypatch):
+    """epsilon.py --join: rows join the file measured on the same data, request, N and setup
+    (else it stops before any work), and only when the retrained models' calibration comes
+    out the same; a method measured again replaces its row, and the table lists the rerun."""
+    import json
+
+    epsilon = _load("epsilon")
+    args = epsilon.parse_args(["--join", "--methods", "famr"])
+    setup = epsilon.setup_for(args)
+    out = tmp_path / "epsilon_digits_random01.json"
+    monkeypatch.setattr(epsilon, "results_path", lambda args: out)
+    with pytest.raises(SystemExit, match="does not exist"):
+        epsilon.earlier_results(args, setup)
+    env = {"cpu_count": 2, "machine": "x86_64", "cpu_capability": "AVX512", "torch": "2.14.1"}
+    calibration = {"forget_quality": 0.147, "score": 0.147}
+    report = {"forget_quality": 0.1, "score": 0.1, "retain_acc": 99.0, "test_acc": 98.0}
+    report.update(peaky_or_separated=0.0, unlearned_spread=1.0)
+    earlier = {
+        "command": "python benchmarks/epsilon.py --n 32",
+        "date": "2026-11-30",
+        "environment": env,
+        "data": "digits",
+        "request": "random:0.1",
+        "n": 32,
+        "setup": setup,
+        "forget_count": 101,
+        "rows": {
+            "retrain": {"calibration": calibration},
+            "famr": {p: {"refused": "no"} for p in ("one_original", "n_originals")},
+            "finetune": {p: report for p in ("one_original", "n_originals")},
+        },
+    }
+    out.write_text(json.dumps(earlier))
+    assert epsilon.earlier_results(args, setup)["rows"].keys() == earlier["rows"].keys()
+    other = epsilon.parse_args(["--join", "--n", "8"])
+    with pytest.raises(SystemExit, match="its rows would not compare"):
+        epsilon.earlier_results(other, epsilon.setup_for(other))
+    payload = {
+        "command": "python benchmarks/epsilon.py --join --methods famr",
+        "date": "2026-12-07",
+        "environment": env,
+        "runs": {"famr": {"method": "famr"}},
+        "rows": {
+            "retrain": {"calibration": dict(calibration)},
+            "famr": {p: report for p in ("one_original", "n_originals")},
+        },
+    }
+    both = epsilon.joined(earlier, payload)
+    assert both["rows"]["famr"] == payload["rows"]["famr"]
+    assert both["rows"]["finetune"] == earlier["rows"]["finetune"]
+    assert both["command"] == earlier["command"] and both["reruns"][0]["rows"] == ["famr"]
+    table = epsilon.markdown(both, out.name)
+    assert "measured again on 2026-12-07" in table and "`famr`" in table
+    assert "refuses" not in table  # the famr row was replaced
+    payload["rows"]["retrain"]["calibration"]["forget_quality"] = 0.15
+    with pytest.raises(SystemExit, match="not the same models"):
+        epsilon.joined(earlier, payload)
