@@ -235,6 +235,11 @@ def parse_args(argv=None):
         wanted = json.loads(json.dumps(attack_config(args)))
         for name in args.scenarios:
             block = previous_block(args.data, name)
+            if block is not None and block.get("seed", args.seed) != args.seed:
+                p.error(
+                    f"--runs joins the earlier {name!r} block, measured with --seed "
+                    f"{block['seed']} (other retrained models); pass --seed {block['seed']}"
+                )
             if block is not None and block.get("attack_config") != wanted:
                 p.error(
                     f"--runs joins the earlier {name!r} block, whose attacks ran with "
@@ -260,6 +265,11 @@ def merged(args, name: str, results: dict) -> dict:
     previous = previous_block(args.data, name) if args.runs else None
     if previous is None:
         return results
+    if previous.get("device") != results.get("device"):
+        raise SystemExit(
+            f"--runs: the earlier {name!r} block ran on {previous.get('device')}, this command on "
+            f"{results.get('device')}; nothing is joined"
+        )
     rerun = {
         "runs": [r for r in results["runs"] if r not in ("original", "retrain")],
         **stamp(args),

@@ -299,6 +299,10 @@ def test_scenario_reruns_join_the_block_and_keep_its_stamp(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         scenarios.parse_args([*argv, "0.03"])
     assert "--runs joins the earlier 'random' block" in capsys.readouterr().err
+    earlier["seed"] = 1
+    with pytest.raises(SystemExit):
+        scenarios.parse_args([*argv, "0.01"])
+    assert "measured with --seed 1" in capsys.readouterr().err
 
 
 def test_epsilon_join_adds_rows_only_against_the_same_retrained_models(tmp_path, monkeypatch):

@@ -174,9 +174,17 @@ def test_holdout_validation_is_the_retained_classes_of_the_validation_split(tmp_
     argv = ["forget", "--checkpoint", str(model), "--indices", "random:0.1", "--epochs", "2"]
     code, _, err = run_cli([*argv, "--out", str(default)])
     assert code == 0, err
-    assert "using the checkpoint's validation split as held-out data" in err
-    assert "warning" not in err
+    assert "uses the checkpoint's validation split as held-out data" in err
+    assert "--set recipe=last_stage" in err and "warning" not in err
     record = json.loads(default.with_suffix(".audit.json").read_text())
     assert record["request"]["holdout"] == "validation"
     assert record["config"]["recipe"] == "quantile" and record["config"]["beta"] == 1.0
     assert run_cli(["verify", str(default.with_suffix(".audit.json"))])[0] == 0
+    # held-out data famr would not use is refused, not recorded as if it had been: a class
+    # request, or the last_stage recipe asked for by name
+    for extra in (["--classes", "3"], ["--indices", "random:0.1", "--set", "recipe=last_stage"]):
+        argv = ["forget", "--checkpoint", str(model), *extra, "--holdout", "validation"]
+        code, _, err = run_cli([*argv, "--out", str(tmp_path / "x.safetensors"), "--quiet"])
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "'last_stage' recipe" in err and "does not use held-out data" in err
+    assert not (tmp_path / "x.safetensors").exists()

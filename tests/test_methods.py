@@ -475,6 +475,21 @@ def test_the_request_kind_is_checked_and_a_concept_never_takes_the_quantile_reci
     assert request.kind == "random"
     with pytest.raises(ValueError, match="kind='style' contradicts the request, which is a 'ran"):
         famr.unlearn(model, request, kind="style")
+    # a kind at odds with the removed classes is refused
+    with pytest.raises(ValueError, match=r"kind='samples' contradicts forget_classes=\[0\]"):
+        famr.unlearn(model, forget, retain, kind="samples", forget_classes=[0], holdout=holdout)
+    with pytest.raises(ValueError, match=r"kind='classes' contradicts forget_classes=\[\]"):
+        famr.unlearn(model, forget, retain, kind="classes", forget_classes=[])
+    # a request object built by hand, without a kind: its removed classes say what it is
+    by_hand = famr.Splits(forget, retain, retain, None, forget_classes=[])
+    with pytest.warns(FamrRecipeWarning):
+        assert famr.unlearn(model, by_hand, epochs=1).config.recipe == "last_stage"
+    assert (
+        famr.unlearn(
+            model, by_hand, holdout=holdout, epochs=1, statistic="confidence"
+        ).config.recipe
+        == "quantile"
+    )
     run = dict(forget_classes=[], holdout=holdout, epochs=1)
     for kind, recipe in [
         ("samples", "quantile"),
@@ -546,8 +561,14 @@ def test_famr_says_what_a_request_lacks_and_rejects_fields_foreign_to_its_recipe
     # a field only the quantile recipe has, on a class request: named with why it resolved so
     with pytest.raises(ValueError, match="off_label='uniform': not a field of famr's 'last_stage"):
         famr.unlearn(model, forget, retain, forget_classes=[0], off_label="uniform")
-    with pytest.raises(ValueError, match="off_label='even'"):  # invalid for every recipe
-        famr.unlearn(model, forget, retain, off_label="even")
+    # a value no recipe takes fails when the config is built, before any data is read
+    for bad in (dict(off_label="even"), dict(beta=-1.0), dict(buffer_size=-5)):
+        ((name, value),) = bad.items()
+        with pytest.raises(ValueError, match=f"{name}={value!r} is not valid"):
+            famr.methods.famr_auto.FamrConfig(**bad)
+    # a field the quantile recipe inherits but never uses is refused, not recorded as run
+    with pytest.raises(ValueError, match="reset=True is not valid here"):
+        famr.unlearn(model, forget, retain, forget_classes=[], holdout=forget, reset=True)
 
 
 def test_the_default_famr_takes_any_request_object_without_extra_arguments():

@@ -141,18 +141,25 @@ REQUEST_KINDS = ("classes", "samples", "random", "concept", "style")
 
 
 def _request_kind(forget, forget_classes, kind: str | None) -> str | None:
-    """The request's kind: ``kind`` as given, else the request object's, else from
-    ``forget_classes`` (``[]``: samples; classes listed: classes; not given: unknown)."""
+    """The request's kind: ``kind`` as given, else the request object's, else from the
+    removed classes (the request's, else ``forget_classes``: ``[]`` samples, classes listed
+    classes; not given: unknown). A kind at odds with the removed classes is refused."""
     if kind is not None and kind not in REQUEST_KINDS:
         raise ValueError(f"kind={kind!r} is not valid; choose one of: {', '.join(REQUEST_KINDS)}")
     own = forget.kind if isinstance(forget, Splits) else None
     if kind is not None and own is not None and kind != own:
         raise ValueError(f"kind={kind!r} contradicts the request, which is a {own!r} request")
-    if kind is not None or own is not None:
-        return kind or own
-    if forget_classes is None:
-        return None
-    return "classes" if len(forget_classes) else "samples"
+    removed = forget.forget_classes if isinstance(forget, Splits) else forget_classes
+    kind = kind or own
+    if kind is None:
+        return None if removed is None else ("classes" if len(removed) else "samples")
+    if removed is not None and (kind == "classes") != bool(len(removed)):
+        rule = "removes at least one" if kind == "classes" else "removes no whole"
+        raise ValueError(
+            f"kind={kind!r} contradicts forget_classes={list(removed)}: a {kind} request "
+            f"{rule} class"
+        )
+    return kind
 
 
 def _request_parts(forget, retain, forget_classes, takes_retain: bool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import shlex
 import sys
@@ -73,16 +74,23 @@ def cmd_forget(args: argparse.Namespace) -> int:
     spec = _forget_spec(args, derived)
     kind = spec.to_dict()["kind"]
     holdout_choice = args.holdout
+    if holdout_choice is not None and _resolved_recipe(entry, cfg, kind) not in (None, "quantile"):
+        raise UsageError(
+            f"--holdout: famr runs its {_resolved_recipe(entry, cfg, kind)!r} recipe on a "
+            f"{kind} request, which does not use held-out data (only a sample request's "
+            "'quantile' recipe does)"
+        )
     if holdout_choice is None and _wants_validation(cfg, kind, data):
         # the default famr on a sample request: the checkpoint's validation split gives its
-        # per-example targets (the quantile recipe); said here and kept in the audit record
+        # per-example targets (the quantile recipe); said here, even under --quiet, and kept
+        # in the audit record
         holdout_choice = "validation"
-        if not args.quiet:
-            print(
-                "famr: a sample request: using the checkpoint's validation split as held-out "
-                "data (--holdout validation) for famr's per-example targets",
-                file=sys.stderr,
-            )
+        print(
+            "famr: a sample request: famr uses the checkpoint's validation split as held-out "
+            "data (--holdout validation) for its per-example targets (quantile recipe); "
+            "--set recipe=last_stage runs without it",
+            file=sys.stderr,
+        )
     _check_data_fits(meta, data, "the checkpoint")
     splits = spec.split(data.train, data.test, data.num_classes)
     eval_sample, retain_limit = _sampling(args, data.path)
@@ -105,8 +113,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             retain = sample(splits.retain, retain_limit, cfg.seed)
     else:
         retain_limit = None  # the method reads no retain data
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _recipe_warnings_in_one_line():
         result = unlearn(
             model,
             sets["forget"],
@@ -120,13 +127,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
             kind=kind,
             **config_dict(cfg),
         )
-    for warning in caught:
-        if issubclass(warning.category, FamrRecipeWarning):  # one line, not file:line form
-            print(f"famr: warning: {warning.message}", file=sys.stderr)
-        else:  # anything else as Python would have shown it
-            warnings.showwarning(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
     chain = audit.deviation_chain(meta, source_hashes["sha256"], anchor_info, result.certificate)
     metrics = evaluate(result.model, **sets, reference=reference, device=args.device)
     metrics["seconds"] = result.seconds
@@ -188,6 +188,35 @@ def _sampling(args: argparse.Namespace, path: str) -> tuple[int | None, int | No
 def _reads_holdout(entry) -> bool:
     """The method needs held-out data, or uses it when given (the default famr)."""
     return "holdout" in entry.meta["needs"] or "holdout" in entry.meta.get("uses", ())
+
+
+def _resolved_recipe(entry, cfg, kind: str) -> str | None:
+    """The recipe famr's ``auto`` resolves to for this request given held-out data (``None``
+    for a method without recipes)."""
+    resolve = entry.meta.get("resolve")
+    if resolve is None:
+        return None
+    return resolve(cfg, {"retain", "holdout"}, kind).recipe
+
+
+@contextlib.contextmanager
+def _recipe_warnings_in_one_line():
+    """famr's recipe warning as one ``famr: warning:`` line on stderr, the moment it is
+    raised; every other warning, and the warning filters (``-W``, ``PYTHONWARNINGS``), as
+    Python has them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FamrRecipeWarning):
+            print(f"famr: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _wants_validation(cfg, kind: str, data) -> bool:

@@ -94,7 +94,9 @@ def _why(recipe: str, kind: str | None) -> str:
     return {
         "head": "no retain set given",
         "quantile": "a sample request with a retain set and held-out data",
-        "last_stage": f"a {KIND_WORDS.get(kind or 'classes', kind)} request with a retain set"
+        "last_stage": (
+            f"a {KIND_WORDS[kind]} request with a retain set" if kind else "a retain set given"
+        )
         + (" and no held-out data" if kind in SAMPLE_KINDS else ""),
     }[recipe]
 
@@ -128,19 +130,21 @@ def _check(self) -> None:
     if self.recipe != "auto":
         _concrete(self, self.recipe)
         return
-    # bad values fail now, before any data is read: each recipe validates its share of the
-    # values, and a value no recipe takes fails (one foreign to the recipe chosen later fails
-    # at resolution)
-    values = _set_values(self)
-    errors = []
-    for cls in RECIPES.values():
-        own = {f.name for f in dataclasses.fields(cls)}
-        try:
-            cls(**{k: v for k, v in values.items() if k in own})
-        except ValueError as err:
-            errors.append(err)
-    if len(errors) == len(RECIPES):
-        raise errors[0]
+    # bad values fail now, before any data is read: each value must be one that some recipe
+    # with that field takes (alone, over that recipe's defaults); a value foreign to the
+    # recipe chosen later, or at odds with another value there, fails at resolution
+    for name, value in _set_values(self).items():
+        errors = []
+        for cls in RECIPES.values():
+            if name not in {f.name for f in dataclasses.fields(cls)}:
+                continue
+            try:
+                cls(**{name: value})
+                break
+            except ValueError as err:
+                errors.append(err)
+        else:
+            raise errors[0]
 
 
 FamrConfig = dataclasses.make_dataclass(

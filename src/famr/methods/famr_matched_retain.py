@@ -59,6 +59,12 @@ class FamrMatchedRetainConfig(FamrMatchedConfig, FamrRetainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("retain_loss", self.retain_loss, RETAIN_LOSSES)
+        if self.reset:  # a field of famr_retain's config that this method has no use for
+            raise ValueError(
+                "reset=True is not valid here: this method moves the trained weights toward "
+                "the held-out level and never re-initialises them (reset is famr_retain's, and "
+                "famr's last_stage recipe's)"
+            )
 
 
 def retain_term(logits, images, labels, original) -> torch.Tensor:

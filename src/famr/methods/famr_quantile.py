@@ -180,10 +180,11 @@ def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, p
     def prepare():  # built only when the rule lets the run start
         buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
         original = copy.deepcopy(model).eval()
+        # the map from the forget set's confidences to the held-out ones, in float32
+        forget_confidences, _ = true_label_outputs(model, *data.forget)
+        transport = confidence_map(forget_confidences, holdout_confidences)
         cached = cfg.cache_reference and cfg.augment == "none"
         if not cached:
-            forget_confidences, _ = true_label_outputs(model, *data.forget)
-            transport = confidence_map(forget_confidences, holdout_confidences)
             streams = Streams(
                 "forget", buffer.batches("forget", cfg), {"retain": buffer.batches("retain", cfg)}
             )
@@ -193,9 +194,9 @@ def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, p
         # it, instead of two teacher passes per step (cache_reference)
         device_type = torch.device(device).type
         images, labels = data.forget
+        # what the objective would compute per batch (under the run's autocast)
         before = reference_logits(original, images, cfg, device_type).softmax(dim=1)
         confidences = before.gather(1, labels.view(-1, 1)).squeeze(1)
-        transport = confidence_map(confidences.cpu(), holdout_confidences)
         reference = before if cfg.off_label == "original" else None
         targets = matched_targets(labels, transport(confidences), before.shape[1], reference)
         feed = replace(buffer, forget=(images, targets))
