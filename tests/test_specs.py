@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 import famr
 from famr.data import RandomForget, SampleForget, forget_spec_from_dict, indices_sha256
+from famr.methods.famr_auto import FamrRecipeWarning
 
 # --- forget specs ------------------------------------------------------------------------
 
@@ -115,7 +116,8 @@ def test_retained_target_refuses_a_sample_request_instead_of_degrading_the_model
     # with a retain set that still holds the forget set's classes, it is not a class request
     with pytest.raises(ValueError, match="also appear in the retain set"):
         famr.unlearn(digits_model, splits.forget, splits.retain, **common)
-    assert famr.unlearn(digits_model, splits, **common).config.recipe == "last_stage"
+    with pytest.warns(FamrRecipeWarning, match="random-share request without held-out data"):
+        assert famr.unlearn(digits_model, splits, **common).config.recipe == "last_stage"
     # the uniform push is still there when asked for by name
     uniform = famr.unlearn(digits_model, splits, target="uniform", **head)
     assert uniform.moved == ["classifier.weight", "classifier.bias"]
