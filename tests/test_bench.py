@@ -362,3 +362,29 @@ def test_epsilon_join_adds_rows_only_against_the_same_retrained_models(tmp_path,
     payload["rows"]["retrain"]["calibration"]["forget_quality"] = 0.15
     with pytest.raises(SystemExit, match="not the same models"):
         epsilon.joined(earlier, payload)
+
+
+def test_a_rerun_keeps_which_earlier_quantile_runs_reached_the_level():
+    """scenarios.rechosen: the file keeps no histories, so a quantile run not run again keeps
+    whether it reached the held-out level from the block's earlier choice; one run again is
+    read from its new history."""
+    scenarios = _load("scenarios")
+    runs = {
+        "original": {"retain_acc": 93.5},
+        "famr_quantile": {"forget_acc": 86.0, "retain_acc": 92.0},  # no history in the file
+        "famr_quantile_beta1": {"forget_acc": 86.5, "retain_acc": 93.0, "history": [{}]},
+        "famr_quantile_l2": {
+            "forget_acc": 80.0,
+            "retain_acc": 80.0,
+            "history": [{"stopped_at": 25}],
+        },
+    }
+    earlier = {"reached_level": ["famr_quantile", "famr_quantile_beta1"]}
+    block = {"runs": runs, "chosen_famr_quantile": earlier}
+    quantile = ["famr_quantile", "famr_quantile_beta1", "famr_quantile_l2"]
+    chosen = scenarios.rechosen(
+        block, 86.5, quantile, ran=["famr_quantile_beta1", "famr_quantile_l2"]
+    )
+    assert chosen["run"] == "famr_quantile_beta1"
+    # kept: famr_quantile (not rerun); dropped: beta1 (rerun, did not stop); new: l2
+    assert chosen["reached_level"] == ["famr_quantile", "famr_quantile_l2"]
