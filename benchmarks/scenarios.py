@@ -222,6 +222,12 @@ def parse_args(argv=None):
         "is replaced), which then lists them as reruns with their own command and date",
     )
     p.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --runs: write each scenario's block afresh with only these runs, instead of "
+        "joining the earlier block (one measured with other attacks, say)",
+    )
+    p.add_argument(
         "--table-only", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON"
     )
     args = p.parse_args(argv)
@@ -230,7 +236,7 @@ def parse_args(argv=None):
         p.error(
             f"--runs {' '.join(unknown)}: no scenario has such a run; choose from {', '.join(LABELS)}"
         )
-    if args.runs and not args.table_only:
+    if args.runs and not args.table_only and not args.replace:
         # reruns join an earlier block only where its columns mean the same
         wanted = json.loads(json.dumps(attack_config(args)))
         for name in args.scenarios:
@@ -262,7 +268,7 @@ def merged(args, name: str, results: dict) -> dict:
     replaces its earlier entry; ``original`` and ``retrain`` come from the same cached models):
     the block keeps the command, date and environment it was first measured with and lists each
     rerun with its own (:func:`write` adds them to a fresh block only)."""
-    previous = previous_block(args.data, name) if args.runs else None
+    previous = previous_block(args.data, name) if args.runs and not args.replace else None
     if previous is None:
         return results
     if previous.get("device") != results.get("device"):

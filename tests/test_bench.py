@@ -273,7 +273,7 @@ def test_scenario_reruns_join_the_block_and_keep_its_stamp(monkeypatch, capsys):
         "forget": {"count": 4500},
     }
     monkeypatch.setattr(scenarios, "previous_block", lambda data, name: earlier)
-    args = argparse.Namespace(data="cifar10", runs=["famr"], relearn_lr=[0.01])
+    args = argparse.Namespace(data="cifar10", runs=["famr"], relearn_lr=[0.01], replace=False)
     args.relearn_eval_limit = None
     new = {"runs": {"original": {"avg_gap": 3.0}, "famr": {"avg_gap": 0.5}}, "seed": 0}
     block = scenarios.merged(args, "random", new)
@@ -291,7 +291,9 @@ def test_scenario_reruns_join_the_block_and_keep_its_stamp(monkeypatch, capsys):
         {"data": "cifar10", "arch": "resnet20", "seed": 0, "blocks": {"random": block}}
     )
     assert "Rerun on " in lines[0] and "`famr`, with `python benchmarks/scenarios.py" in lines[0]
-    args.runs = None
+    args.replace = True  # --replace: the block holds only the new runs
+    assert scenarios.merged(args, "random", new) is new
+    args.runs, args.replace = None, False
     assert scenarios.merged(args, "random", new) is new
     # a rerun whose attack columns would mean something else is refused before any work
     argv = ["--data", "cifar10", "--scenarios", "random", "--runs", "famr", "--relearn-lr"]
