@@ -611,6 +611,22 @@ def test_the_default_famr_takes_any_request_object_without_extra_arguments():
         assert held.config.recipe == ("quantile" if request.kind == "random" else "last_stage")
 
 
+def _cached_and_per_batch(model, request, run):
+    """``((result, forward passes), (result, forward passes))`` of the run with
+    ``cache_reference`` on and off; the copies famr.unlearn makes keep the hook, so the
+    student's and the teacher's forward passes both count."""
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        out = []
+        for cache in (True, False):
+            calls[:] = []
+            out.append((famr.unlearn(model, request, cache_reference=cache, **run), len(calls)))
+    finally:
+        hook.remove()
+    return out
+
+
 @pytest.mark.parametrize(
     "run",
     [
@@ -632,15 +648,7 @@ def test_cached_references_equal_per_batch_references(
     augmentation (other pixels every pass) they are computed per batch, to the bit."""
     from famr.methods import famr_retain
 
-    calls = []
-    hook = digits_model.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        cached = famr.unlearn(digits_model, digits_splits, cache_reference=True, **run)
-        n_cached, calls[:] = len(calls), []
-        plain = famr.unlearn(digits_model, digits_splits, cache_reference=False, **run)
-        n_plain = len(calls)
-    finally:
-        hook.remove()
+    (cached, n_cached), (plain, n_plain) = _cached_and_per_batch(digits_model, digits_splits, run)
     assert cached.config.cache_reference is True and plain.config.cache_reference is False
     # the copies famr.unlearn makes keep the hook, so the student's and the teacher's forward
     # passes both count: per batch the teacher runs once a step (4 steps here, 1 chunk cached)
@@ -685,15 +693,7 @@ def test_quantile_targets_cached_once_equal_the_per_batch_targets(
     # two whole epochs (the rule checks only at step 1000), the confidence statistic
     run = dict(method="famr_quantile", epochs=2, check_every=1000, statistic="confidence")
     run.update(buffer_size=200, holdout=holdout)
-    calls = []
-    hook = digits_model.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        cached = famr.unlearn(digits_model, request, cache_reference=True, **run)
-        n_cached, calls[:] = len(calls), []
-        plain = famr.unlearn(digits_model, request, cache_reference=False, **run)
-        n_plain = len(calls)
-    finally:
-        hook.remove()
+    (cached, n_cached), (plain, n_plain) = _cached_and_per_batch(digits_model, request, run)
     steps = 2 * -(-len(request.forget) // 64)
     # per batch the teacher runs twice a step (forget targets, buffer references)
     assert n_plain >= n_cached + 2 * steps - 4, (n_plain, n_cached, steps)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from . import distributed
 from .config import OptimConfig, TrainConfig, make_config
 from .data.files import ImageFiles, batches
-from .data.forget import Splits
+from .data.forget import REQUEST_KINDS, Splits
 from .data.tensors import to_float, to_tensors
 from .loop import DivergenceError, Progress
 from .methods import METHODS, MethodData, buffer_rows, takes_retain
@@ -135,9 +135,6 @@ def _seeded_run(seed: int, device: torch.device, fn):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return out, time.perf_counter() - start
-
-
-REQUEST_KINDS = ("classes", "samples", "random", "concept", "style")
 
 
 def _request_kind(forget, forget_classes, kind: str | None) -> str | None:

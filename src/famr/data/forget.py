@@ -19,6 +19,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 from .files import ImageFiles, rows, subset
 
+# what a request removes, as each spec's ``to_dict`` names it (``Splits.kind``)
+REQUEST_KINDS = ("classes", "samples", "random", "concept", "style")
+
 
 @dataclass
 class Splits:

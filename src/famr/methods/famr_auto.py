@@ -64,13 +64,8 @@ RECIPES: dict[str, type] = {
 RECIPE_CHOICES = ("auto", *RECIPES)
 # the request kinds whose forget set is examples of retained classes (Splits.kind)
 SAMPLE_KINDS = ("samples", "random")
-KIND_WORDS = {
-    "classes": "class",
-    "samples": "sample",
-    "random": "random-share",
-    "concept": "concept",
-    "style": "style",
-}
+# each request kind (famr.data.forget.REQUEST_KINDS) as a message says it
+KIND_WORDS = {"classes": "class", "samples": "sample", "random": "random-share"}
 
 
 class FamrRecipeWarning(UserWarning):
@@ -95,7 +90,9 @@ def _why(recipe: str, kind: str | None) -> str:
         "head": "no retain set given",
         "quantile": "a sample request with a retain set and held-out data",
         "last_stage": (
-            f"a {KIND_WORDS[kind]} request with a retain set" if kind else "a retain set given"
+            f"a {KIND_WORDS.get(kind, kind)} request with a retain set"
+            if kind
+            else "a retain set given"
         )
         + (" and no held-out data" if kind in SAMPLE_KINDS else ""),
     }[recipe]
@@ -186,7 +183,7 @@ def resolve_famr(cfg: Any, given: set[str], kind: str | None = None) -> Any:
     recipe = recipe_for(given, kind) if cfg.recipe == "auto" else cfg.recipe
     if cfg.recipe == "auto" and recipe == "last_stage" and kind in SAMPLE_KINDS:
         warnings.warn(
-            f"famr: a {KIND_WORDS[kind]} request without held-out data runs the last_stage "
+            f"famr: a {KIND_WORDS.get(kind, kind)} request without held-out data runs the last_stage "
             "recipe, which "
             "re-initialises a stage and costs accuracy on every class (CIFAR-10 random 10 %: "
             "test accuracy 77.4 % against the retrained model's 86.0 %); pass holdout= (a "
