@@ -74,9 +74,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     spec = _forget_spec(args, derived)
     kind = spec.to_dict()["kind"]
     holdout_choice = args.holdout
-    if holdout_choice is not None and _resolved_recipe(entry, cfg, kind) not in (None, "quantile"):
+    recipe = _resolved_recipe(entry, cfg, kind) if holdout_choice is not None else None
+    if recipe not in (None, "quantile"):
         raise UsageError(
-            f"--holdout: famr runs its {_resolved_recipe(entry, cfg, kind)!r} recipe on a "
+            f"--holdout: famr runs its {recipe!r} recipe on a "
             f"{kind} request, which does not use held-out data (only a sample request's "
             "'quantile' recipe does)"
         )
