@@ -123,7 +123,8 @@ GRID = {
         ]
     ],
     # (famr_fisher, the diagonal-Fisher anchor on the head, was studied here until it was
-    # retired: famr.methods.famr_presets; its rows stay in the results file)
+    # retired: famr.methods.famr_presets; its rows stay in the results file until the study
+    # is rerun, and in git: BENCHMARKS.md at 2026-12-06)
     "neggrad_plus": [{"lr": lr} for lr in (0.01, 0.001)] + SHORT,
     # the paper's lr, a smaller one, and the paper's BatchNorm handling (train mode)
     "scrub": [{"lr": 5e-4}, {"lr": 1e-4}, {"lr": 5e-4, "batchnorm": "train"}],

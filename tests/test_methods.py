@@ -245,19 +245,6 @@ def test_famr_with_lam_zero_is_unanchored(tiny):
     assert result.certificate["a_priori_bound"] is None and not result.certificate["certified"]
 
 
-def test_weighted_anchor_gradient_matches_autograd():
-    from famr.losses import add_anchor_gradient_
-
-    torch.manual_seed(0)
-    p = torch.randn(4, 3, requires_grad=True)
-    ref, w = torch.randn(4, 3), torch.rand(4, 3)
-    (0.5 * 2.0 * (w * (p - ref).pow(2)).sum()).backward()
-    expected = p.grad.clone()
-    p.grad = None
-    add_anchor_gradient_([p], [ref], 2.0, [w])
-    assert torch.allclose(p.grad, expected)
-
-
 @pytest.mark.parametrize("method", ALL)
 def test_frozen_parameters_never_move(method, tiny):
     """Issue 19, item 7: requires_grad=False was ignored (famr, famr_literal moved frozen
@@ -719,7 +706,8 @@ def _old_uniform_kl_config():
 
 
 def _old_registration(preset):
-    """The method ``preset`` replaced, as it was registered (its function, config and needs)."""
+    """The method ``preset`` replaced, as it was registered at ed684cf: its function, config
+    class, needs, uses and certificate flag (every one of them ``()`` and ``False``)."""
     from famr.methods.famr import run_famr
     from famr.methods.famr_quantile import FamrQuantileConfig, famr_quantile
     from famr.methods.famr_retain import FamrRetainConfig, famr_retain
@@ -733,9 +721,27 @@ def _old_registration(preset):
 
 @pytest.mark.parametrize("preset", ["famr_retain", "famr_quantile", "uniform_kl"])
 def test_preset_equals_the_method_it_replaced_on_digits(preset, digits, digits_model, monkeypatch):
+    import pickle
+
     from famr.registry import Entry
 
     fn, config, needs = _old_registration(preset)
+    entry = METHODS.get(preset)
+    assert (entry.meta["needs"], entry.meta["uses"], entry.meta["certificate"]) == (
+        needs,
+        (),
+        False,
+    )
+    assert entry.meta["preset_of"] in ("famr", "famr_literal")
+    # every value of the old config, resolved as a run resolves it, before any override (the
+    # old certificate field was True, never read: the method was registered without one)
+    old = dataclasses.asdict(config()) | {"certificate": False}
+    resolve = entry.meta["resolve"]
+    given = set(needs) - {"forget"}
+    resolved = entry.meta["config"]()
+    resolved = resolve(resolved, given, "samples") if resolve else resolved
+    assert {k: v for k, v in dataclasses.asdict(resolved).items() if k in old} == old
+    # and the same weights, through famr.unlearn, bounded in steps to keep the test short
     meta = dict(config=config, needs=needs, uses=(), resolve=None, paper="old", certificate=False)
     monkeypatch.setitem(METHODS._entries, "old", Entry("old", fn, meta))
     if preset == "famr_quantile":  # a sample request, calibrated on unseen images
@@ -743,7 +749,6 @@ def test_preset_equals_the_method_it_replaced_on_digits(preset, digits, digits_m
         extra = {"holdout": splits.test_retain, "forget_classes": []}
     else:
         splits, extra = famr.ClassForget(3).split(digits.train, digits.test, 10), {}
-    # the old defaults, every one of them, bounded in steps to keep the test short
     common = dict(max_steps=30, buffer_size=300) if "retain" in needs else dict(max_steps=30)
     a = famr.unlearn(digits_model, splits.forget, splits.retain, method=preset, **common, **extra)
     b = famr.unlearn(digits_model, splits.forget, splits.retain, method="old", **common, **extra)
@@ -752,11 +757,7 @@ def test_preset_equals_the_method_it_replaced_on_digits(preset, digits, digits_m
         a.model.state_dict().items(), b.model.state_dict().values(), strict=True
     ):
         assert torch.equal(p, q), name
-    # the preset's resolved config holds every value the old config held
-    old = dataclasses.asdict(config())
-    got = {k: v for k, v in dataclasses.asdict(a.config).items() if k in old}
-    assert got == {**old, **common} | ({"certificate": False} if "certificate" in old else {})
-    assert METHODS.get(preset).meta["preset_of"] in ("famr", "famr_literal")
+    assert pickle.loads(pickle.dumps(a.config)) == a.config  # a result's config travels
 
 
 @pytest.mark.parametrize("name", ["famr_matched", "famr_matched_retain", "famr_fisher"])

@@ -77,24 +77,37 @@ def register_preset(
     *,
     base: str,
     values: dict[str, Any],
-    needs: Sequence[str] | None = None,
-    certificate: bool | None = None,
+    needs: Sequence[str],
+    uses: Sequence[str] = (),
+    certificate: bool = False,
     summary: str,
-) -> None:
+    module: str,
+) -> type:
     """Register ``name`` as a preset of the registered method ``base``: the same function and
     resolver, with a config class whose defaults are ``values`` over ``base``'s (a field given
-    explicitly still overrides them, as for any method). ``Result.config`` is ``base``'s
-    config, so a user sees every value that ran; ``Result.method`` is ``name``.
+    explicitly still overrides them, as for any method). ``Result.method`` is ``name`` and
+    ``Result.config`` holds every value that ran (for a ``famr`` preset, famr's resolved
+    config).
 
     Args:
         name: Registry key.
-        base: The method whose configuration space the preset is a point of.
+        base: The registered method whose configuration space the preset is a point of.
         values: The preset's field values (each a field of ``base``'s config; checked now).
-        needs: Data the preset requires (default: ``base``'s); a preset that fixes a recipe
-            needing a retain set says so here, so a request without one fails before any work.
-        certificate: Whether the certificate applies (default: ``base``'s).
+        needs: Data the preset requires: a preset that fixes a recipe needing a retain set
+            says so, so a request without one fails before any work.
+        uses: Data the preset takes when given without requiring it (a preset that fixes
+            famr's recipe takes nothing beyond what that recipe needs).
+        certificate: Whether the certificate applies (with the config's own ``certificate``).
         summary: One-line description for listings.
+        module: The module that binds the returned config class under its name (so results
+            holding it pickle): ``__name__`` of the caller.
+
+    Returns:
+        The preset's config class, ``<Name>Preset``.
     """
+    bad = [n for n in (*needs, *uses) if n not in DATA_NAMES]
+    if bad:
+        raise ValueError(f"needs/uses {bad} are not valid; choose from {DATA_NAMES}")
     entry = METHODS.get(base)
     parent = entry.meta["config"]
     hints = typing.get_type_hints(parent)
@@ -107,7 +120,7 @@ def register_preset(
         f"{words}Preset",
         [(k, hints[k], dataclasses.field(default=v)) for k, v in values.items()],
         bases=(parent,),
-        namespace={"__module__": parent.__module__},
+        namespace={"__module__": module},
     )
     config.__doc__ = f"``{name}``: {base!r} with " + ", ".join(
         f"{k}={v!r}" for k, v in values.items()
@@ -119,13 +132,15 @@ def register_preset(
         **{
             **entry.meta,
             "config": config,
-            "needs": tuple(needs) if needs is not None else entry.meta["needs"],
-            "certificate": entry.meta["certificate"] if certificate is None else certificate,
+            "needs": tuple(needs),
+            "uses": tuple(uses),
+            "certificate": certificate,
             "summary": summary,
             "preset_of": base,
             "preset": dict(values),
         },
     )
+    return config
 
 
 def buffer_rows(n: int, size: int, seed: int) -> Tensor:

@@ -223,8 +223,9 @@ def run(model, data: MethodData, cfg: Any, *, device, progress=None):
     if distributed.world()[1] > 1 and _has_batchnorm(model) and concrete.batchnorm != "eval":
         raise ValueError(
             "famr's 'last_stage' recipe trains the re-initialised stage's BatchNorm statistics, "
-            "which a data-parallel run cannot share across ranks: run it in one process, or "
-            "pass recipe='head' (--set recipe=head)"
+            "which a data-parallel run cannot share across ranks: run it in one process, keep "
+            "BatchNorm in eval mode (batchnorm='eval'), or pass recipe='head' (--set "
+            "recipe=head)"
         )
     return famr_retain(model, data, concrete, device=device, progress=progress)
 

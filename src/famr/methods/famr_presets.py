@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from . import RETIRED, register_preset
 
-register_preset(
+FamrRetainPreset = register_preset(
     "famr_retain",
     base="famr",
     values={
@@ -60,23 +60,27 @@ register_preset(
         "certificate": False,
     },
     needs=("forget", "retain"),
+    module=__name__,
     summary="famr preset: uniform loss + KL(p_original || p) on a retain buffer, every "
     "parameter, no re-initialisation (the output-space anchor)",
 )
 
-register_preset(
+FamrQuantilePreset = register_preset(
     "famr_quantile",
     base="famr",
     values={"recipe": "quantile", "beta": 0.3},
     needs=("forget", "retain", "holdout"),
+    module=__name__,
     summary="famr preset: its quantile recipe (per-image targets at the held-out confidence of "
     "the same rank, retain KL anchor) at beta 0.3",
 )
 
-register_preset(
+UniformKlPreset = register_preset(
     "uniform_kl",
     base="famr_literal",
     values={"lam": 0.0, "epochs": 5, "certificate": False},
+    needs=("forget",),
+    module=__name__,
     summary="famr_literal preset: KL(uniform || p) on the forget set with no anchor (lam 0, "
     "every parameter); the NeurIPS 2023 winning entry's first stage",
 )
