@@ -122,12 +122,9 @@ GRID = {
             for lr in (0.05, 0.1)
         ]
     ],
-    # the curvature-weighted anchor: diagonal Fisher of a 5,000-image retain buffer (head)
-    "famr_fisher": [
-        {"params": "head", "lam": lam, "lr": lr, "epochs": 30}
-        for lam in (0.1, 1.0, 10.0)
-        for lr in (0.01, 0.001)
-    ],
+    # (famr_fisher, the diagonal-Fisher anchor on the head, was studied here until it was
+    # retired: famr.methods.famr_presets; its rows stay in the results file until the study
+    # is rerun, and in git: BENCHMARKS.md at 2026-12-06)
     "neggrad_plus": [{"lr": lr} for lr in (0.01, 0.001)] + SHORT,
     # the paper's lr, a smaller one, and the paper's BatchNorm handling (train mode)
     "scrub": [{"lr": 5e-4}, {"lr": 1e-4}, {"lr": 5e-4, "batchnorm": "train"}],

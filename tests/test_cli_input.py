@@ -119,7 +119,7 @@ def test_an_anchor_of_another_architecture_is_refused_naming_both(checkpoint, tm
 def test_holdout_test_is_refused_because_it_is_the_split_that_is_scored(checkpoint, tmp_path):
     out = tmp_path / "r.safetensors"
     argv = ["forget", "--checkpoint", str(checkpoint), "--indices", "random:0.1"]
-    argv += ["--method", "famr_matched", "--holdout", "test", "--out", str(out), "--quiet"]
+    argv += ["--method", "famr_quantile", "--holdout", "test", "--out", str(out), "--quiet"]
     code, _, err = run_cli(argv)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "scored" in err and "--holdout validation" in err
@@ -129,13 +129,13 @@ def test_holdout_test_is_refused_because_it_is_the_split_that_is_scored(checkpoi
 def test_holdout_validation_needs_a_recorded_validation_split(checkpoint, tmp_path):
     out = tmp_path / "r.safetensors"
     argv = ["forget", "--checkpoint", str(checkpoint), "--indices", "random:0.1"]
-    argv += ["--method", "famr_matched", "--holdout", "validation", "--out", str(out), "--quiet"]
+    argv += ["--method", "famr_quantile", "--holdout", "validation", "--out", str(out), "--quiet"]
     code, _, err = run_cli(argv)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "famr train --validation" in err and str(checkpoint) in err
     assert files_in(tmp_path) == {}
     # a method that does not calibrate on held-out data: refused, not silently ignored
-    argv[argv.index("famr_matched")] = "finetune"
+    argv[argv.index("famr_quantile")] = "finetune"
     code, _, err = run_cli(argv)
     assert code == 2 and "'finetune' does not use held-out data" in err
     users = err.split("the methods that do: ")[1].strip().split(", ")
@@ -162,7 +162,16 @@ def test_holdout_validation_is_the_retained_classes_of_the_validation_split(tmp_
     assert code == 0, err
     out = tmp_path / "r.safetensors"
     argv = ["forget", "--checkpoint", str(model), "--indices", "random:0.1", "--method"]
-    argv += ["famr_matched", "--holdout", "validation", "--out", str(out), "--quiet"]
+    argv += [
+        "famr_quantile",
+        "--epochs",
+        "2",
+        "--holdout",
+        "validation",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     code, _, err = run_cli(argv)
     assert code == 0, err
     record = json.loads(out.with_suffix(".audit.json").read_text())

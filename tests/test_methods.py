@@ -33,7 +33,7 @@ def _calibrates(method):
 
 
 def _holdout(model, forget):
-    """Held-out examples for famr_matched: the forget images labelled with the class the model
+    """Held-out examples for the methods that calibrate on them: the forget images labelled with the class the model
     finds least likely, so the held-out confidence level is low and the rule lets FAMR run."""
     x, _ = forget.tensors
     with torch.no_grad():
@@ -73,7 +73,7 @@ def test_method_contract(method, tiny):
 
 
 @pytest.mark.science
-def test_matched_retain_cross_entropy_term_fits_the_buffer_labels(tiny):
+def test_quantile_cross_entropy_retain_term_fits_the_buffer_labels(tiny):
     """With retain_loss="cross_entropy" and a heavy retain weight, the retain term is plain
     cross-entropy on the buffer labels: it must fall."""
     from famr.losses import cross_entropy
@@ -86,8 +86,9 @@ def test_matched_retain_cross_entropy_term_fits_the_buffer_labels(tiny):
         model,
         forget,
         retain,
-        method="famr_matched_retain",
+        method="famr_quantile",
         retain_loss="cross_entropy",
+        statistic="confidence",
         beta=100.0,
         lr=1e-3,
         epochs=5,
@@ -102,7 +103,7 @@ def test_matched_retain_cross_entropy_term_fits_the_buffer_labels(tiny):
             model,
             forget,
             retain,
-            method="famr_matched_retain",
+            method="famr_quantile",
             retain_loss="mse",
             holdout=_holdout(model, forget),
         )
@@ -242,60 +243,6 @@ def test_famr_with_lam_zero_is_unanchored(tiny):
     result = famr.unlearn(model, forget, method="famr", lam=0.0, epochs=2, forget_classes=[0])
     assert "anchor" not in result.history[-1]
     assert result.certificate["a_priori_bound"] is None and not result.certificate["certified"]
-
-
-def test_head_fisher_matches_per_example_autograd():
-    from famr.methods.famr_fisher import FLOOR, head_fisher
-
-    torch.manual_seed(0)
-    head = torch.nn.Linear(5, 3)
-    x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
-    squares = [torch.zeros_like(head.weight), torch.zeros_like(head.bias)]
-    for i in range(7):
-        loss = torch.nn.functional.cross_entropy(head(x[i : i + 1]), y[i : i + 1])
-        grads = torch.autograd.grad(loss, [head.weight, head.bias])
-        for s, g in zip(squares, grads, strict=True):
-            s.add_(g.pow(2) / 7)
-    scale = sum(s.sum() for s in squares) / sum(s.numel() for s in squares)
-    got = head_fisher(head, x, y)
-    assert torch.allclose(got["weight"], squares[0] / scale + FLOOR, atol=1e-6)
-    assert torch.allclose(got["bias"], squares[1] / scale + FLOOR, atol=1e-6)
-
-
-def test_weighted_anchor_gradient_matches_autograd():
-    from famr.losses import add_anchor_gradient_
-
-    torch.manual_seed(0)
-    p = torch.randn(4, 3, requires_grad=True)
-    ref, w = torch.randn(4, 3), torch.rand(4, 3)
-    (0.5 * 2.0 * (w * (p - ref).pow(2)).sum()).backward()
-    expected = p.grad.clone()
-    p.grad = None
-    add_anchor_gradient_([p], [ref], 2.0, [w])
-    assert torch.allclose(p.grad, expected)
-
-
-@pytest.mark.science
-def test_fisher_anchor_holds_what_the_retain_set_uses_more_firmly(digits, digits_model):
-    from famr.methods.famr_fisher import head_fisher
-    from famr.methods.head import head_inputs
-
-    splits = famr.ClassForget(3).split(digits.train, digits.test, 10)
-    result = famr.unlearn(
-        digits_model, splits.forget, splits.retain, method="famr_fisher", lam=10.0, epochs=10
-    )
-    head0, head1 = digits_model.classifier, result.model.classifier
-    _, retain_labels = splits.retain.tensors
-    features = head_inputs(digits_model, head0, splits.retain.tensors[0])
-    weights = head_fisher(head0, features, retain_labels)["weight"].flatten()
-    moved = (head1.weight - head0.weight).abs().flatten().detach()
-    order = weights.argsort()
-    tenth = len(order) // 10
-    # the weights the retain set relies on most moved far less than those it does not use
-    assert moved[order[-tenth:]].mean() < 0.5 * moved[order[:tenth]].mean()
-    assert result.history[-1]["anchor"] > 0
-    with pytest.raises(ValueError, match="supports 'head'"):
-        famr.unlearn(digits_model, splits.forget, splits.retain, method="famr_fisher", params="all")
 
 
 @pytest.mark.parametrize("method", ALL)
@@ -739,3 +686,91 @@ def test_references_are_cached_only_for_sets_read_in_full(digits_model, digits_s
         assert seen == [50]  # read in full (uniform target: the forget set's never needed)
     finally:
         famr_retain.reference_logits = original
+
+
+# --- presets: each equals, weight for weight, the method it replaced -------------------------
+
+
+def _old_uniform_kl_config():
+    """The deleted ``uniform_kl`` method's config (FAMR with lam 0, uniform over all K, every
+    parameter, SGD at 1e-3 for 5 epochs), written out as it was registered."""
+    from famr.methods.famr import FamrHeadConfig
+
+    values = {"lam": 0.0, "target": "uniform", "params": "all", "optimizer": "sgd"}
+    values |= {"lr": 1e-3, "epochs": 5}
+    return dataclasses.make_dataclass(
+        "OldUniformKLConfig",
+        [(k, type(v), dataclasses.field(default=v)) for k, v in values.items()],
+        bases=(FamrHeadConfig,),
+    )
+
+
+def _old_registration(preset):
+    """The method ``preset`` replaced, as it was registered at ed684cf: its function, config
+    class, needs, uses and certificate flag (every one of them ``()`` and ``False``)."""
+    from famr.methods.famr import run_famr
+    from famr.methods.famr_quantile import FamrQuantileConfig, famr_quantile
+    from famr.methods.famr_retain import FamrRetainConfig, famr_retain
+
+    return {
+        "famr_retain": (famr_retain, FamrRetainConfig, ("forget", "retain")),
+        "famr_quantile": (famr_quantile, FamrQuantileConfig, ("forget", "retain", "holdout")),
+        "uniform_kl": (run_famr, _old_uniform_kl_config(), ("forget",)),
+    }[preset]
+
+
+@pytest.mark.parametrize("preset", ["famr_retain", "famr_quantile", "uniform_kl"])
+def test_preset_equals_the_method_it_replaced_on_digits(preset, digits, digits_model, monkeypatch):
+    import pickle
+
+    from famr.registry import Entry
+
+    fn, config, needs = _old_registration(preset)
+    entry = METHODS.get(preset)
+    assert (entry.meta["needs"], entry.meta["uses"], entry.meta["certificate"]) == (
+        needs,
+        (),
+        False,
+    )
+    assert entry.meta["preset_of"] in ("famr", "famr_literal")
+    # every value of the old config, resolved as a run resolves it, before any override (the
+    # old certificate field was True, never read: the method was registered without one)
+    old = dataclasses.asdict(config()) | {"certificate": False}
+    resolve = entry.meta["resolve"]
+    given = set(needs) - {"forget"}
+    resolved = entry.meta["config"]()
+    resolved = resolve(resolved, given, "samples") if resolve else resolved
+    assert {k: v for k, v in dataclasses.asdict(resolved).items() if k in old} == old
+    # and the same weights, through famr.unlearn, bounded in steps to keep the test short
+    meta = dict(config=config, needs=needs, uses=(), resolve=None, paper="old", certificate=False)
+    monkeypatch.setitem(METHODS._entries, "old", Entry("old", fn, meta))
+    if preset == "famr_quantile":  # a sample request, calibrated on unseen images
+        splits = famr.RandomForget(0.1, seed=0).split(digits.train, digits.test, 10)
+        extra = {"holdout": splits.test_retain, "forget_classes": []}
+    else:
+        splits, extra = famr.ClassForget(3).split(digits.train, digits.test, 10), {}
+    common = dict(max_steps=30, buffer_size=300) if "retain" in needs else dict(max_steps=30)
+    a = famr.unlearn(digits_model, splits.forget, splits.retain, method=preset, **common, **extra)
+    b = famr.unlearn(digits_model, splits.forget, splits.retain, method="old", **common, **extra)
+    assert a.method == preset and a.history[-1]["loss"] == b.history[-1]["loss"]
+    for (name, p), q in zip(
+        a.model.state_dict().items(), b.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), name
+    assert pickle.loads(pickle.dumps(a.config)) == a.config  # a result's config travels
+
+
+@pytest.mark.parametrize("name", ["famr_matched", "famr_matched_retain", "famr_fisher"])
+def test_a_retired_method_says_what_to_run_instead(name, tiny):
+    model, forget, retain = tiny
+    with pytest.raises(ValueError, match=f"method '{name}' was removed: .*run famr with"):
+        famr.unlearn(model, forget, retain, method=name)
+
+
+def test_a_preset_takes_explicit_values_over_its_own(tiny):
+    model, forget, retain = tiny
+    result = famr.unlearn(model, forget, retain, method="famr_retain", lr=1e-3, epochs=1)
+    assert result.config.lr == 1e-3 and result.config.beta == 10.0
+    assert result.config.recipe == "last_stage" and result.config.reset is False
+    with pytest.raises(ValueError, match="needs retain data"):
+        famr.unlearn(model, forget, method="famr_retain")

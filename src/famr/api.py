@@ -250,7 +250,7 @@ def unlearn(
             anchor the second step to it (the certificate then bounds the distance from it).
             Same architecture as ``model``.
         holdout: Examples the model never trained on (a validation split), for methods that
-            calibrate against unseen data (``famr_matched``; the default ``famr`` on a sample
+            calibrate against unseen data (``famr_quantile``; the default ``famr`` on a sample
             request, which without it falls back to a weaker recipe and warns).
         kind: What the request removes (``"classes"``, ``"samples"``, ``"random"``,
             ``"concept"``, ``"style"``), which ``famr``'s ``auto`` recipe resolves from.

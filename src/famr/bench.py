@@ -348,7 +348,7 @@ def with_speed(method: str, config: dict[str, Any]) -> dict[str, Any]:
     if params is None:  # famr's "auto" fields: its recipe's value (a benchmark gives retain data)
         from .methods.famr_auto import RECIPES
 
-        recipe = config.get("recipe", "auto")
+        recipe = config.get("recipe", cfg.recipe)  # a preset's own recipe, else "auto"
         params = RECIPES["last_stage" if recipe == "auto" else recipe]().params
     if params == "head":
         return {**config, "bf16": True} if hasattr(cfg, "cache_features") else config

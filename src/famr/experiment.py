@@ -96,7 +96,7 @@ def compare_methods(
         progress: ``progress(label)`` returns a ``(step, total)`` callback for that run.
         log: Optional ``log(message)`` called after each run.
         holdout: Examples the original never trained on (a validation split), for methods
-            that calibrate against unseen data (``famr_matched``).
+            that calibrate against unseen data (``famr_quantile``, ``famr`` on a sample request).
         probe_data: Examples none of the models trained on that still hold the forgotten
             data (a validation split): with it every run is also attacked (linear probe and
             relearning, :mod:`famr.attacks`), the retrained model included.
@@ -187,7 +187,7 @@ def compare_methods(
 
 def comparable_methods() -> list[str]:
     """Every method that needs only forget / retain data: the demo's and
-    :func:`run_class_forgetting`'s default set (famr_matched and famr_quantile calibrate on
+    :func:`run_class_forgetting`'s default set (famr_quantile calibrates on
     held-out data, which that comparison does not hold back; retrain is the reference)."""
     return [
         name

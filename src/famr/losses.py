@@ -95,10 +95,8 @@ def add_anchor_gradient_(
     params: Sequence[Tensor],
     reference: Sequence[Tensor],
     lam: float,
-    weights: Sequence[Tensor] | None = None,
 ) -> None:
-    """Add the anchor's gradient ``lam * (theta - theta_0)`` to each ``param.grad`` in place
-    (``lam * w * (theta - theta_0)`` with per-element ``weights`` w: a curvature-weighted anchor).
+    """Add the anchor's gradient ``lam * (theta - theta_0)`` to each ``param.grad`` in place.
 
     Equivalent to back-propagating :func:`anchor_penalty` (pinned by a test) but costs two fused
     element-wise ops instead of an autograd graph over every parameter.
@@ -112,6 +110,4 @@ def add_anchor_gradient_(
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)
         diffs = torch._foreach_sub([p.detach() for p in params], list(reference))
-        if weights is not None:
-            diffs = torch._foreach_mul(diffs, list(weights))
         torch._foreach_add_(grads, diffs, alpha=lam)

@@ -59,7 +59,7 @@ def _aligned(
 
 @dataclass
 class L2Anchor(Part):
-    """The FAMR anchor ``(lam/2) sum w (theta - theta_a)^2`` over the updated parameters.
+    """The FAMR anchor ``(lam/2) sum (theta - theta_a)^2`` over the updated parameters.
 
     Its gradient is added with fused ops after back-propagation (no extra pass over the
     network; equal to back-propagating the plain formula, pinned by a test). The epoch record
@@ -69,40 +69,25 @@ class L2Anchor(Part):
         lam: Strength (0 = no force, the distance is still recorded from ``point``).
         point: ``{parameter name: tensor}`` to anchor to (default: the values on entry), e.g.
             the original weights during a second, sequential request.
-        weights: Optional per-element weights ``w`` (e.g. a diagonal Fisher).
     """
 
     lam: float = 0.0
     point: dict[str, Tensor] | None = None
-    weights: dict[str, Tensor] | None = None
     _point: list[Tensor] = field(default_factory=list, init=False, repr=False)
-    _weights: list[Tensor] | None = field(default=None, init=False, repr=False)
 
     def start(self, chosen, initial):
         if self.point is None:
             self._point = initial  # the loop's copy: no second one
         else:
             self._point = _aligned(self.point, chosen, "anchor")
-        self._weights = (
-            None if self.weights is None else _aligned(self.weights, chosen, "anchor_weights")
-        )
 
     def gradients(self, params):
-        add_anchor_gradient_(params, self._point, self.lam, self._weights)
+        add_anchor_gradient_(params, self._point, self.lam)
 
     def record(self, entry, params):
         distance_sq = float(squared_distance(params, self._point))
         if self.lam:
-            weighted_sq = distance_sq
-            if self._weights is not None:
-                with torch.no_grad():
-                    weighted_sq = float(
-                        sum(
-                            (w * (p - a).pow(2)).sum()
-                            for p, a, w in zip(params, self._point, self._weights, strict=True)
-                        )
-                    )
-            entry["anchor"] = 0.5 * self.lam * weighted_sq
+            entry["anchor"] = 0.5 * self.lam * distance_sq
             entry["objective"] = entry["loss"] + entry["anchor"]
         entry["distance"] = math.sqrt(distance_sq)
 

@@ -40,10 +40,13 @@ class Registry(Generic[T]):
 
     Args:
         kind: What the registry holds ("method", "metric", ...), used in error messages.
+        retired: ``{name: why and what instead}`` for names that were registered once: asking
+            for one raises with that text instead of "unknown".
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, retired: dict[str, str] | None = None) -> None:
         self.kind = kind
+        self.retired = retired if retired is not None else {}
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, **meta: Any) -> Callable[[T], T]:
@@ -66,6 +69,10 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            if isinstance(name, str) and name in self.retired:
+                raise ValueError(
+                    f"{self.kind} {name!r} was removed: {self.retired[name]}"
+                ) from None
             raise ValueError(
                 f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
             ) from None

@@ -110,10 +110,12 @@ def report_markdown(results: Mapping[str, Any], command: str = "") -> str:
         for name, config in chosen["configs"].items():
             shown = ", ".join(f"{k}={v}" for k, v in config.items()) or "defaults"
             parts.append(f"| {name} | {shown} |")
-    recipes = {
+    recipes = {  # famr's own runs (its presets, famr_retain and famr_quantile, are named)
         name: run["config"]["recipe"]
         for name, run in runs.items()
-        if isinstance(run.get("config"), dict) and run["config"].get("recipe")
+        if run.get("method") == "famr"
+        and isinstance(run.get("config"), dict)
+        and run["config"].get("recipe")
     }
     if recipes:  # what famr's "auto" resolved to (or was told), from the recorded configs
         parts += [

@@ -260,8 +260,17 @@ def _say_saved(method: str, metrics: dict[str, Any], result, out: Path, audit_pa
         for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
         if k in metrics
     )
+    from ..methods import METHODS
+
     recipe = getattr(result.config, "recipe", None)  # what famr's "auto" resolved to
-    ran = f"{method} ({recipe} recipe)" if recipe else method
+    base = METHODS.get(method).meta.get("preset_of")
+    ran = (
+        f"{method} (a preset of {base})"
+        if base
+        else f"{method} ({recipe} recipe)"
+        if recipe
+        else method
+    )
     print(f"{ran}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
     print(f"audit record: {audit_path} (check it with: famr verify {shlex.quote(str(audit_path))})")
     if result.certificate is not None:

@@ -191,8 +191,8 @@ def _add_forget(sub) -> None:
     fg.add_argument(
         "--holdout",
         choices=["validation", "test"],
-        help="unseen examples for methods that calibrate on them (famr_matched, "
-        "famr_matched_retain, famr_quantile): 'validation' = the retained classes' images of "
+        help="unseen examples for methods that calibrate on them (famr on a sample request, "
+        "famr_quantile): 'validation' = the retained classes' images of "
         "the validation split the checkpoint was trained without (famr train --validation F). "
         "'test' is refused: it would calibrate on the images that are then scored",
     )

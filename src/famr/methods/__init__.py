@@ -7,10 +7,13 @@ and returns the per-epoch history.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,8 +22,11 @@ from ..config import OptimConfig
 from ..data.tensors import TensorBatches, augmentation
 from ..registry import Registry
 
-METHODS: Registry = Registry("method")
 DATA_NAMES = ("forget", "retain", "holdout")
+# Names that were methods once and are gone, with why and what to run instead: asking for one
+# is an error that says so (famr.methods.famr_presets holds the measurements behind each).
+RETIRED: dict[str, str] = {}
+METHODS: Registry = Registry("method", retired=RETIRED)
 
 
 def register_method(
@@ -64,6 +70,77 @@ def register_method(
         certificate=certificate,
         **({"summary": summary} if summary else {}),
     )
+
+
+def register_preset(
+    name: str,
+    *,
+    base: str,
+    values: dict[str, Any],
+    needs: Sequence[str],
+    uses: Sequence[str] = (),
+    certificate: bool = False,
+    summary: str,
+    module: str,
+) -> type:
+    """Register ``name`` as a preset of the registered method ``base``: the same function and
+    resolver, with a config class whose defaults are ``values`` over ``base``'s (a field given
+    explicitly still overrides them, as for any method). ``Result.method`` is ``name`` and
+    ``Result.config`` holds every value that ran (for a ``famr`` preset, famr's resolved
+    config).
+
+    Args:
+        name: Registry key.
+        base: The registered method whose configuration space the preset is a point of.
+        values: The preset's field values (each a field of ``base``'s config; checked now).
+        needs: Data the preset requires: a preset that fixes a recipe needing a retain set
+            says so, so a request without one fails before any work.
+        uses: Data the preset takes when given without requiring it (a preset that fixes
+            famr's recipe takes nothing beyond what that recipe needs).
+        certificate: Whether the certificate applies (with the config's own ``certificate``).
+        summary: One-line description for listings.
+        module: The module that binds the returned config class under its name (so results
+            holding it pickle): ``__name__`` of the caller.
+
+    Returns:
+        The preset's config class, ``<Name>Preset``.
+    """
+    bad = [n for n in (*needs, *uses) if n not in DATA_NAMES]
+    if bad:
+        raise ValueError(f"needs/uses {bad} are not valid; choose from {DATA_NAMES}")
+    entry = METHODS.get(base)
+    parent = entry.meta["config"]
+    hints = typing.get_type_hints(parent)
+    own = {f.name for f in dataclasses.fields(parent)}
+    foreign = sorted(set(values) - own)
+    if foreign:
+        raise ValueError(f"preset {name!r}: {foreign} are not fields of {parent.__name__}")
+    words = "".join(part.capitalize() for part in name.split("_"))
+    config = dataclasses.make_dataclass(
+        f"{words}Preset",
+        [(k, hints[k], dataclasses.field(default=v)) for k, v in values.items()],
+        bases=(parent,),
+        namespace={"__module__": module},
+    )
+    config.__doc__ = f"``{name}``: {base!r} with " + ", ".join(
+        f"{k}={v!r}" for k, v in values.items()
+    )
+    config()  # the preset's own values pass the base config's checks now, not at a user's run
+    METHODS.add(
+        name,
+        entry.obj,
+        **{
+            **entry.meta,
+            "config": config,
+            "needs": tuple(needs),
+            "uses": tuple(uses),
+            "certificate": certificate,
+            "summary": summary,
+            "preset_of": base,
+            "preset": dict(values),
+        },
+    )
+    return config
 
 
 def buffer_rows(n: int, size: int, seed: int) -> Tensor:
@@ -114,15 +191,15 @@ class MethodData:
 
 
 def optimise_anchored(
-    model, objective, streams, cfg, data: MethodData, *, device, progress, weights=None, parts=()
+    model, objective, streams, cfg, data: MethodData, *, device, progress, parts=()
 ):
     """:func:`famr.loop.optimise` with the request's l2 anchor (:class:`famr.parts.L2Anchor`):
     strength ``cfg.lam``, point ``data.anchor`` (the model's weights on entry unless the caller
-    gave another), optional per-element ``weights``; then any other ``parts``."""
+    gave another); then any other ``parts``."""
     from ..loop import optimise
     from ..parts import L2Anchor
 
-    anchor = L2Anchor(cfg.lam, data.anchor, weights)
+    anchor = L2Anchor(cfg.lam, data.anchor)
     return optimise(
         model, objective, streams, cfg, device=device, parts=[anchor, *parts], progress=progress
     )

@@ -38,8 +38,10 @@ A field set explicitly overrides the recipe's default; a field that the resolved
 not have (``beta`` on the ``head`` recipe) is an error naming the recipe. (A field the recipe
 has but its mode does not read, ``target`` under the last_stage recipe's distilled targets, is
 recorded as given and has no effect, as in ``famr_retain``.)
-``famr_literal`` (the paper's whole-network form) and ``famr_retain`` (the output-space anchor
-on every parameter) stay registered as their own methods.
+``famr_literal`` (the paper's whole-network form) stays its own method, and ``famr_newton``
+(the theory's one damped Newton step, solved by conjugate gradients: another solver, not a
+setting). The other variants are presets of this config (``famr_retain``, ``famr_quantile``)
+or of ``famr_literal`` (``uniform_kl``), or retired: :mod:`famr.methods.famr_presets`.
 """
 
 from __future__ import annotations
@@ -218,11 +220,12 @@ def run(model, data: MethodData, cfg: Any, *, device, progress=None):
             "famr's 'last_stage' recipe distills the re-initialised stage on a retain buffer: "
             "pass retain=... (or the request object, which holds it), or recipe='head'"
         )
-    if distributed.world()[1] > 1 and _has_batchnorm(model):
+    if distributed.world()[1] > 1 and _has_batchnorm(model) and concrete.batchnorm != "eval":
         raise ValueError(
             "famr's 'last_stage' recipe trains the re-initialised stage's BatchNorm statistics, "
-            "which a data-parallel run cannot share across ranks: run it in one process, or "
-            "pass recipe='head' (--set recipe=head)"
+            "which a data-parallel run cannot share across ranks: run it in one process, keep "
+            "BatchNorm in eval mode (batchnorm='eval'), or pass recipe='head' (--set "
+            "recipe=head)"
         )
     return famr_retain(model, data, concrete, device=device, progress=progress)
 

@@ -1,13 +1,18 @@
-"""FAMR that stops when the forgotten examples look like examples the model never saw.
+"""The held-out stopping rule of famr's ``quantile`` recipe: stop when the forgotten examples
+look like examples the model never saw.
 
 For a random share of the training set, a model retrained without those examples still
 classifies most of them correctly (they resemble the rest of their class): the retrained model
 treats them like held-out data, not like noise. Pushing them all the way to the uniform
-prediction over-forgets, and makes them stand out to a membership attack. ``famr_matched``
-runs the FAMR objective and stops at the first step where the forget set's mean true-label
-confidence has fallen to the held-out examples' mean true-label confidence under the original
-model: the forgotten examples then look, on average, like data the model never trained on. The
-rule uses the original model and held-out data only, never a retrained model.
+prediction over-forgets, and makes them stand out to a membership attack. The rule
+(:func:`until_held_out_level`) measures the forget set's true-label statistic (mean confidence,
+or accuracy) during the run and stops at the first check where it has fallen to the held-out
+examples' level under the original model. It uses the original model and held-out data only,
+never a retrained model.
+
+``famr_matched``, the head-only method this rule was first written for, is retired (see
+:mod:`famr.methods.famr_presets`): the quantile recipe, which moves every parameter toward
+per-example targets, supersedes it on every request it was measured on.
 """
 
 from __future__ import annotations
@@ -19,12 +24,9 @@ from torch import Tensor, nn
 
 from ..config import check_choice, check_positive
 from ..data.tensors import to_float
-from ..loop import Streams
-from ..losses import uniform_cross_entropy
 from ..parts import StopWhen
-from . import MethodData, optimise_anchored, register_method
-from .famr import PAPER, FamrHeadConfig, target_support
-from .head import cached_head_problem
+from . import MethodData, optimise_anchored
+from .famr import FamrHeadConfig
 
 STATISTICS = ("confidence", "accuracy")
 
@@ -99,33 +101,6 @@ def true_label_statistic(
     confidences, correct = true_label_outputs(model, images, labels, batch)
     chosen = correct.float() if statistic == "accuracy" else confidences
     return float(chosen.double().sum()) / len(labels)
-
-
-@register_method(
-    "famr_matched",
-    config=FamrMatchedConfig,
-    needs=("forget", "holdout"),
-    paper=PAPER + "; stopping rule: held-out confidence matching (famr)",
-    certificate=True,
-    summary="FAMR that stops when the forget set is as confident as held-out data (samples)",
-)
-def famr_matched(model, data: MethodData, cfg: FamrMatchedConfig, *, device, progress=None):
-    """FAMR until the forget set's true-label statistic reaches the held-out level."""
-    support = target_support(cfg, data)
-    level = true_label_statistic(model, *data.holdout, statistic=cfg.statistic) + cfg.margin
-    cached = cached_head_problem(model, data, cfg) if cfg.cache_features else None
-    if cached is not None:
-        model, data, cfg = cached
-
-    def objective(batch):
-        images, _ = batch["forget"]
-        loss = uniform_cross_entropy(model(images), support)
-        return {"loss": loss, "uniform_loss": loss}
-
-    def prepare():
-        return objective, Streams("forget", data.batches("forget", cfg))
-
-    return until_held_out_level(model, data, level, cfg, prepare, device=device, progress=progress)
 
 
 def until_held_out_level(

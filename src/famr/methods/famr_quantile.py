@@ -5,7 +5,7 @@ A model retrained without a random share of its training set still recognises mo
 images, but not all: it loses the hard ones, which the original model got right only because
 it had trained on them. Pushing every forgotten image to the uniform prediction (FAMR), or
 pushing all of them a little until their mean confidence reaches the held-out level
-(``famr_matched``), lowers every confidence together and takes the retained images with them.
+(``famr_matched``, retired), lowers every confidence together and takes the retained images with them.
 ``famr_quantile`` moves each forgotten image by its own amount instead. Under the original
 model, it ranks the forget set by true-label confidence and reads the held-out set's confidence
 at the same rank (the monotone map that carries the forget set's confidence distribution onto
@@ -29,7 +29,7 @@ with ``lam = 0`` and a light ``beta`` by default: the per-image targets hold the
 outputs where they should stay and the retain KL holds the rest (see the config for the
 measurements). The most confident forgotten images keep their confident targets; the least
 confident ones, as many as the held-out set has uncertain or misclassified examples, are
-pulled below the decision threshold. The run stops, with ``famr_matched``'s rule, at the
+pulled below the decision threshold. The run stops, with the held-out rule (:mod:`famr.methods.famr_matched`), at the
 first check where the forget set is classified correctly no more often than the held-out set
 (``statistic``). Both the targets and the rule use the original model and held-out data only,
 never a retrained model.
@@ -47,8 +47,7 @@ from torch import Tensor
 from ..config import check_choice
 from ..loop import Streams
 from ..losses import kl_from_reference
-from . import MethodData, register_method
-from .famr import PAPER
+from . import MethodData
 from .famr_matched import true_label_outputs, until_held_out_level
 from .famr_matched_retain import FamrMatchedRetainConfig, retain_term
 from .famr_retain import reference_logits, with_retain_buffer
@@ -56,7 +55,7 @@ from .famr_retain import reference_logits, with_retain_buffer
 
 @dataclass
 class FamrQuantileConfig(FamrMatchedRetainConfig):
-    """``famr_matched_retain``'s options (every parameter, the retain anchor, the held-out
+    """The retired ``famr_matched_retain``'s options (every parameter, the retain anchor, the held-out
     stopping rule), with per-example targets from the held-out confidences.
 
     Attributes:
@@ -163,15 +162,6 @@ def matched_targets(
     return targets
 
 
-@register_method(
-    "famr_quantile",
-    config=FamrQuantileConfig,
-    needs=("forget", "retain", "holdout"),
-    paper=PAPER + "; per-example targets: held-out confidence at the same rank (famr)",
-    certificate=False,
-    summary="whole-network FAMR whose per-image targets carry the forget set's confidences "
-    "onto the held-out ones, + retain KL anchor (samples)",
-)
 def famr_quantile(model, data: MethodData, cfg: FamrQuantileConfig, *, device, progress=None):
     """FAMR toward per-example targets read off the held-out confidence distribution, until
     the forget set's statistic reaches the held-out level."""

@@ -26,8 +26,8 @@ from ..data.tensors import to_float
 from ..loop import Streams, select_parameters
 from ..losses import kl_from_reference, uniform_cross_entropy
 from ..models.suffix import reinitialise
-from . import MethodData, buffer_rows, optimise_anchored, register_method
-from .famr import PAPER, FamrHeadConfig, target_support
+from . import MethodData, buffer_rows, optimise_anchored
+from .famr import FamrHeadConfig, target_support
 from .head import cached_head_problem
 
 RETAIN_TARGETS = ("original", "retained")
@@ -114,14 +114,6 @@ def with_retain_buffer(data: MethodData, size: int, seed: int) -> MethodData:
     return replace(data, retain=(images[keep], labels[keep]))
 
 
-@register_method(
-    "famr_retain",
-    config=FamrRetainConfig,
-    needs=("forget", "retain"),
-    paper=PAPER,
-    certificate=False,
-    summary="FAMR + KL(p_original || p) on a retain buffer: the output-space anchor",
-)
 def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progress=None):
     """FAMR plus a KL anchor to the original predictions on a retain buffer."""
     # the classes the request keeps, for the "retained" / "distilled" references whatever
