@@ -733,6 +733,7 @@ def test_preset_equals_the_method_it_replaced_on_digits(preset, digits, digits_m
         False,
     )
     assert entry.meta["preset_of"] in ("famr", "famr_literal")
+    assert ("NeurIPS 2023" in entry.meta["paper"]) == (preset == "uniform_kl")  # its own source
     # every value of the old config, resolved as a run resolves it, before any override (the
     # old certificate field was True, never read: the method was registered without one)
     old = dataclasses.asdict(config()) | {"certificate": False}

@@ -82,6 +82,7 @@ def register_preset(
     certificate: bool = False,
     summary: str,
     module: str,
+    paper: str | None = None,
 ) -> type:
     """Register ``name`` as a preset of the registered method ``base``: the same function and
     resolver, with a config class whose defaults are ``values`` over ``base``'s (a field given
@@ -101,6 +102,7 @@ def register_preset(
         summary: One-line description for listings.
         module: The module that binds the returned config class under its name (so results
             holding it pickle): ``__name__`` of the caller.
+        paper: Citation, where the preset has its own source (default: ``base``'s).
 
     Returns:
         The preset's config class, ``<Name>Preset``.
@@ -136,6 +138,7 @@ def register_preset(
             "uses": tuple(uses),
             "certificate": certificate,
             "summary": summary,
+            "paper": paper or entry.meta["paper"],
             "preset_of": base,
             "preset": dict(values),
         },

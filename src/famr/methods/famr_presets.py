@@ -81,6 +81,8 @@ UniformKlPreset = register_preset(
     values={"lam": 0.0, "epochs": 5, "certificate": False},
     needs=("forget",),
     module=__name__,
+    paper="NeurIPS 2023 Machine Unlearning Challenge, winning entry (first stage: KL to uniform "
+    "on the forget set)",
     summary="famr_literal preset: KL(uniform || p) on the forget set with no anchor (lam 0, "
     "every parameter); the NeurIPS 2023 winning entry's first stage",
 )
