@@ -171,7 +171,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         )
         stage.write_text(audit_path, io.json_text(record))
         stage.commit()
-    _say_saved(entry.name, metrics, result, out, audit_path)
+    _say_saved(entry, metrics, result, out, audit_path)
     return 0
 
 
@@ -254,23 +254,18 @@ def _load_anchor(path: str | None, meta: dict[str, Any]):
     return model, {"checkpoint": str(path), "sha256": hashes["sha256"]}
 
 
-def _say_saved(method: str, metrics: dict[str, Any], result, out: Path, audit_path: Path) -> None:
+def _say_saved(entry, metrics: dict[str, Any], result, out: Path, audit_path: Path) -> None:
     shown = ", ".join(
         f"{k} {metrics[k]:.2f}"
         for k in ("forget_acc", "test_retain_acc", "test_forget_acc", "mia_efficacy")
         if k in metrics
     )
-    from ..methods import METHODS
-
     recipe = getattr(result.config, "recipe", None)  # what famr's "auto" resolved to
-    base = METHODS.get(method).meta.get("preset_of")
-    ran = (
-        f"{method} (a preset of {base})"
-        if base
-        else f"{method} ({recipe} recipe)"
-        if recipe
-        else method
-    )
+    ran = entry.name
+    if "preset_of" in entry.meta:  # a preset names its base, not the recipe it fixes
+        ran += f" (a preset of {entry.meta['preset_of']})"
+    elif recipe:
+        ran += f" ({recipe} recipe)"
     print(f"{ran}: {shown}; {result.seconds:.2f} s; saved {out}, {io.sidecar_path(out)}")
     print(f"audit record: {audit_path} (check it with: famr verify {shlex.quote(str(audit_path))})")
     if result.certificate is not None:

@@ -5,7 +5,8 @@ A model retrained without a random share of its training set still recognises mo
 images, but not all: it loses the hard ones, which the original model got right only because
 it had trained on them. Pushing every forgotten image to the uniform prediction (FAMR), or
 pushing all of them a little until their mean confidence reaches the held-out level
-(``famr_matched``, retired), lowers every confidence together and takes the retained images with them.
+(``famr_matched``, retired), lowers every confidence together and takes the retained images
+with them.
 ``famr_quantile`` moves each forgotten image by its own amount instead. Under the original
 model, it ranks the forget set by true-label confidence and reads the held-out set's confidence
 at the same rank (the monotone map that carries the forget set's confidence distribution onto
@@ -29,8 +30,8 @@ with ``lam = 0`` and a light ``beta`` by default: the per-image targets hold the
 outputs where they should stay and the retain KL holds the rest (see the config for the
 measurements). The most confident forgotten images keep their confident targets; the least
 confident ones, as many as the held-out set has uncertain or misclassified examples, are
-pulled below the decision threshold. The run stops, with the held-out rule (:mod:`famr.methods.famr_matched`), at the
-first check where the forget set is classified correctly no more often than the held-out set
+pulled below the decision threshold. The run stops, with the held-out rule
+(:mod:`famr.methods.famr_matched`), at the first check where the forget set is classified correctly no more often than the held-out set
 (``statistic``). Both the targets and the rule use the original model and held-out data only,
 never a retrained model.
 """
@@ -55,8 +56,8 @@ from .famr_retain import reference_logits, with_retain_buffer
 
 @dataclass
 class FamrQuantileConfig(FamrMatchedRetainConfig):
-    """The retired ``famr_matched_retain``'s options (every parameter, the retain anchor, the held-out
-    stopping rule), with per-example targets from the held-out confidences.
+    """The retired ``famr_matched_retain``'s options (every parameter, the retain anchor, the
+    held-out stopping rule), with per-example targets from the held-out confidences.
 
     Attributes:
         target: Unused by this method (``off_label`` decides where the mass taken off the
