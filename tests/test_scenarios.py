@@ -9,7 +9,7 @@ import torch
 
 import famr
 from famr.data import hold_out_validation
-from famr.methods.famr_matched import true_label_outputs
+from famr.methods.famr_quantile import true_label_outputs
 
 pytestmark = pytest.mark.science  # thresholds on trained models: rerun under AVX2
 
@@ -50,7 +50,7 @@ def _unlearn_samples(request, method, **overrides):
 
 
 def test_true_label_statistic_known_answers():
-    from famr.methods.famr_matched import true_label_statistic
+    from famr.methods.famr_quantile import true_label_statistic
 
     logits = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0], [0.0, math.log(4.0)]])
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2, bias=False))

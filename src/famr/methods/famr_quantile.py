@@ -31,8 +31,8 @@ outputs where they should stay and the retain KL holds the rest (see the config 
 measurements). The most confident forgotten images keep their confident targets; the least
 confident ones, as many as the held-out set has uncertain or misclassified examples, are
 pulled below the decision threshold. The run stops, with the held-out rule
-(:mod:`famr.methods.famr_matched`), at the first check where the forget set is classified correctly no more often than the held-out set
-(``statistic``). Both the targets and the rule use the original model and held-out data only,
+(:func:`until_held_out_level`), at the first check where the forget set is classified
+correctly no more often than the held-out set (``statistic``). Both the targets and the rule use the original model and held-out data only,
 never a retrained model.
 """
 
@@ -43,31 +43,46 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..config import check_choice
+from ..config import check_choice, check_positive
+from ..data.tensors import to_float
 from ..loop import Streams
-from ..losses import kl_from_reference
-from . import MethodData
-from .famr_matched import true_label_outputs, until_held_out_level
-from .famr_matched_retain import FamrMatchedRetainConfig, retain_term
-from .famr_retain import reference_logits, with_retain_buffer
+from ..losses import cross_entropy, kl_from_reference
+from ..parts import StopWhen
+from . import MethodData, optimise_anchored
+from .famr_retain import FamrRetainConfig, reference_logits, with_retain_buffer
+
+STATISTICS = ("confidence", "accuracy")
+RETAIN_LOSSES = ("kl", "cross_entropy")
+OFF_LABEL = ("original", "uniform")
 
 
 @dataclass
-class FamrQuantileConfig(FamrMatchedRetainConfig):
-    """The retired ``famr_matched_retain``'s options (every parameter, the retain anchor, the
-    held-out stopping rule), with per-example targets from the held-out confidences.
+class FamrQuantileConfig(FamrRetainConfig):
+    """Every parameter, the retain-buffer anchor (``beta``, ``buffer_size`` as in
+    ``famr_retain``), per-example targets from the held-out confidences, and the held-out
+    stopping rule (:func:`until_held_out_level`). The options of the retired
+    ``famr_matched`` (the rule) and ``famr_matched_retain`` (the rule with the retain anchor)
+    live on here.
 
     Attributes:
         target: Unused by this method (``off_label`` decides where the mass taken off the
             true class goes); kept from FAMR's config.
         epochs: A cap: the run normally ends at the held-out level first (a random 10 % of
             CIFAR-10 with ResNet-20 at lr 3e-4 reaches it after about 9 epochs).
-        check_every: Steps between two checks of the rule (each a forward pass over the
-            forget set).
-        statistic: The stopping rule matches the held-out accuracy by default: the targets
-            already set each image's confidence, what is left to decide is how far to go.
+        params: Every parameter (memorisation is not in the head alone).
+        check_every: Steps between two checks of the rule; each check is one forward pass
+            over the forget set, so checking every step would double the cost.
+        statistic: What the rule compares: ``"accuracy"``, the share classified correctly
+            (the default: the targets already set each image's confidence, what is left to
+            decide is how far to go), or ``"confidence"``, the mean softmax probability of
+            the true label.
+        margin: Stop once the forget statistic is at most the held-out one plus this (a
+            probability or a fraction; 0 = exactly the held-out level).
+        retain_loss: ``"kl"``: KL to the original model's predictions on the buffer (holds
+            the outputs in place); ``"cross_entropy"``: the buffer's labels (keeps fitting the
+            retained data, as retraining does).
         off_label: Where a target puts the probability it takes off the true class:
             ``"original"`` in proportion to the original model's other-class probabilities,
             ``"uniform"`` evenly over the other K-1 classes.
@@ -87,19 +102,37 @@ class FamrQuantileConfig(FamrMatchedRetainConfig):
             epochs at forget 88.3 % / retain 91.9 %, beta 0.3 stops at 86.5 % / 92.0 %).
     """
 
+    target: str = "uniform"
     epochs: int = 25
+    params: str = "all"
+    optimizer: str = "adam"
+    lr: float = 3e-4
     lam: float = 0.0
     beta: float = 0.3
+    cache_features: bool = False
+    certificate: bool = False
     check_every: int = 25
     statistic: str = "accuracy"
+    margin: float = 0.0
+    retain_loss: str = "kl"
     off_label: str = "original"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (isinstance(self.check_every, int) and self.check_every >= 1):
+            raise ValueError(
+                f"check_every={self.check_every!r} is not valid; it must be an integer >= 1"
+            )
+        check_positive("margin", self.margin, allow_zero=True)
+        check_choice("statistic", self.statistic, STATISTICS)
+        check_choice("retain_loss", self.retain_loss, RETAIN_LOSSES)
         check_choice("off_label", self.off_label, OFF_LABEL)
-
-
-OFF_LABEL = ("original", "uniform")
+        if self.reset:  # a field of famr_retain's config that this method has no use for
+            raise ValueError(
+                "reset=True is not valid here: this method moves the trained weights toward "
+                "the held-out level and never re-initialises them (reset is famr_retain's, and "
+                "famr's last_stage recipe's)"
+            )
 
 
 @dataclass
@@ -250,3 +283,100 @@ def _objective(model, original, transport, cfg: FamrQuantileConfig):
         return {"loss": loss, "matched_loss": matched, "retain_loss": retain}
 
     return objective
+
+
+@torch.no_grad()
+def true_label_outputs(
+    model: nn.Module, images: Tensor, labels: Tensor, batch: int = 512
+) -> tuple[Tensor, Tensor]:
+    """Each example's softmax probability of its true label and whether its top prediction is
+    the true label (eval mode, float32, on the CPU; each module's own train/eval flag is
+    restored afterwards, so BatchNorm kept in eval by the loop stays so)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    confidences, correct = [], []
+    try:
+        for start in range(0, len(labels), batch):
+            p = model(to_float(images[start : start + batch])).float().softmax(dim=1)
+            y = labels[start : start + batch]
+            confidences.append(p.gather(1, y.view(-1, 1)).squeeze(1).cpu())
+            correct.append((p.argmax(dim=1) == y).cpu())
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    return torch.cat(confidences), torch.cat(correct)
+
+
+def true_label_statistic(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    batch: int = 512,
+    statistic: str = "confidence",
+) -> float:
+    """Mean softmax probability of the true label, or with ``statistic="accuracy"`` the share
+    of examples whose top prediction is the true label (see :func:`true_label_outputs`)."""
+    check_choice("statistic", statistic, STATISTICS)
+    confidences, correct = true_label_outputs(model, images, labels, batch)
+    chosen = correct.float() if statistic == "accuracy" else confidences
+    return float(chosen.double().sum()) / len(labels)
+
+
+def until_held_out_level(
+    model, data: MethodData, level: float, cfg: FamrQuantileConfig, prepare, *, device, progress
+):
+    """One anchored optimisation run under the held-out stopping rule.
+
+    ``prepare()`` returns the run's ``(objective, streams)``; it is called only when the run
+    starts, so a method's set-up (a retain buffer, per-example targets) is skipped when the
+    forget set already starts at or below ``level`` and nothing runs. During the run the forget
+    set's true-label statistic is measured every ``cfg.check_every`` steps and the run ends once
+    it is at most ``level``. The last history record gets the held-out level and the forget
+    set's levels at the start and at the end.
+    """
+    forget_x, forget_y = data.forget
+    start_level = true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic)
+    if start_level <= level:  # already as unsure as on unseen data: nothing to do
+        return [
+            {
+                "loss": 0.0,
+                "stopped_at": 0,
+                "holdout_level": level,
+                "forget_level": start_level,
+                "epoch": 0,
+            }
+        ]
+    trace: list[float] = []
+
+    def stop(step: int) -> bool:
+        if step % cfg.check_every:
+            return False
+        trace.append(true_label_statistic(model, forget_x, forget_y, statistic=cfg.statistic))
+        return trace[-1] <= level
+
+    objective, streams = prepare()
+    history = optimise_anchored(
+        model,
+        objective,
+        streams,
+        cfg,
+        data,
+        device=device,
+        progress=progress,
+        parts=[StopWhen(stop)],
+    )
+    if history:
+        history[-1]["holdout_level"] = level
+        history[-1]["forget_level"] = trace[-1] if trace else start_level
+        history[-1]["forget_level_start"] = start_level
+    return history
+
+
+def retain_term(logits, images, labels, original) -> torch.Tensor:
+    """The retain anchor on one buffer batch: KL to ``original``'s predictions, or the labels'
+    cross-entropy when ``original`` is ``None`` (``retain_loss="cross_entropy"``)."""
+    if original is None:
+        return cross_entropy(logits, labels)
+    with torch.no_grad():
+        reference = original(images)
+    return kl_from_reference(logits, reference)
