@@ -77,6 +77,13 @@ SEQUENTIAL = ("famr_sequential", "famr_head_sequential", "famr_head_sequential_a
 # and no validation-split rule picks the depth for those requests yet; for classes, whether
 # the probe falls further toward the retrained model's level.
 DEEP = {"method": "famr", "params": "last_stage:0.9"}
+# famr's last_stage recipe with twice the passes over the retain buffer (16 for 8). Measured,
+# not chosen: the eight passes were chosen on the class-wise validation split, and rebuilding
+# the stage from 5,000 images in them costs retained accuracy (CIFAR-10 concept: retained test
+# accuracy 85.3 % against the retrained model's 91.0); a 2026-12-07 exploration on the concept
+# (linear probe only, not a benchmark) gave avg gap 6.85 at 16 passes against 9.68 at 8. Twice
+# the passes is twice the time (the 5 % target of a retraining is about 80 s here).
+LONG = {"method": "famr", "epochs": 16}
 # every run label of every scenario, for --runs (a label none has is refused before any work)
 LABELS = (
     "famr",
@@ -86,6 +93,7 @@ LABELS = (
     "famr_all",
     "famr_last_stage",
     "famr_deep",
+    "famr_16_epochs",
     *QUANTILE_RUNS,
     *BASELINES,
     *SEQUENTIAL,
@@ -112,6 +120,7 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
     runs = {
         "famr": {"method": "famr"},  # the retain set given: its last_stage recipe
         "famr_deep": dict(DEEP),
+        "famr_16_epochs": dict(LONG),
         # without retain data, pushed to the uniform prediction over all coarse classes
         "famr_head": {"method": "famr", "recipe": "head", "target": "uniform"},
         "famr_retain": {"method": "famr_retain"},
@@ -159,6 +168,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
     runs = {
         "famr": {"method": "famr"},  # the retain set given: its last_stage recipe
         "famr_deep": dict(DEEP),
+        "famr_16_epochs": dict(LONG),
         "famr_head": {"method": "famr", "recipe": "head", "target": "uniform"},
         "famr_retain": {"method": "famr_retain"},
         "famr_literal": {"method": "famr_literal"},
@@ -441,6 +451,7 @@ def main(argv=None) -> int:
         runs = {
             "famr": {"method": "famr"},  # the retain set given: its last_stage recipe
             "famr_deep": dict(DEEP),
+            "famr_16_epochs": dict(LONG),
             "famr_head": {"method": "famr", "recipe": "head"},  # without retain data
             "famr_literal": {"method": "famr_literal"},
         }
