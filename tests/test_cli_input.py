@@ -116,6 +116,20 @@ def test_an_anchor_of_another_architecture_is_refused_naming_both(checkpoint, tm
     assert sorted(files_in(tmp_path)) == sorted([other.name, io.sidecar_path(other).name])
 
 
+def test_a_sample_request_after_a_class_request_is_refused_naming_the_classes(checkpoint, tmp_path):
+    first = tmp_path / "first" / "f.safetensors"
+    first.parent.mkdir()
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--epochs", "1"]
+    assert run_cli([*argv, "--out", str(first), "--quiet"])[0] == 0
+    there = tmp_path / "second"
+    there.mkdir()
+    argv = ["forget", "--checkpoint", str(first), "--indices", "random:0.1"]
+    code, _, err = run_cli([*argv, "--out", str(there / "g.safetensors"), "--quiet"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--indices" in err and "forgot classes [3]" in err and "--classes" in err
+    assert files_in(there) == {}
+
+
 def test_holdout_test_is_refused_because_it_is_the_split_that_is_scored(checkpoint, tmp_path):
     out = tmp_path / "r.safetensors"
     argv = ["forget", "--checkpoint", str(checkpoint), "--indices", "random:0.1"]
