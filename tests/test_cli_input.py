@@ -116,18 +116,27 @@ def test_an_anchor_of_another_architecture_is_refused_naming_both(checkpoint, tm
     assert sorted(files_in(tmp_path)) == sorted([other.name, io.sidecar_path(other).name])
 
 
-def test_a_sample_request_after_a_class_request_is_refused_naming_the_classes(checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    "request_flags", [["--indices", "random:0.1"], ["--style", "sketch:0.2", "--forget-style"]]
+)
+def test_a_sample_request_after_a_class_request_is_refused_naming_the_classes(
+    checkpoint, tmp_path, request_flags
+):
+    from famr.data.files import images_decoded
+
     first = tmp_path / "first" / "f.safetensors"
     first.parent.mkdir()
     argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--epochs", "1"]
     assert run_cli([*argv, "--out", str(first), "--quiet"])[0] == 0
     there = tmp_path / "second"
     there.mkdir()
-    argv = ["forget", "--checkpoint", str(first), "--indices", "random:0.1"]
+    decoded = images_decoded()
+    argv = ["forget", "--checkpoint", str(first), *request_flags]
     code, _, err = run_cli([*argv, "--out", str(there / "g.safetensors"), "--quiet"])
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "--indices" in err and "forgot classes [3]" in err and "--classes" in err
-    assert files_in(there) == {}
+    flag = [f for f in request_flags if f in ("--indices", "--forget-style")][0]
+    assert err.startswith(f"famr: error: {flag}:") and "forgot classes [3]" in err
+    assert "--classes" in err and files_in(there) == {} and images_decoded() == decoded
 
 
 def test_holdout_test_is_refused_because_it_is_the_split_that_is_scored(checkpoint, tmp_path):

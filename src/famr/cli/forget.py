@@ -67,15 +67,19 @@ def cmd_forget(args: argparse.Namespace) -> int:
     model, meta, source_hashes = io.load_checkpoint_hashed(source)
     earlier = meta.get("forgotten_classes", [])
     if earlier and args.classes is None:
+        flags = ("indices", "concept", "forget_style")
         given = next(
-            f"--{flag.replace('_', '-')}"
-            for flag in ("indices", "concept", "forget_style")
-            if getattr(args, flag, None) not in (None, False)
+            (
+                f"--{f.replace('_', '-')}"
+                for f in flags
+                if getattr(args, f, None) not in (None, False)
+            ),
+            "this request",
         )
         raise UsageError(
             f"{given}: checkpoint {str(source)!r} forgot classes {earlier} in an earlier "
-            "request, and a request that removes no whole class cannot follow one (its forget, "
-            "retain and held-out sets would still hold those classes); run it on the checkpoint "
+            "request, and a request that removes no whole class cannot follow one (its forget and "
+            "retain sets would still hold those classes); run it on the checkpoint "
             "before the class request, or forget more classes with --classes"
         )
     data, derived = _build_data(_data_request(args, meta.get("validation")), args.workers)

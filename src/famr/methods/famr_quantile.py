@@ -32,8 +32,8 @@ measurements). The most confident forgotten images keep their confident targets;
 confident ones, as many as the held-out set has uncertain or misclassified examples, are
 pulled below the decision threshold. The run stops, with the held-out rule
 (:func:`until_held_out_level`), at the first check where the forget set is classified
-correctly no more often than the held-out set (``statistic``). Both the targets and the rule use the original model and held-out data only,
-never a retrained model.
+correctly no more often than the held-out set (``statistic``). Both the targets and the rule
+use the original model and held-out data only, never a retrained model.
 """
 
 from __future__ import annotations
@@ -126,13 +126,13 @@ class FamrQuantileConfig(FamrRetainConfig):
         check_positive("margin", self.margin, allow_zero=True)
         check_choice("statistic", self.statistic, STATISTICS)
         check_choice("retain_loss", self.retain_loss, RETAIN_LOSSES)
-        check_choice("off_label", self.off_label, OFF_LABEL)
         if self.reset:  # a field of famr_retain's config that this method has no use for
             raise ValueError(
                 "reset=True is not valid here: this method moves the trained weights toward "
                 "the held-out level and never re-initialises them (reset is famr_retain's, and "
                 "famr's last_stage recipe's)"
             )
+        check_choice("off_label", self.off_label, OFF_LABEL)
 
 
 @dataclass
