@@ -16,21 +16,30 @@ re-initialised values (``lam``; 0 leaves only the optimiser's weight decay).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 from dataclasses import dataclass, replace
 
 import torch
 
+from .. import distributed
 from ..config import check_choice, check_positive
 from ..data.tensors import to_float
-from ..loop import Streams, select_parameters
+from ..features import _first_moving_stage, _prefix_outputs, fed_at, stage_inputs
+from ..loop import Streams, select_parameters, set_train_mode
 from ..losses import kl_from_reference, uniform_cross_entropy
 from ..models.suffix import reinitialise
 from . import MethodData, buffer_rows, optimise_anchored
 from .famr import FamrHeadConfig, target_support
 from .head import cached_head_problem
 
+logger = logging.getLogger(__name__)
+
 RETAIN_TARGETS = ("original", "retained")
+# the most memory the frozen prefix's cached outputs may take (CIFAR-10 ResNet-20's last stage:
+# 32 x 16 x 16 floats an image, 0.3 GiB for a 5,000-image buffer and a 4,500-image class)
+PREFIX_CACHE_BYTES = 2 << 30
 FORGET_TARGETS = ("uniform", "distilled", "none")
 
 
@@ -65,6 +74,14 @@ class FamrRetainConfig(FamrHeadConfig):
             ``retain_target="retained"`` the stage is trained again as a retrained model's is,
             on retained images only, and the removed classes' outputs learn only that they
             are never the answer.
+        cache_prefix: With ``reset``, compute once, before the run, the input of the first
+            re-initialised stage for every buffer and forget image (the frozen stages before
+            it give the same output on every pass) and run only the stages that move at each
+            step (:func:`prefix_problem`; the same weights up to the kernels' last bits, by a
+            test). Taken only where it reproduces the model and fits in memory
+            (``PREFIX_CACHE_BYTES``), with the references cached (``cache_reference``: a
+            teacher run per batch needs the images), without augmentation, ``compile`` or
+            torchrun; the run's history says whether it was (``prefix_cached``).
         cache_reference: Compute the original's predictions on the buffer (and on the forget
             set, where the objective reads them) once before the run instead of on every
             batch: the original is frozen in eval mode, so each image's reference is the same
@@ -89,10 +106,13 @@ class FamrRetainConfig(FamrHeadConfig):
     retain_target: str = "original"
     forget_target: str = "uniform"
     cache_reference: bool = True
+    cache_prefix: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("beta", self.beta, allow_zero=True)
+        if not isinstance(self.cache_prefix, bool):
+            raise ValueError(f"cache_prefix={self.cache_prefix!r} is not valid; give true or false")
         check_choice("retain_target", self.retain_target, RETAIN_TARGETS)
         check_choice("forget_target", self.forget_target, FORGET_TARGETS)
         if not isinstance(self.cache_reference, bool):
@@ -160,6 +180,16 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
                 feed = replace(feed, **{name: (images, logits)})
                 reference_stream[name] = True
 
+    read = ["retain"] + (["forget"] if forget_term else [])  # the sets the objective reads
+    prefix = None
+    # the teacher needs the images themselves where it runs per batch
+    taught = ["retain"] + (["forget"] if forget_term and distilled else [])
+    if cfg.reset and cfg.cache_prefix and all(reference_stream[n] for n in taught):
+        prefix = prefix_problem(model, {n: getattr(feed, n)[0] for n in read}, cfg)
+    if prefix is not None:
+        inputs, start, stand_ins = prefix
+        feed = replace(feed, **{n: (inputs[n], getattr(feed, n)[1]) for n in read})
+
     def reference(batch, name):
         images, aux = batch[name]
         if reference_stream[name]:
@@ -201,7 +231,83 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         streams = Streams(
             "forget", feed.batches("forget", cfg), {"retain": feed.batches("retain", cfg)}
         )
-    return optimise_anchored(model, objective, streams, cfg, data, device=device, progress=progress)
+    running = fed_at(model, start, stand_ins) if prefix is not None else contextlib.nullcontext()
+    with running:
+        history = optimise_anchored(
+            model, objective, streams, cfg, data, device=device, progress=progress
+        )
+    if history and cfg.reset:
+        history[-1]["prefix_cached"] = prefix is not None
+    return history
+
+
+def prefix_problem(model, images: dict, cfg):
+    """``(cached inputs per set, the first moving stage, the stand-ins of the modules before
+    it)`` when a re-initialised run may start at its first moving stage, else ``None`` (the
+    reason logged). It may when: no augmentation, ``compile`` or torchrun; a frozen module runs
+    before the moving ones; the cached inputs fit in ``PREFIX_CACHE_BYTES``; and on eight real
+    images the model run from the cached inputs gives the full model's logits, and the stage's
+    input in the run's train mode equals the cached one (no dropout or other randomness, no
+    BatchNorm statistics learned, before it). Any failure while checking (a model whose
+    modules take keyword inputs, glue code the stand-ins' zeros cannot pass) means full
+    passes, never a failed run."""
+    if cfg.augment != "none" or cfg.compile or distributed.world()[1] > 1:
+        return None
+    first = next(iter(images.values()))
+    if len(first) == 0:
+        return None
+    try:
+        start, stand_ins = _prefix_plan(model, images, cfg, to_float(first[:8]))
+    except _NoPrefix as why:
+        logger.info("famr: no prefix cache (%s); full passes", why)
+        return None
+    except Exception as err:  # noqa: BLE001 - any failure means "not this fast path"
+        logger.info("famr: no prefix cache (%s: %s); full passes", type(err).__name__, err)
+        model.eval()
+        return None
+    inputs = {n: stage_inputs(model, start, x, bf16=cfg.bf16) for n, x in images.items()}
+    return inputs, start, stand_ins
+
+
+class _NoPrefix(Exception):
+    """Why a run does not start at its first moving stage."""
+
+
+def _prefix_plan(model, images: dict, cfg, probe):
+    """``(first moving stage, stand-ins)`` after the checks of :func:`prefix_problem`."""
+    chosen = select_parameters(model, cfg.params)
+    start = _first_moving_stage(model, {n for n, _ in chosen}, probe)
+    if start is None:
+        raise _NoPrefix("no frozen module runs before the moving ones")
+    stand_ins = _prefix_outputs(model, start, probe)
+    if not stand_ins:
+        raise _NoPrefix(f"the modules before {start} do not each return one tensor")
+    head_input = stage_inputs(model, start, probe, bf16=cfg.bf16)
+    rows = sum(len(x) for x in images.values())
+    if head_input[0].numel() * head_input.element_size() * rows > PREFIX_CACHE_BYTES:
+        raise _NoPrefix(f"the inputs of {start} would not fit in {PREFIX_CACHE_BYTES} bytes")
+    autocast = torch.autocast(device_type=probe.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    tolerance = 5e-2 if cfg.bf16 else 1e-4  # as the head's fast path
+    with torch.no_grad(), autocast:
+        direct = model.eval()(probe).float()
+        with fed_at(model, start, stand_ins):
+            via_stage = model(to_float(head_input)).float()
+    set_train_mode(model, cfg.batchnorm, [p for _, p in chosen])
+    cuda = [probe.device] if probe.device.type == "cuda" else []
+    # the random draws of a prefix in train mode (dropout) must not shift the run's own
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            trained = [
+                stage_inputs(model, start, probe, bf16=cfg.bf16, eval_mode=False) for _ in "ab"
+            ]
+        finally:
+            model.eval()
+    same = direct.shape == via_stage.shape and torch.allclose(
+        direct, via_stage, rtol=tolerance, atol=tolerance
+    )
+    if not same or not all(torch.equal(t, head_input) for t in trained):
+        raise _NoPrefix(f"starting the model at {start} does not reproduce it")
+    return start, stand_ins
 
 
 def reference_logits(original, images, cfg, device_type: str, chunk: int = 512):
