@@ -849,3 +849,85 @@ def test_a_prefix_that_does_not_reproduce_the_model_is_not_cached(net, digits_sp
     second = famr.unlearn(model, digits_splits, cache_prefix=False, **run)
     assert first.history[-1]["prefix_cached"] is False
     assert torch.equal(_flat(first), _flat(second))
+
+
+class _Gate(nn.Module):
+    """``w * h`` with ``w`` starting (and re-initialised) at zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def reset_parameters(self):
+        nn.init.zeros_(self.w)
+
+    def forward(self, h):
+        return self.w * h
+
+
+class _GateNet(_SkipNet):
+    """A frozen output reaching the logits past the moving stage through a moving weight that
+    starts at zero: the logits at the start cannot show it, a NaN stand-in can."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = _Gate()
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        return self.classifier(self.stage(h).mean(dim=(2, 3)) + self.gate(h.mean(dim=(2, 3))))
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, h):
+        return self.conv(h) + h
+
+
+class _ResidualNet(_SkipNet):
+    """A residual stage (``conv(h) + h`` inside it): under bf16 autocast the stage must get
+    its input in the dtype the full pass hands it (bfloat16), not as the batches carry it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage = _Block()
+
+    def forward(self, x):
+        return self.classifier(self.stage(torch.relu(self.stem(x))).mean(dim=(2, 3)))
+
+
+def test_a_frozen_output_read_through_a_zero_weight_is_not_cached(digits_splits):
+    torch.manual_seed(0)
+    model = _GateNet()
+    run = dict(method="famr", epochs=1, buffer_size=200, params="stage|classifier|gate")
+    first = famr.unlearn(model, digits_splits, cache_prefix=True, **run)
+    second = famr.unlearn(model, digits_splits, cache_prefix=False, **run)
+    assert first.history[-1]["prefix_cached"] is False
+    assert first.model.gate.w.item() != 0.0  # the gate learned, as with full passes
+    assert torch.equal(_flat(first), _flat(second))
+
+
+def test_a_cached_prefix_under_bf16_hands_the_stage_bfloat16(digits_splits):
+    torch.manual_seed(0)
+    model = _ResidualNet()
+    run = dict(method="famr", epochs=1, buffer_size=200, params="stage|classifier", bf16=True)
+    cached = famr.unlearn(model, digits_splits, cache_prefix=True, **run)
+    plain = famr.unlearn(model, digits_splits, cache_prefix=False, **run)
+    assert cached.history[-1]["prefix_cached"] is True
+    diff = (_flat(cached) - _flat(plain)).abs().max().item()
+    assert diff < 1e-5, diff
+
+
+def test_the_prefix_check_leaves_batchnorm_statistics_as_they_were(digits_model, digits_splits):
+    """With BatchNorm in train mode before the stage the cache is refused (the statistics move
+    on every pass), and the check's own passes leave no trace: the run equals the uncached one,
+    buffers included."""
+    run = dict(method="famr", epochs=1, buffer_size=200, batchnorm="train")
+    cached = famr.unlearn(digits_model, digits_splits, cache_prefix=True, **run)
+    plain = famr.unlearn(digits_model, digits_splits, cache_prefix=False, **run)
+    assert cached.history[-1]["prefix_cached"] is False
+    a, b = cached.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

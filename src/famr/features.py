@@ -87,10 +87,11 @@ class _Captured(Exception):
     """Raised by a hook to end a forward pass once the wanted input is captured."""
 
 
-def _first_moving_stage(model: nn.Module, moving: set[str], probe: Tensor) -> str | None:
-    """The submodule where a run that moves only the parameters named in ``moving`` starts:
-    the outermost ancestor of the first module to execute with a moving parameter whose
-    parameters all move. ``None`` when no frozen parameterised module runs before it."""
+def _first_moving_stage(model: nn.Module, moving: set[int], probe: Tensor) -> str | None:
+    """The submodule where a run that moves only the parameters whose ``id`` is in ``moving``
+    starts: the outermost ancestor of the first module to execute with a moving parameter of
+    its own whose parameters all move (by identity, so a module sharing a moving weight counts
+    as moving). ``None`` when no frozen parameterised module runs before it."""
     order: list[str] = []
     hooks = [
         m.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n))
@@ -103,15 +104,17 @@ def _first_moving_stage(model: nn.Module, moving: set[str], probe: Tensor) -> st
     finally:
         for h in hooks:
             h.remove()
-    owners = {n.rpartition(".")[0] for n in moving}
-    first = next((i for i, name in enumerate(order) if name in owners), None)
-    if first is None or not any(name not in owners for name in order[:first]):
+
+    def moves(name: str) -> bool:
+        return any(id(p) in moving for p in model.get_submodule(name).parameters(recurse=False))
+
+    first = next((i for i, name in enumerate(order) if moves(name)), None)
+    if first is None or all(moves(name) for name in order[:first]):
         return None
     start = order[first]
     while "." in start:
         parent = start.rpartition(".")[0]
-        names = [f"{parent}.{n}" for n, _ in model.get_submodule(parent).named_parameters()]
-        if not all(n in moving for n in names):
+        if not all(id(p) in moving for p in model.get_submodule(parent).parameters()):
             break
         start = parent
     return start
@@ -192,25 +195,32 @@ def stage_inputs(
 
 
 @contextlib.contextmanager
-def fed_at(model: nn.Module, start: str, stand_ins: dict[str, Tensor]):
+def fed_at(model: nn.Module, start: str, stand_ins: dict[str, Tensor], dtype: torch.dtype):
     """Within, ``model(x)`` takes ``x`` as the input of submodule ``start``: each module in
-    ``stand_ins`` (those that run before it) returns zeros shaped like its recorded output,
-    for ``x``'s batch size, instead of computing, and ``start`` receives ``x``."""
+    ``stand_ins`` (those that run before it) returns NaN (zeros for integer outputs) shaped
+    like its recorded output, for ``x``'s batch size, instead of computing, and ``start``
+    receives ``x`` as ``dtype``."""
     fed: dict[str, Tensor] = {}
     saved = {}
 
     def stand_in(example: Tensor):
+        # NaN, so that any use of a stand-in's output past ``start`` shows in the logits (even
+        # through a weight that is zero now); integer outputs cannot hold NaN: zeros
+        fill = float("nan") if example.is_floating_point() else 0
+
         def forward(*_args, **_kwargs):
             x = fed["x"]
             shape = (len(x), *example.shape[1:])
-            return torch.zeros(shape, dtype=example.dtype, device=x.device)
+            return torch.full(shape, fill, dtype=example.dtype, device=x.device)
 
         return forward
 
     hooks = [
         model.register_forward_pre_hook(lambda _m, inputs: fed.__setitem__("x", inputs[0])),
+        # the stage gets the cached tensor in the dtype it was captured in (bfloat16 under
+        # autocast), as the full forward pass hands it over, not as the batches carry it
         model.get_submodule(start).register_forward_pre_hook(
-            lambda _m, inputs: (fed["x"], *inputs[1:])
+            lambda _m, inputs: (fed["x"].to(dtype), *inputs[1:])
         ),
     ]
     try:

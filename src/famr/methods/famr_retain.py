@@ -187,7 +187,7 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     if cfg.reset and cfg.cache_prefix and all(reference_stream[n] for n in taught):
         prefix = prefix_problem(model, {n: getattr(feed, n)[0] for n in read}, cfg)
     if prefix is not None:
-        inputs, start, stand_ins = prefix
+        inputs, start, stand_ins, dtype = prefix
         feed = replace(feed, **{n: (inputs[n], getattr(feed, n)[1]) for n in read})
 
     def reference(batch, name):
@@ -231,7 +231,9 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         streams = Streams(
             "forget", feed.batches("forget", cfg), {"retain": feed.batches("retain", cfg)}
         )
-    running = fed_at(model, start, stand_ins) if prefix is not None else contextlib.nullcontext()
+    running = contextlib.nullcontext()
+    if prefix is not None:
+        running = fed_at(model, start, stand_ins, dtype)
     with running:
         history = optimise_anchored(
             model, objective, streams, cfg, data, device=device, progress=progress
@@ -257,7 +259,8 @@ def prefix_problem(model, images: dict, cfg):
     if len(first) == 0:
         return None
     try:
-        start, stand_ins = _prefix_plan(model, images, cfg, to_float(first[:8]))
+        start, stand_ins, dtype = _prefix_plan(model, images, cfg, to_float(first[:8]))
+        inputs = {n: stage_inputs(model, start, x, bf16=cfg.bf16) for n, x in images.items()}
     except _NoPrefix as why:
         logger.info("famr: no prefix cache (%s); full passes", why)
         return None
@@ -265,8 +268,7 @@ def prefix_problem(model, images: dict, cfg):
         logger.info("famr: no prefix cache (%s: %s); full passes", type(err).__name__, err)
         model.eval()
         return None
-    inputs = {n: stage_inputs(model, start, x, bf16=cfg.bf16) for n, x in images.items()}
-    return inputs, start, stand_ins
+    return inputs, start, stand_ins, dtype
 
 
 class _NoPrefix(Exception):
@@ -276,7 +278,7 @@ class _NoPrefix(Exception):
 def _prefix_plan(model, images: dict, cfg, probe):
     """``(first moving stage, stand-ins)`` after the checks of :func:`prefix_problem`."""
     chosen = select_parameters(model, cfg.params)
-    start = _first_moving_stage(model, {n for n, _ in chosen}, probe)
+    start = _first_moving_stage(model, {id(p) for _, p in chosen}, probe)
     if start is None:
         raise _NoPrefix("no frozen module runs before the moving ones")
     stand_ins = _prefix_outputs(model, start, probe)
@@ -290,11 +292,16 @@ def _prefix_plan(model, images: dict, cfg, probe):
     tolerance = 5e-2 if cfg.bf16 else 1e-4  # as the head's fast path
     with torch.no_grad(), autocast:
         direct = model.eval()(probe).float()
-        with fed_at(model, start, stand_ins):
+        with fed_at(model, start, stand_ins, head_input.dtype):
             via_stage = model(to_float(head_input)).float()
+    # a stand-in's output (NaN) used past the stage, even through a weight that is zero now
+    if not torch.isfinite(via_stage).all():
+        raise _NoPrefix(f"the model reads outputs of modules before {start} after it")
     set_train_mode(model, cfg.batchnorm, [p for _, p in chosen])
     cuda = [probe.device] if probe.device.type == "cuda" else []
-    # the random draws of a prefix in train mode (dropout) must not shift the run's own
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    # the check must leave no trace: the random draws of a prefix in train mode (dropout)
+    # must not shift the run's own, nor BatchNorm statistics in train mode change
     with torch.random.fork_rng(devices=cuda):
         try:
             trained = [
@@ -302,12 +309,15 @@ def _prefix_plan(model, images: dict, cfg, probe):
             ]
         finally:
             model.eval()
+            with torch.no_grad():
+                for name, b in model.named_buffers():
+                    b.copy_(buffers[name])
     same = direct.shape == via_stage.shape and torch.allclose(
         direct, via_stage, rtol=tolerance, atol=tolerance
     )
     if not same or not all(torch.equal(t, head_input) for t in trained):
         raise _NoPrefix(f"starting the model at {start} does not reproduce it")
-    return start, stand_ins
+    return start, stand_ins, head_input.dtype
 
 
 def reference_logits(original, images, cfg, device_type: str, chunk: int = 512):
