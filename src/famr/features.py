@@ -77,9 +77,9 @@ def layer_inputs(
 # images, to the same outputs (they are frozen, and their BatchNorm layers stay in eval mode).
 # Those outputs can be computed once. PyTorch has no way to run "a model from its third stage
 # on" for an arbitrary forward(), so the functions below do it with hooks: the modules that run
-# before the first moving stage return zeros of their recorded shape instead of computing (so
-# any glue code in forward() still sees the shapes it expects), and the stage's input is
-# replaced by the cached tensor. Whether that reproduces the model is checked on real images
+# before the first moving stage return NaN of their recorded shape instead of computing (so
+# any glue code in forward() still sees the shapes it expects, and any use of them past the
+# stage shows), and the stage's input is replaced by the cached tensor. Whether that reproduces the model is checked on real images
 # before a run relies on it (:func:`prefix_problem`).
 
 

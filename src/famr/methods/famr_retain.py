@@ -284,16 +284,16 @@ def _prefix_plan(model, images: dict, cfg, probe):
     stand_ins = _prefix_outputs(model, start, probe)
     if not stand_ins:
         raise _NoPrefix(f"the modules before {start} do not each return one tensor")
-    head_input = stage_inputs(model, start, probe, bf16=cfg.bf16)
+    stage_input = stage_inputs(model, start, probe, bf16=cfg.bf16)
     rows = sum(len(x) for x in images.values())
-    if head_input[0].numel() * head_input.element_size() * rows > PREFIX_CACHE_BYTES:
+    if stage_input[0].numel() * stage_input.element_size() * rows > PREFIX_CACHE_BYTES:
         raise _NoPrefix(f"the inputs of {start} would not fit in {PREFIX_CACHE_BYTES} bytes")
     autocast = torch.autocast(device_type=probe.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     tolerance = 5e-2 if cfg.bf16 else 1e-4  # as the head's fast path
     with torch.no_grad(), autocast:
         direct = model.eval()(probe).float()
-        with fed_at(model, start, stand_ins, head_input.dtype):
-            via_stage = model(to_float(head_input)).float()
+        with fed_at(model, start, stand_ins, stage_input.dtype):
+            via_stage = model(to_float(stage_input)).float()
     # a stand-in's output (NaN) used past the stage, even through a weight that is zero now
     if not torch.isfinite(via_stage).all():
         raise _NoPrefix(f"the model reads outputs of modules before {start} after it")
@@ -315,9 +315,9 @@ def _prefix_plan(model, images: dict, cfg, probe):
     same = direct.shape == via_stage.shape and torch.allclose(
         direct, via_stage, rtol=tolerance, atol=tolerance
     )
-    if not same or not all(torch.equal(t, head_input) for t in trained):
+    if not same or not all(torch.equal(t, stage_input) for t in trained):
         raise _NoPrefix(f"starting the model at {start} does not reproduce it")
-    return start, stand_ins, head_input.dtype
+    return start, stand_ins, stage_input.dtype
 
 
 def reference_logits(original, images, cfg, device_type: str, chunk: int = 512):
