@@ -1,7 +1,9 @@
 """Speed facts behind the CIFAR-10 numbers: the data path alone vs a whole training step, and
-one FAMR step (uniform loss + fused l2-anchor gradient) vs one plain SGD step on the same batch.
+one FAMR step (uniform loss + fused l2-anchor gradient) vs one plain SGD step on the same batch;
+with ``--cache``, also one whole ``famr`` class-3 request (its last_stage recipe, 5,000-image
+retain buffer) with the frozen prefix computed once (``cache_prefix``, the default) and without.
 
-    python benchmarks/speed.py --data-root ../shared/data/cifar10
+    python benchmarks/speed.py --data-root ../shared/data/cifar10 --cache ~/famr-bench-cache
 
 Medians over repeated steps, measured side by side in one run; results go to
 benchmarks/results/speed_cpu.json and BENCHMARKS.md.
@@ -57,6 +59,63 @@ def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps
     return statistics.median(b - a for a, b in zip(stamps[5:-1], stamps[6:], strict=True))
 
 
+def whole_runs(args) -> dict:
+    """One famr class-3 request on the class-wise benchmark's original, prefix cached and not,
+    alternated (on, off, on, off, ...) so that drift on a shared machine falls on both."""
+    arch, arch_args, train_cfg, data = bench.cifar10_protocol(args.data_root)
+    device = torch.device("cpu")
+    model, _ = bench.trained_model(
+        Path(args.cache).expanduser(),
+        data,
+        arch=arch,
+        arch_args=arch_args,
+        train_config={k: v for k, v in train_cfg.items() if k != "seed"},
+        seed=0,
+        data_label=bench.CIFAR10_DATA_LABEL,
+        device=device,
+    )
+    splits = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
+    seconds = {True: [], False: []}
+    weights = {}
+    for _ in range(args.repeats):
+        for cached in (True, False):
+            result = famr.unlearn(
+                model,
+                splits.forget,
+                splits.retain,
+                method="famr",
+                forget_classes=[3],
+                device=device,
+                cache_prefix=cached,
+            )
+            assert result.history[-1]["prefix_cached"] is cached
+            seconds[cached].append(result.seconds)
+            weights[cached] = [p.detach() for p in result.model.parameters()]
+            print({"cache_prefix": cached, "seconds": result.seconds}, flush=True)
+    same = all(torch.equal(a, b) for a, b in zip(weights[True], weights[False], strict=True))
+    on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
+    return {
+        "request": "class 3, famr (last_stage recipe), retain set given",
+        "seconds_cached": seconds[True],
+        "seconds_full": seconds[False],
+        "median_cached_s": on,
+        "median_full_s": off,
+        "full_over_cached": off / on,
+        "same_weights": same,
+    }
+
+
+def whole_run_lines(w: dict) -> list[str]:
+    return [
+        "",
+        f"Whole `famr` runs ({w['request']}; the class-wise benchmark's cached original), "
+        f"alternated, {len(w['seconds_cached'])} each: frozen prefix computed once "
+        f"(`cache_prefix`, the default) **{w['median_cached_s']:.1f} s**, every pass through "
+        f"the whole network {w['median_full_s']:.1f} s: **{w['full_over_cached']:.2f}x**; "
+        f"the two runs' weights {'are equal to the bit' if w['same_weights'] else 'DIFFER'}.",
+    ]
+
+
 def main() -> int:
     bench.reexec_with_tcmalloc()
     p = argparse.ArgumentParser(description=__doc__)
@@ -64,6 +123,12 @@ def main() -> int:
         "--data-root", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
     )
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--cache",
+        help="the benchmarks' model cache (the class-wise benchmark's original is read from it, "
+        "or trained there, ~20 min): adds the whole-run comparison",
+    )
+    p.add_argument("--repeats", type=int, default=2, help="whole runs per setting, alternated")
     args = p.parse_args()
     data = famr.load_dataset("cifar10", args.data_root)
     x, y = data.train.tensors
@@ -100,6 +165,8 @@ def main() -> int:
         }
         results["rows"].append(row)
         print(row, flush=True)
+    if args.cache:
+        results["whole_runs"] = whole_runs(args)
     env = bench.environment()
     payload = {
         "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
@@ -137,6 +204,8 @@ def main() -> int:
             f"{1e3 * r['famr_step_s']:.1f} | {r['famr_over_sgd']:.3f} | {1e3 * r['famr_autograd_anchor_step_s']:.1f} | "
             f"{r['autograd_anchor_over_sgd']:.3f} |"
         )
+    if "whole_runs" in results:
+        lines += whole_run_lines(results["whole_runs"])
     bench.update_benchmarks_md(f"speed_cpu_{kind}", "\n".join(lines))
     print(f"wrote {out} and BENCHMARKS.md")
     return 0
