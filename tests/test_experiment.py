@@ -102,6 +102,34 @@ def test_the_study_can_score_relearning_on_the_validation_split(digits, digits_m
     assert chosen["famr"]["val_relearned"] == by["last_stage"]["val_relearned"]
 
 
+def test_the_study_measures_the_probe_on_the_validation_split_alone(digits, digits_model):
+    """val_probe: a linear probe fit on one half of the validation split (per class, seeded)
+    and scored on the other half's images of the class, the same number as the attack run
+    directly on those halves; the head recipe moves no feature, so its probe is the original's
+    to the bit; the probe is reported, never added to the score."""
+    from dataclasses import replace
+
+    from famr import ClassForget
+    from famr.attacks import AttackData, attack
+
+    data = hold_out_validation(digits, 0.2, seed=0)
+    grid = {"famr": [{"recipe": "head"}, {"recipe": "last_stage", "lr": 0.1, "epochs": 3}]}
+    rows = validation_study(digits_model, data, [3], grid, seed=0, probe=["famr"])
+    halves = hold_out_validation(replace(data, train=data.validation), 0.5, seed=0)
+    assert len(halves.train) + len(halves.validation) == len(data.validation)
+    scored = ClassForget(3).split(data.train, halves.train, data.num_classes)
+    direct = attack(digits_model, AttackData(scored, halves.validation), ["linear_probe"])
+    by = {r["config"]["recipe"]: r for r in rows}
+    for row in rows:
+        assert row["val_probe_original"] == direct["probe_test_forget_acc"]
+        assert row["score"] == pytest.approx(row["val_forget_acc"] + row["val_retain_drop"])
+        assert "val_relearned" not in row  # each measurement only where asked for
+    assert by["head"]["val_probe"] == by["head"]["val_probe_original"]
+    assert 0 < by["head"]["val_probe"] <= 100
+    no_probe = validation_study(digits_model, data, [3], {"famr": grid["famr"][:1]}, seed=0)
+    assert "val_probe" not in no_probe[0]
+
+
 def test_a_per_class_subset_keeps_that_many_of_each_class_and_nothing_else(digits):
     """per_class_subset: at most ``per_class`` training images of each class, all of them
     drawn from the training split, the same draw for the same seed; the validation and test
