@@ -72,6 +72,34 @@ def test_last_stage_is_the_body_s_last_quarter_and_the_head():
         last_stage(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
 
 
+def test_the_last_blocks_of_the_last_stage():
+    """last_blocks:N: the last N blocks of the last stage and the head; all of them is the last
+    stage; more than it has is a one-line error listing its blocks."""
+    import torchvision
+
+    from famr.models.suffix import last_blocks
+
+    resnet = famr.create_model("resnet20", 10)
+    assert last_blocks(resnet, 2) == ["layer3.1", "layer3.2"]
+    two = {n for n, _ in select_parameters(resnet, "last_blocks:2")}
+    assert two == {
+        n
+        for n, _ in resnet.named_parameters()
+        if n.startswith(("layer3.1.", "layer3.2.", "linear."))
+    }
+    stage = {n for n, _ in select_parameters(resnet, "last_stage")}
+    assert {n for n, _ in select_parameters(resnet, "last_blocks:3")} == stage
+    with pytest.raises(ValueError, match=r"has 3 blocks \(layer3.0, layer3.1, layer3.2\)"):
+        select_parameters(resnet, "last_blocks:4")
+    with torch.device("meta"):
+        resnet18 = torchvision.models.resnet18(num_classes=10)
+    assert last_blocks(resnet18, 1) == ["layer4.1"]
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    assert last_blocks(vit, 2) == ["blocks.11", "norm"]  # several modules: each one a block
+
+
 def test_reinitialise_redraws_the_modules_and_their_statistics():
     from famr.models.suffix import reinitialise
 
@@ -101,7 +129,18 @@ def test_reinitialise_redraws_the_modules_and_their_statistics():
         reinitialise(model, ["classifier.weight"])
 
 
-@pytest.mark.parametrize("spec", ["nomatch", "(", "last_stage:0", "last_stage:1.5", "last_stage:x"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nomatch",
+        "(",
+        "last_stage:0",
+        "last_stage:1.5",
+        "last_stage:x",
+        "last_blocks:0",
+        "last_blocks:x",
+    ],
+)
 def test_select_bad_spec_names_the_value(spec):
     model = famr.create_model("small_cnn", 3, in_channels=1, width=4)
     with pytest.raises(ValueError, match="params="):

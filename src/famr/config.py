@@ -125,11 +125,12 @@ class OptimConfig:
         _require(
             isinstance(self.params, str) and bool(self.params),
             f"params={self.params!r} is not valid; use 'all', 'head', 'last_stage', "
-            "'last_stage:SHARE' or a name pattern",
+            "'last_stage:SHARE', 'last_blocks:N' or a name pattern",
         )
-        from .models.suffix import stage_share  # noqa: PLC0415 (models import this module)
+        from .models.suffix import block_count, stage_share  # noqa: PLC0415 (models import this)
 
-        stage_share(self.params)  # a bad share fails here, before any data is read
+        stage_share(self.params)  # a bad share or count fails here, before any data is read
+        block_count(self.params)
         check_choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         check_choice("augment", self.augment, AUGMENTATIONS)
         for name in ("nesterov", "bf16", "channels_last", "compile"):

@@ -44,9 +44,10 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
             registration order (the classifier of torchvision ResNets, VGGs, CIFAR ResNets and
             famr's own models); ``"last_stage"`` for the body's last stage and the head
             (:func:`famr.models.suffix.last_stage`), ``"last_stage:SHARE"`` for the trailing
-            modules holding that share of the body's parameters and the head; or a regular
-            expression searched in each
-            parameter name.
+            modules holding that share of the body's parameters and the head,
+            ``"last_blocks:N"`` for the last stage's last N blocks and the head
+            (:func:`famr.models.suffix.last_blocks`); or a regular expression searched in
+            each parameter name.
 
     Returns:
         ``(name, parameter)`` pairs in model order. Parameters with ``requires_grad=False``

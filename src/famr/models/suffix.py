@@ -92,6 +92,48 @@ def last_stage(model: nn.Module, share: float = STAGE_SHARE) -> list[str]:
     return _trailing(top, share * body - beside_size) + beside
 
 
+def last_blocks(model: nn.Module, count: int) -> list[str]:
+    """Module names of the last ``count`` blocks of the body's last stage (:func:`last_stage`):
+    the parameterised children of the one module it names (a ResNet stage's residual blocks:
+    ``layer3.1``, ``layer3.2`` of a CIFAR ResNet-20 for 2), or the modules it names when they
+    are several (a ViT's last blocks and its final norm, which counts as one). Re-initialising
+    fewer blocks than the whole stage keeps what the first ones learned, retained images
+    memorised included, which a stage trained again from a small buffer does not recover.
+
+    Raises:
+        ValueError: The last stage has fewer than ``count`` blocks (the message lists them).
+    """
+    stage = last_stage(model)
+    blocks = stage
+    if len(stage) == 1:
+        inner = [name for name, _ in _children(model.get_submodule(stage[0]), stage[0] + ".")]
+        if len(inner) > 1:
+            blocks = inner
+    if count > len(blocks):
+        raise ValueError(
+            f"params='last_blocks:{count}' is not valid for this model: its last stage has "
+            f"{len(blocks)} blocks ({', '.join(blocks)})"
+        )
+    return blocks[-count:]
+
+
+def block_count(spec: str) -> int | None:
+    """The count of a ``"last_blocks:N"`` spec (``None``: another spec).
+
+    Raises:
+        ValueError: N is not an integer >= 1.
+    """
+    if not spec.startswith("last_blocks:"):
+        return None
+    text = spec.partition(":")[2]
+    if not (text.isdigit() and int(text) >= 1):
+        raise ValueError(
+            f"params={spec!r} is not valid: the count after 'last_blocks:' must be an integer "
+            f">= 1 (the last stage's trailing blocks to take), got {text!r}"
+        )
+    return int(text)
+
+
 def stage_share(spec: str) -> float | None:
     """The body share of a ``"last_stage"`` / ``"last_stage:SHARE"`` spec (``None``: another
     spec).
@@ -119,12 +161,17 @@ def stage_share(spec: str) -> float | None:
 def stage_pattern(model: nn.Module, spec: str) -> str:
     """The parameter-name regular expression of a ``params`` spec: ``"last_stage"`` is the body's
     last stage (:func:`last_stage`) and the classifier, ``"last_stage:SHARE"`` the trailing
-    modules holding that share of the body's parameters and the classifier; anything else is
-    taken as it is."""
+    modules holding that share of the body's parameters and the classifier,
+    ``"last_blocks:N"`` the last stage's last N blocks (:func:`last_blocks`) and the classifier;
+    anything else is taken as it is."""
+    count = block_count(spec)
     share = stage_share(spec)
-    if share is None:
+    if count is not None:
+        names = [*last_blocks(model, count), head_name(model)]
+    elif share is None:
         return spec
-    names = [*last_stage(model, share), head_name(model)]
+    else:
+        names = [*last_stage(model, share), head_name(model)]
     return "^(" + "|".join(re.escape(n) for n in names) + r")\."
 
 
