@@ -130,6 +130,29 @@ def test_the_study_measures_the_probe_on_the_validation_split_alone(digits, digi
     assert "val_probe" not in no_probe[0]
 
 
+def test_each_rows_probe_is_its_own_models(digits, digits_model, monkeypatch):
+    """The probe is run on the original once per class and on every run's model, each row
+    carrying its own run's number (an attack that answers 10, 20, 30, ... in call order) and
+    the original's beside it; the models probed are the runs' own, not the original."""
+    import famr.experiment as experiment
+
+    probed = []
+
+    def numbered(model, data, attacks, device=None, config=None):
+        assert attacks == ["linear_probe"] and data.probe_train is not None
+        probed.append(model)
+        return {"probe_test_forget_acc": 10.0 * len(probed)}
+
+    monkeypatch.setattr(experiment, "attack", numbered)
+    data = hold_out_validation(digits, 0.2, seed=0)
+    grid = {"famr": [{"recipe": "head"}, {"recipe": "head", "lam": 1.0}]}
+    rows = validation_study(digits_model, data, [3, 8], grid, seed=0, probe=["famr"])
+    assert [r["val_probe"] for r in rows] == [20.0, 30.0, 50.0, 60.0]
+    assert [r["val_probe_original"] for r in rows] == [10.0, 10.0, 40.0, 40.0]
+    assert probed[0] is digits_model and probed[3] is digits_model
+    assert all(m is not digits_model for i, m in enumerate(probed) if i not in (0, 3))
+
+
 def test_a_per_class_subset_keeps_that_many_of_each_class_and_nothing_else(digits):
     """per_class_subset: at most ``per_class`` training images of each class, all of them
     drawn from the training split, the same draw for the same seed; the validation and test

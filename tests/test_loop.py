@@ -73,8 +73,9 @@ def test_last_stage_is_the_body_s_last_quarter_and_the_head():
 
 
 def test_the_last_blocks_of_the_last_stage():
-    """last_blocks:N: the last N blocks of the last stage and the head; all of them is the last
-    stage; more than it has is a one-line error listing its blocks."""
+    """last_blocks:N: the last N blocks of the last stage (single layers after them and beside
+    the head go with them, uncounted) and the head; all of them is the last stage; more than it
+    has, or a stage of single layers, is a one-line error naming the spec and the choices."""
     import torchvision
 
     from famr.models.suffix import last_blocks
@@ -89,15 +90,34 @@ def test_the_last_blocks_of_the_last_stage():
     }
     stage = {n for n, _ in select_parameters(resnet, "last_stage")}
     assert {n for n, _ in select_parameters(resnet, "last_blocks:3")} == stage
-    with pytest.raises(ValueError, match=r"has 3 blocks \(layer3.0, layer3.1, layer3.2\)"):
+    with pytest.raises(ValueError, match=r"'last_blocks:4'.*has 3 blocks \(layer3.0, layer3.1, "):
         select_parameters(resnet, "last_blocks:4")
+    small = famr.create_model("small_cnn", 3, in_channels=1, width=4)  # conv, BN: no blocks
+    with pytest.raises(ValueError, match=r"no blocks, only single layers \(features.3.0, "):
+        select_parameters(small, "last_blocks:1")
+    # a stage wrapped in a one-child container is entered
+    wrapped = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.Sequential(
+            nn.Sequential(*(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()) for _ in "abc"))
+        ),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+    assert last_blocks(wrapped, 2) == ["1.0.1", "1.0.2"]
     with torch.device("meta"):
         resnet18 = torchvision.models.resnet18(num_classes=10)
+        convnext = torchvision.models.convnext_tiny(num_classes=10)
     assert last_blocks(resnet18, 1) == ["layer4.1"]
+    # the head's norm goes with the blocks, not counted as one
+    assert last_blocks(convnext, 1) == ["features.7.2", "classifier.0"]
     timm = pytest.importorskip("timm")
     with torch.device("meta"):
         vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
-    assert last_blocks(vit, 2) == ["blocks.11", "norm"]  # several modules: each one a block
+        timm_convnext = timm.create_model("convnext_tiny", pretrained=False, num_classes=10)
+    assert last_blocks(vit, 1) == ["blocks.11", "norm"]  # the final norm goes with the block
+    # the stage's blocks container (beside its small downsampling layer) is entered
+    assert last_blocks(timm_convnext, 2) == ["stages.3.blocks.1", "stages.3.blocks.2", "head.norm"]
 
 
 def test_reinitialise_redraws_the_modules_and_their_statistics():
@@ -139,6 +159,9 @@ def test_reinitialise_redraws_the_modules_and_their_statistics():
         "last_stage:x",
         "last_blocks:0",
         "last_blocks:x",
+        "last_blocks:02",  # one spelling per count (the study keys configurations by it)
+        "last_blocks:\u00b2",  # a superscript two: str.isdigit() says yes, int() fails
+        "last_blocks:\u0662",  # an Arabic-Indic two
     ],
 )
 def test_select_bad_spec_names_the_value(spec):

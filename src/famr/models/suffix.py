@@ -92,41 +92,72 @@ def last_stage(model: nn.Module, share: float = STAGE_SHARE) -> list[str]:
     return _trailing(top, share * body - beside_size) + beside
 
 
-def last_blocks(model: nn.Module, count: int) -> list[str]:
-    """Module names of the last ``count`` blocks of the body's last stage (:func:`last_stage`):
-    the parameterised children of the one module it names (a ResNet stage's residual blocks:
-    ``layer3.1``, ``layer3.2`` of a CIFAR ResNet-20 for 2), or the modules it names when they
-    are several (a ViT's last blocks and its final norm, which counts as one). Re-initialising
-    fewer blocks than the whole stage keeps what the first ones learned, retained images
-    memorised included, which a stage trained again from a small buffer does not recover.
+def _blocks_in(model: nn.Module, name: str) -> list[str]:
+    """The blocks of the one module ``name``: its parameterised children, entering a wrapper
+    whose one child holds it all or a child holding ``CONTAINER_SHARE`` of it (timm ConvNeXt's
+    ``stages.3.blocks`` beside its small downsampling layer)."""
+    module = model.get_submodule(name)
+    while True:
+        inner = _children(module, name + ".")
+        size = _size(module)
+        inside = [
+            (n, c)
+            for n, c in inner
+            if len(_children(c, n + ".")) > 1
+            and (len(inner) == 1 or _size(c) >= CONTAINER_SHARE * size)
+        ]
+        if len(inner) == 1 or inside:
+            name, module = (inside or inner)[0]
+            continue
+        return [n for n, _ in inner] or [name]
+
+
+def last_blocks(model: nn.Module, count: int, spec: str | None = None) -> list[str]:
+    """Module names of the last ``count`` blocks of the body's last stage (:func:`last_stage`)
+    and of the layers that follow them: a ResNet stage's residual blocks (``layer3.1``,
+    ``layer3.2`` of a CIFAR ResNet-20 for 2), a ViT's last transformer blocks. Single layers
+    after the last block (a ViT's final norm, EfficientNet's ``conv_head`` and ``bn2``) and the
+    layers beside the classifier (a ConvNeXt head's norm) go with it and are not counted.
+    Re-initialising fewer blocks than the whole stage keeps what the first ones learned,
+    retained images memorised included, which a stage trained again from a small buffer does
+    not recover.
 
     Raises:
-        ValueError: The last stage has fewer than ``count`` blocks (the message lists them).
+        ValueError: The last stage has fewer than ``count`` blocks, or no blocks at all (its
+            modules are single layers, as in famr's ``small_cnn``): the message lists them.
     """
+    spec = spec or f"last_blocks:{count}"
     stage = last_stage(model)
-    blocks = stage
-    if len(stage) == 1:
-        inner = [name for name, _ in _children(model.get_submodule(stage[0]), stage[0] + ".")]
-        if len(inner) > 1:
-            blocks = inner
+    parent = head_name(model).rpartition(".")[0]
+    beside = [n for n in stage if parent and n.startswith(parent + ".")]
+    body = [n for n in stage if n not in beside]
+    if len(body) == 1:
+        body = _blocks_in(model, body[0])
+    blocks = [n for n in body if _children(model.get_submodule(n), n + ".")]
+    if not blocks:
+        raise ValueError(
+            f"params={spec!r} is not valid for this model: its last stage has no blocks, only "
+            f"single layers ({', '.join(body or stage)}); use 'last_stage' or a name pattern"
+        )
     if count > len(blocks):
         raise ValueError(
-            f"params='last_blocks:{count}' is not valid for this model: its last stage has "
-            f"{len(blocks)} blocks ({', '.join(blocks)})"
+            f"params={spec!r} is not valid for this model: its last stage has {len(blocks)} "
+            f"block{'s' if len(blocks) > 1 else ''} ({', '.join(blocks)}); use last_blocks:1 "
+            f"to last_blocks:{len(blocks)}"
         )
-    return blocks[-count:]
+    return body[body.index(blocks[-count]) :] + beside
 
 
 def block_count(spec: str) -> int | None:
     """The count of a ``"last_blocks:N"`` spec (``None``: another spec).
 
     Raises:
-        ValueError: N is not an integer >= 1.
+        ValueError: N is not an integer >= 1 written in ASCII digits without leading zeros.
     """
     if not spec.startswith("last_blocks:"):
         return None
     text = spec.partition(":")[2]
-    if not (text.isdigit() and int(text) >= 1):
+    if not re.fullmatch(r"[1-9][0-9]*", text):
         raise ValueError(
             f"params={spec!r} is not valid: the count after 'last_blocks:' must be an integer "
             f">= 1 (the last stage's trailing blocks to take), got {text!r}"
@@ -167,7 +198,7 @@ def stage_pattern(model: nn.Module, spec: str) -> str:
     count = block_count(spec)
     share = stage_share(spec)
     if count is not None:
-        names = [*last_blocks(model, count), head_name(model)]
+        names = [*last_blocks(model, count, spec), head_name(model)]
     elif share is None:
         return spec
     else:
