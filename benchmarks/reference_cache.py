@@ -48,17 +48,7 @@ def main(argv=None) -> int:
     bench.reexec_with_tcmalloc(argv)
     args = parse_args(argv)
     device = resolve_device(args.device)
-    arch, arch_args, train_cfg, data = bench.cifar10_protocol(args.data_root)
-    model, _ = bench.trained_model(
-        Path(args.cache),
-        data,
-        arch=arch,
-        arch_args=arch_args,
-        train_config={k: v for k, v in train_cfg.items() if k != "seed"},
-        seed=0,
-        data_label=bench.CIFAR10_DATA_LABEL,
-        device=device,
-    )
+    model, data = bench.cifar10_original(Path(args.cache), args.data_root, device)
     splits = famr.ClassForget(args.forget_class).split(data.train, data.test, data.num_classes)
     runs: dict[str, list[dict]] = {"cached": [], "per batch": []}
     for i in range(args.repeats):

@@ -62,18 +62,10 @@ def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps
 def whole_runs(args) -> dict:
     """One famr class-3 request on the class-wise benchmark's original, prefix cached and not,
     alternated (on, off, on, off, ...) so that drift on a shared machine falls on both."""
-    arch, arch_args, train_cfg, data = bench.cifar10_protocol(args.data_root)
-    device = torch.device("cpu")
-    model, _ = bench.trained_model(
-        Path(args.cache).expanduser(),
-        data,
-        arch=arch,
-        arch_args=arch_args,
-        train_config={k: v for k, v in train_cfg.items() if k != "seed"},
-        seed=0,
-        data_label=bench.CIFAR10_DATA_LABEL,
-        device=device,
+    model, data = bench.cifar10_original(
+        Path(args.cache).expanduser(), args.data_root, torch.device("cpu")
     )
+    device = torch.device("cpu")
     splits = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
     seconds = {True: [], False: []}
     same = []  # per repeat: the two runs' state (parameters and buffers) equal to the bit

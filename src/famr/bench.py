@@ -338,6 +338,25 @@ def cifar10_protocol(root: str | Path, profile: str = "cpu", quick: bool = False
     return chosen["arch"], arch_args, train_config, data
 
 
+def cifar10_original(
+    cache: Path, root: str | Path, device: torch.device
+) -> tuple[nn.Module, ImageData]:
+    """The class-wise benchmark's CIFAR-10 original (cpu profile, seed 0), read from the model
+    ``cache`` (trained there when absent, ~20 min on a CPU), and the protocol's data."""
+    arch, arch_args, train_config, data = cifar10_protocol(root)
+    model, _ = trained_model(
+        cache,
+        data,
+        arch=arch,
+        arch_args=arch_args,
+        train_config={k: v for k, v in train_config.items() if k != "seed"},
+        seed=0,
+        data_label=CIFAR10_DATA_LABEL,
+        device=device,
+    )
+    return model, data
+
+
 def with_speed(method: str, config: dict[str, Any]) -> dict[str, Any]:
     """Speed flags: bf16 + channels_last for whole-network runs; bf16 feature extraction for
     head-only FAMR runs (their body runs once, under autocast)."""
