@@ -609,6 +609,11 @@ def write(args, arch, train_cfg, blocks) -> None:
     log(f"wrote {out} and BENCHMARKS.md")
 
 
+def _threads(env: dict) -> str:
+    count = env.get("torch_threads")
+    return f"{count} thread{'' if count == 1 else 's'}"
+
+
 def _cell(entry: dict, key: str) -> str:
     if key not in entry:
         return "-"
@@ -653,7 +658,7 @@ def write_table(payload) -> None:
         lines += [
             f"Command: `{command}`; {env.get('cpu_count')}-core {env.get('machine')} CPU "
             f"(kernels {env.get('cpu_capability', 'not recorded')}), torch "
-            f"{env.get('torch')} ({env.get('torch_threads')} threads), "
+            f"{env.get('torch')} ({_threads(env)}), "
             f"{block.get('date') or payload.get('date')}.",
             "",
         ]
@@ -694,7 +699,7 @@ def write_table(payload) -> None:
             lines.append(
                 f"\nRerun on {rerun['date']} ({env.get('cpu_count')}-core {env.get('machine')} "
                 f"CPU, kernels {env.get('cpu_capability', 'not recorded')}, torch "
-                f"{env.get('torch')}, {env.get('torch_threads')} threads): "
+                f"{env.get('torch')}, {_threads(env)}): "
                 f"{', '.join(f'`{r}`' for r in rerun['runs'])}, with `{rerun['command']}`."
             )
         chosen = block.get("chosen_famr_quantile")
