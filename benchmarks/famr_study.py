@@ -282,6 +282,11 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _escaped(text: str) -> str:
+    """``text`` for a Markdown cell: a regular expression's "|" would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _key(method: str, config: dict) -> tuple[str, str]:
     """A grid configuration's identity, as its rows record it."""
     return method, json.dumps(config, sort_keys=True)
@@ -357,7 +362,7 @@ def write_table(payload) -> None:
         b = ranked[0]
         shown = ", ".join(f"{k}={v}" for k, v in b["config"].items() if k != "cache_features")
         lines.append(
-            f"| {title} | {shown.replace('|', chr(92) + '|')} | {b['val_forget_acc']:.2f} | {b['val_retain_drop']:.2f} | "
+            f"| {title} | {_escaped(shown)} | {b['val_forget_acc']:.2f} | {b['val_retain_drop']:.2f} | "
             f"{b['score']:.2f} | {b['seconds']:.1f} |"
         )
     ceilings = payload.get("forget_ceiling", {})
@@ -380,7 +385,7 @@ def write_table(payload) -> None:
         shown = ", ".join(f"{k}={v}" for k, v in chosen["config"].items())
         relearned = chosen.get("val_relearned")
         lines.append(
-            f"| {method} | {shown.replace('|', chr(92) + '|')} | {chosen['val_forget_acc']:.2f} "
+            f"| {method} | {_escaped(shown)} | {chosen['val_forget_acc']:.2f} "
             f"| {chosen['val_retain_drop']:.2f} | "
             + ("-" if relearned is None else f"{relearned:.2f}")
             + f" | {chosen['score']:.2f} |"
@@ -398,6 +403,8 @@ def write_table(payload) -> None:
             }
         )
         probed = any("val_probe" in r for r in scored)
+        columns = ["class", "val retain drop", "val relearned"]
+        columns += ["val probe", "seconds"] if probed else ["seconds"]
         lines += [
             "",
             f"`{method}`, every configuration run, per class: what the relearning attack "
@@ -413,16 +420,11 @@ def write_table(payload) -> None:
             )
             + ":",
             "",
-            _row(
-                [*varied, "class", "val retain drop", "val relearned"]
-                + (["val probe"] if probed else [])
-                + ["seconds"]
-            ),
-            "|" + "---|" * len(varied) + "---:|" * (5 if probed else 4),
+            _row([*varied, *columns]),
+            "|" + "---|" * len(varied) + "---:|" * len(columns),
         ]
         for r in scored:
-            # a regular expression's "|" would end the cell
-            cells = [str(r["config"].get(k, "-")).replace("|", "\\|") for k in varied]
+            cells = [_escaped(str(r["config"].get(k, "-"))) for k in varied]
             cells += [str(r["class"]), f"{r['val_retain_drop']:.2f}", f"{r['val_relearned']:.1f}"]
             if probed:  # "-": measured before the probe joined the study
                 cells.append(

@@ -62,10 +62,8 @@ def step_times(model, images, labels, objective_kind, cfg, anchor_lam=0.0, steps
 def whole_runs(args) -> dict:
     """One famr class-3 request on the class-wise benchmark's original, prefix cached and not,
     alternated (on, off, on, off, ...) so that drift on a shared machine falls on both."""
-    model, data = bench.cifar10_original(
-        Path(args.cache).expanduser(), args.data_root, torch.device("cpu")
-    )
     device = torch.device("cpu")
+    model, data = bench.cifar10_original(Path(args.cache).expanduser(), args.data_root, device)
     splits = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
     seconds = {True: [], False: []}
     same = []  # per repeat: the two runs' state (parameters and buffers) equal to the bit

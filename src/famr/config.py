@@ -41,6 +41,11 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     _require(ok, f"{name}={value!r} is not valid; it must be a finite number {bound}")
 
 
+def check_bool(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``True`` or ``False`` (not 0, 1 or "yes")."""
+    _require(isinstance(value, bool), f"{name}={value!r} is not valid; it must be true or false")
+
+
 def _integer_in(name: str, value: Any, low: int, high: int) -> None:
     """An ``int`` (never a ``bool``) in ``[low, high]``: the upper limits catch typos that would
     otherwise fail deep inside torch with an overflow message that names nothing."""
@@ -134,10 +139,7 @@ class OptimConfig:
         check_choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         check_choice("augment", self.augment, AUGMENTATIONS)
         for name in ("nesterov", "bf16", "channels_last", "compile"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, bool), f"{name}={value!r} is not valid; it must be true or false"
-            )
+            check_bool(name, getattr(self, name))
         _integer_in("seed", self.seed, 0, 2**63 - 1)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .. import distributed
-from ..config import check_choice, check_positive
+from ..config import check_bool, check_choice, check_positive
 from ..data.tensors import to_float
 from ..features import _first_moving_stage, _prefix_outputs, fed_at, stage_inputs
 from ..loop import Streams, select_parameters, set_train_mode
@@ -111,14 +111,10 @@ class FamrRetainConfig(FamrHeadConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("beta", self.beta, allow_zero=True)
-        if not isinstance(self.cache_prefix, bool):
-            raise ValueError(f"cache_prefix={self.cache_prefix!r} is not valid; give true or false")
+        check_bool("cache_prefix", self.cache_prefix)
         check_choice("retain_target", self.retain_target, RETAIN_TARGETS)
         check_choice("forget_target", self.forget_target, FORGET_TARGETS)
-        if not isinstance(self.cache_reference, bool):
-            raise ValueError(
-                f"cache_reference={self.cache_reference!r} is not valid; give true or false"
-            )
+        check_bool("cache_reference", self.cache_reference)
         if not (isinstance(self.buffer_size, int) and self.buffer_size >= 1):
             raise ValueError(
                 f"buffer_size={self.buffer_size!r} is not valid; it must be an integer >= 1"
@@ -251,7 +247,7 @@ def prefix_problem(model, images: dict, cfg):
     images the model run from the cached inputs gives the full model's logits, and the stage's
     input in the run's train mode equals the cached one (no dropout or other randomness, no
     BatchNorm statistics learned, before it). Any failure while checking (a model whose
-    modules take keyword inputs, glue code the stand-ins' zeros cannot pass) means full
+    modules take keyword inputs, glue code the stand-ins' NaN cannot pass) means full
     passes, never a failed run."""
     if cfg.augment != "none" or cfg.compile or distributed.world()[1] > 1:
         return None
