@@ -140,6 +140,7 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
         log=log,
         probe_data=coarse.data.validation,
         attack_config=attack_config(args),
+        known=known(args, "concept", splits),
     )
     group = next(g for g in coarse.groups.values() if concept in g)
     siblings = torch.isin(coarse.fine_test, torch.tensor([c for c in group if c != concept]))
@@ -195,6 +196,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
         log=log,
         probe_data=styled.data.validation,
         attack_config=attack_config(args),
+        known=known(args, "style", splits),
     )
     experiment.results["style"] = {"style": "sketch", "fraction": STYLE_FRACTION}
     return experiment.results
@@ -240,9 +242,27 @@ def parse_args(argv=None):
         "joining the earlier block (one measured with other attacks, say)",
     )
     p.add_argument(
+        "--reuse-reference",
+        action="store_true",
+        help="with --runs: take the original and retrained models' attack values from the "
+        "block's earlier rows instead of attacking them again (their metrics are measured again "
+        "and must equal the rows'); on CIFAR-10 the two attacks take most of the ~10 minutes "
+        "the two reference rows cost a join",
+    )
+    p.add_argument(
         "--table-only", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON"
     )
     args = p.parse_args(argv)
+    if args.reuse_reference and (not args.runs or args.replace or args.table_only):
+        p.error("--reuse-reference reuses an earlier block's rows: give --runs, without --replace")
+    if args.reuse_reference:
+        for name in args.scenarios:
+            rows = (previous_block(args.data, name) or {}).get("runs", {})
+            if not {"original", "retrain"} <= set(rows):
+                p.error(
+                    f"--reuse-reference: no earlier {name!r} block with original and retrain "
+                    "rows to reuse; run it without --reuse-reference"
+                )
     unknown = sorted(set(args.runs or ()) - set(LABELS))
     if unknown:
         p.error(
@@ -273,6 +293,21 @@ def previous_block(data: str, name: str) -> dict | None:
     if not out.exists():
         return None
     return json.loads(out.read_text()).get("blocks", {}).get(name)
+
+
+def known(args, name: str, splits) -> dict | None:
+    """With ``--reuse-reference``, the earlier block's ``original`` and ``retrain`` rows (for
+    :func:`famr.experiment.compare_methods`'s ``known``), once its forget set is this one."""
+    if not args.reuse_reference:
+        return None
+    block = previous_block(args.data, name)
+    stored = block.get("forget", {}).get("indices_sha256")
+    if stored != splits.forget_indices_sha256():
+        raise SystemExit(
+            f"--reuse-reference: the earlier {name!r} block forgot another set (indices sha256 "
+            f"{stored}, this request's {splits.forget_indices_sha256()}); nothing is reused"
+        )
+    return {label: block["runs"][label] for label in ("original", "retrain")}
 
 
 def merged(args, name: str, results: dict) -> dict:
@@ -469,6 +504,7 @@ def main(argv=None) -> int:
             log=log,
             probe_data=data.validation,
             attack_config=attack_config(args),
+            known=known(args, "classes", splits),
         )
         results = experiment.results
         reference = {k: v for k, v in results["runs"]["retrain"].items() if isinstance(v, float)}
@@ -522,6 +558,7 @@ def main(argv=None) -> int:
             holdout=data.validation,
             probe_data=data.validation,
             attack_config=attack_config(args),
+            known=known(args, "random", splits),
         )
         blocks["random"] = merged(args, "random", experiment.results)
         # the original's accuracy on the held-out split, through the registry's accuracy metric

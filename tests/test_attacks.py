@@ -143,6 +143,11 @@ def test_attacks_are_registered_with_their_contract():
     assert {"linear_probe", "relearn"} <= set(famr.list_attacks())
     for entry in ATTACKS:
         assert entry.meta["direction"] and entry.meta["retrain"] and entry.obj.__doc__
+        assert entry.meta["values"].endswith("_")  # its values' prefix (famr.attacks.attack_values)
+    with pytest.raises(ValueError, match="values must be a non-empty prefix"):
+        famr.register_attack(
+            "nameless", config=object, needs=(), values="", direction="", retrain=""
+        )
 
 
 @pytest.mark.science
@@ -194,6 +199,7 @@ def test_attacks_do_not_modify_the_model_and_say_what_they_need(digits_request):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = attack(model, AttackData(splits), config={"relearn": {"steps": 2}})
     assert "relearn_forget_acc" in result and "probe_test_acc" not in result  # no probe data
+    assert all(k.startswith(ATTACKS.get("relearn").meta["values"]) for k in result)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="needs \\['probe_train'\\]"):
         attack(model, AttackData(splits), attacks=["linear_probe"])

@@ -394,3 +394,33 @@ def test_a_rerun_keeps_which_earlier_quantile_runs_reached_the_level():
     assert chosen["run"] == "famr_quantile_beta1"
     # kept: famr_quantile (not rerun); dropped: beta1 (rerun, did not stop); new: l2
     assert chosen["reached_level"] == ["famr_quantile", "famr_quantile_l2"]
+
+
+def test_reuse_reference_needs_a_join_and_the_same_forget_set(monkeypatch, capsys):
+    """scenarios.py --reuse-reference: only with --runs joining a block that holds original
+    and retrain rows (refused before any work otherwise), and only for the same forget set
+    (the indices' sha256), handing those two rows to compare_methods."""
+    import argparse
+
+    scenarios = _load("scenarios")
+    rows = {"original": {"forget_acc": 99.0}, "retrain": {"forget_acc": 0.0}}
+    earlier = {"runs": dict(rows), "forget": {"indices_sha256": "abc"}, "seed": 0}
+    earlier["attack_config"] = {"relearn": {"lr": 0.01}}
+    monkeypatch.setattr(scenarios, "previous_block", lambda data, name: earlier)
+    argv = ["--data", "cifar10", "--scenarios", "random", "--relearn-lr", "0.01"]
+    for bad in ([], ["--runs", "famr", "--replace"]):
+        with pytest.raises(SystemExit):
+            scenarios.parse_args([*argv, *bad, "--reuse-reference"])
+        assert "give --runs, without --replace" in capsys.readouterr().err
+    args = scenarios.parse_args([*argv, "--runs", "famr", "--reuse-reference"])
+    splits = argparse.Namespace(forget_indices_sha256=lambda: "abc")
+    assert scenarios.known(args, "random", splits) == rows
+    splits.forget_indices_sha256 = lambda: "def"
+    with pytest.raises(SystemExit, match="forgot another set"):
+        scenarios.known(args, "random", splits)
+    args.reuse_reference = False
+    assert scenarios.known(args, "random", splits) is None
+    del earlier["runs"]["retrain"]
+    with pytest.raises(SystemExit):
+        scenarios.parse_args([*argv, "--runs", "famr", "--reuse-reference"])
+    assert "no earlier 'random' block with original and retrain" in capsys.readouterr().err

@@ -174,3 +174,49 @@ def test_a_per_class_subset_keeps_that_many_of_each_class_and_nothing_else(digit
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"per_class={bad!r}"):
             per_class_subset(data, bad)
+
+
+def test_known_reference_rows_reuse_their_attacks_only_on_the_same_models(digits, monkeypatch):
+    """compare_methods(known=...): the original's and retrained model's rows measured earlier
+    (through JSON, as a results file holds them) come out the same as measuring them again,
+    with the attacks run on the method's model only; a row whose metrics differ from the ones
+    measured now (another model), or that holds no attack values, is refused by name."""
+    import json
+
+    import famr
+    import famr.experiment as experiment
+    from famr.experiment import compare_methods
+
+    data = hold_out_validation(digits, 0.2, seed=0)
+    splits = famr.ClassForget(3).split(data.train, data.test, data.num_classes)
+    original = famr.train(
+        famr.create_model("small_cnn", 10, in_channels=1, width=8), data.train, epochs=2, seed=0
+    )
+    retrained = famr.unlearn(original.model, splits, method="retrain", epochs=2, seed=0)
+    common = dict(probe_data=data.validation, attack_config={"relearn": {"steps": 3}})
+    runs = {"famr": {"recipe": "head"}}
+    first = compare_methods(original, retrained, splits, data, runs, **common).results["runs"]
+    stored = json.loads(json.dumps({k: first[k] for k in ("original", "retrain")}))
+    attacked = []
+    real = experiment.attack
+
+    def counted(model, *args, **kwargs):
+        attacked.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "attack", counted)
+    again = compare_methods(original, retrained, splits, data, runs, known=stored, **common)
+    again = json.loads(json.dumps(again.results["runs"]))
+    assert len(attacked) == 1 and attacked[0] is not original.model
+    assert again["original"] == stored["original"] and again["retrain"] == stored["retrain"]
+    assert again["famr"]["avg_gap"] == pytest.approx(first["famr"]["avg_gap"])
+    swapped = {"original": stored["retrain"]}  # another model's row
+    with pytest.raises(ValueError, match=r"known row 'original': \w+ is .*, measured now "):
+        compare_methods(original, retrained, splits, data, {}, known=swapped, **common)
+    bare = {"retrain": {k: v for k, v in stored["retrain"].items() if not k.startswith("probe_")}}
+    with pytest.raises(ValueError, match="no value of attack 'linear_probe'"):
+        compare_methods(original, retrained, splits, data, {}, known=bare, **common)
+    with pytest.raises(ValueError, match=r"known rows \['famr'\]"):
+        compare_methods(original, retrained, splits, data, {}, known={"famr": {}}, **common)
+    with pytest.raises(ValueError, match="give probe_data"):
+        compare_methods(original, retrained, splits, data, {}, known=stored)

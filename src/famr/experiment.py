@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .api import Result, evaluate, metrics_from_outputs, predict, resolve_device, train, unlearn
-from .attacks import AttackData, attack
+from .attacks import AttackData, attack, attack_values
 from .config import config_dict
 from .data import ClassForget, ImageData, Splits, hold_out_validation
 from .data.files import rows as split_rows
@@ -67,6 +67,25 @@ def _evaluate_run(
     return entry, confidences
 
 
+def _same_metrics(name: str, measured: dict[str, Any], row: dict[str, Any]) -> None:
+    """Raise unless ``row`` holds every metric of ``measured`` at the same value (1e-6 %):
+    the row was measured on the same model and request."""
+    for key, value in measured.items():
+        if not isinstance(value, (float, list)):
+            continue
+        stored = row.get(key)
+        same = (
+            isinstance(stored, type(value))
+            and np.shape(stored) == np.shape(value)
+            and np.allclose(stored, value, rtol=0.0, atol=1e-6)
+        )
+        if not same:
+            raise ValueError(
+                f"known row {name!r}: {key} is {stored!r}, measured now {value!r}; "
+                "not the same model or request, so its attack values cannot be reused"
+            )
+
+
 def compare_methods(
     original: Result,
     retrained: Result,
@@ -81,6 +100,7 @@ def compare_methods(
     holdout: Dataset | None = None,
     probe_data: Dataset | None = None,
     attack_config: dict[str, dict[str, Any]] | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
 ) -> Experiment:
     """Evaluate the original and retrained models, run every method, compare all to retraining.
 
@@ -102,11 +122,26 @@ def compare_methods(
             relearning, :mod:`famr.attacks`), the retrained model included.
         attack_config: ``{attack name: {field: value}}`` for those attacks (every run alike),
             e.g. ``{"relearn": {"lr": (0.01, 0.03, 0.1)}}``.
+        known: ``{"original": row, "retrain": row}`` (either or both): result rows measured
+            earlier on these same models, request and attack configuration (a results file's).
+            Their metrics are measured again and must equal the row's; their attack values,
+            the expensive part, are taken from the row instead of being measured again.
 
     Returns:
         An :class:`Experiment` whose ``runs`` hold metrics, gaps, ``seconds``, ``time_ratio``
         and, with ``probe_data``, the attacks' values.
+
+    Raises:
+        ValueError: ``known`` names another run than ``original`` / ``retrain``, is given
+            without ``probe_data``, or a row's metrics differ from the ones measured now (not
+            the same models or request) or it lacks an attack's values.
     """
+    known = known or {}
+    stray = sorted(set(known) - {"original", "retrain"})
+    if stray:
+        raise ValueError(f"known rows {stray}: only 'original' and 'retrain' can be given")
+    if known and probe_data is None:
+        raise ValueError("known rows reuse attack values: give probe_data as well")
     dev = resolve_device(device)
     track = progress or (lambda label: None)
     experiment = Experiment(results={}, models={})
@@ -116,7 +151,11 @@ def compare_methods(
         entry, confidences = _evaluate_run(result.model, splits, data, dev, reference)
         if probe_data is not None:
             given = AttackData(splits, probe_data, original=original.model)
-            entry.update(attack(result.model, given, device=dev, config=attack_config))
+            if name in known:
+                _same_metrics(name, entry, known[name])
+                entry.update(attack_values(known[name], given))
+            else:
+                entry.update(attack(result.model, given, device=dev, config=attack_config))
         entry.update(
             method=result.method,
             seconds=result.seconds,

@@ -51,7 +51,13 @@ class AttackData:
 
 
 def register_attack(
-    name: str, *, config: type, needs: Sequence[str], direction: str, retrain: str
+    name: str,
+    *,
+    config: type,
+    needs: Sequence[str],
+    values: str,
+    direction: str,
+    retrain: str,
 ) -> Callable:
     """Register an attack ``fn(model, data: AttackData, cfg, *, device) -> {name: value}``.
 
@@ -59,11 +65,15 @@ def register_attack(
         name: Registry key.
         config: Its config dataclass.
         needs: The :class:`AttackData` fields it needs besides the request.
+        values: The prefix every value name it returns starts with (``"probe_"``), so that
+            its values can be told from a row's other entries (:func:`attack_values`).
         direction: What its values mean.
         retrain: What a model retrained without the forget set scores.
     """
+    if not values:
+        raise ValueError(f"attack {name!r}: values must be a non-empty prefix, got {values!r}")
     return ATTACKS.register(
-        name, config=config, needs=tuple(needs), direction=direction, retrain=retrain
+        name, config=config, needs=tuple(needs), values=values, direction=direction, retrain=retrain
     )
 
 
@@ -123,6 +133,25 @@ def attack(
     unknown = sorted(set(config) - set(ATTACKS.names()))
     if unknown:
         raise ValueError(f"config for unknown attack(s) {unknown}; attacks: {ATTACKS.names()}")
+    chosen = applicable(data, attacks)
+    to_tensors(data.request.forget, name="forget")  # fail early on a bad request
+    results: dict[str, Any] = {}
+    for entry in chosen:
+        cfg = make_config(entry.meta["config"], config.get(entry.name, {}))
+        values = entry.obj(model, data, cfg, device=dev)
+        stray = sorted(k for k in values if not k.startswith(entry.meta["values"]))
+        if stray:
+            raise RuntimeError(
+                f"attack {entry.name!r} returned {stray}, outside its prefix "
+                f"{entry.meta['values']!r}"
+            )
+        results.update(values)
+    return results
+
+
+def applicable(data: AttackData, attacks: Sequence[str] | None = None) -> list:
+    """The registry entries :func:`attack` runs on ``data``: the named ones (each must find
+    what it needs in ``data``), or every registered one whose needs ``data`` meets."""
     chosen = []
     for entry in ATTACKS if attacks is None else [ATTACKS.get(a) for a in attacks]:
         missing = [n for n in entry.meta["needs"] if getattr(data, n) is None]
@@ -130,12 +159,29 @@ def attack(
             raise ValueError(f"attack {entry.name!r} needs {missing}; give them in AttackData")
         if not missing:
             chosen.append(entry)
-    to_tensors(data.request.forget, name="forget")  # fail early on a bad request
-    results: dict[str, Any] = {}
-    for entry in chosen:
-        cfg = make_config(entry.meta["config"], config.get(entry.name, {}))
-        results.update(entry.obj(model, data, cfg, device=dev))
-    return results
+    return chosen
+
+
+def attack_values(
+    row: dict[str, Any], data: AttackData, attacks: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The values in ``row`` (a result row measured earlier) of the attacks :func:`attack`
+    would run on ``data``, by each attack's value prefix.
+
+    Raises:
+        ValueError: ``row`` holds no value of one of those attacks (it was measured without
+            that attack, or before it existed).
+    """
+    out: dict[str, Any] = {}
+    for entry in applicable(data, attacks):
+        found = {k: v for k, v in row.items() if k.startswith(entry.meta["values"])}
+        if not found:
+            raise ValueError(
+                f"the row holds no value of attack {entry.name!r} "
+                f"(no {entry.meta['values']}* entry); it must be measured again"
+            )
+        out.update(found)
+    return out
 
 
 def _discover() -> None:

@@ -84,6 +84,7 @@ class ProbeConfig:
     "linear_probe",
     config=ProbeConfig,
     needs=("probe_train",),
+    values="probe_",
     direction="probe accuracy in %: on the forgotten class's test images "
     "(probe_test_forget_acc), the forget set itself (probe_forget_acc) and the retained test "
     "images (probe_test_acc); lower on the forgotten data = less recoverable",

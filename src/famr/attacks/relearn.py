@@ -102,6 +102,7 @@ class RelearnConfig:
     "relearn",
     config=RelearnConfig,
     needs=(),
+    values="relearn_",
     direction="accuracy in % on the forgotten data after the relearning steps "
     "(relearn_forget_acc; the curve per step in relearn_curve) and the steps to reach half "
     "of the original's level (relearn_steps_to_half, None = never); lower / more = forgotten",
