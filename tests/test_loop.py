@@ -120,6 +120,39 @@ def test_the_last_blocks_of_the_last_stage():
     assert last_blocks(timm_convnext, 2) == ["stages.3.blocks.1", "stages.3.blocks.2", "head.norm"]
 
 
+def test_the_last_stage_but_its_first_block():
+    """last_stage_but_first: every block of the last stage but the first (ResNet-20: the
+    validation study's last_blocks:2), and the whole stage where it has fewer than two blocks
+    to keep one of (small_cnn's single layers), the head with them either way."""
+    import torchvision
+
+    from famr.models.suffix import last_stage, last_stage_but_first
+
+    resnet = famr.create_model("resnet20", 10)
+    assert last_stage_but_first(resnet) == ["layer3.1", "layer3.2"]
+    tail = {n for n, _ in select_parameters(resnet, "last_stage_but_first")}
+    assert tail == {n for n, _ in select_parameters(resnet, "last_blocks:2")}
+    small = famr.create_model("small_cnn", 3, in_channels=1, width=4)
+    assert last_stage_but_first(small) == last_stage(small) == ["features.3"]
+    tail = {n for n, _ in select_parameters(small, "last_stage_but_first")}
+    assert tail == {n for n, _ in select_parameters(small, "last_stage")}
+    one_block = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+    assert last_stage_but_first(one_block) == last_stage(one_block)
+    with torch.device("meta"):
+        resnet18 = torchvision.models.resnet18(num_classes=10)
+    assert last_stage_but_first(resnet18) == ["layer4.1"]
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    assert last_stage_but_first(vit) == ["blocks.9", "blocks.10", "blocks.11", "norm"]
+    assert famr.config.OptimConfig(params="last_stage_but_first").params == "last_stage_but_first"
+
+
 def test_reinitialise_redraws_the_modules_and_their_statistics():
     from famr.models.suffix import reinitialise
 

@@ -130,7 +130,7 @@ class OptimConfig:
         _require(
             isinstance(self.params, str) and bool(self.params),
             f"params={self.params!r} is not valid; use 'all', 'head', 'last_stage', "
-            "'last_stage:SHARE', 'last_blocks:N' or a name pattern",
+            "'last_stage:SHARE', 'last_blocks:N', 'last_stage_but_first' or a name pattern",
         )
         from .models.suffix import block_count, stage_share  # noqa: PLC0415 (models import this)
 

@@ -19,6 +19,7 @@ STAGE_SHARE = 0.25  # the last stage holds at least this share of the body's par
 # whole: a ViT's blocks (0.99 of the body), timm EfficientNet-B0's (0.90), ConvNeXt's stages
 # (0.97); a ResNet's last stage holds less (CIFAR ResNet-20 layer3 0.77, ResNet-18 layer4 0.75)
 CONTAINER_SHARE = 0.85
+BUT_FIRST = "last_stage_but_first"  # the params spec of :func:`last_stage_but_first`
 
 
 def _size(module: nn.Module) -> int:
@@ -55,7 +56,7 @@ def last_stage(model: nn.Module, share: float = STAGE_SHARE) -> list[str]:
     than a quarter of the body's parameters, the shortest trailing run of the model's other
     top-level children that makes up the quarter; a child holding 85 % of its level (a ViT's
     ``blocks``) is entered rather than taken whole. A CIFAR ResNet-20 gives ``layer3``, a
-    torchvision ResNet ``layer4``, a timm ViT-Tiny its last 3 of 12 blocks and its norm, a VGG
+    torchvision ResNet ``layer4``, a timm ViT-Tiny its last 4 of 12 blocks and its norm, a VGG
     its two hidden classifier layers. ``share`` replaces the quarter: at 0.9 a ResNet-20 gives
     ``layer2`` and ``layer3``, a ViT-Tiny all 12 blocks and its norm (11 hold 0.89). "Trailing" is registration order: for a model that
     registers modules out of execution order (GoogLeNet's auxiliary heads), give ``params``
@@ -112,6 +113,19 @@ def _blocks_in(model: nn.Module, name: str) -> list[str]:
         return [n for n, _ in inner] or [name]
 
 
+def _stage_blocks(model: nn.Module) -> tuple[list[str], list[str], list[str]]:
+    """(the last stage's modules in the body, the blocks among them, the layers beside the
+    classifier) of :func:`last_stage`, a single stage module entered for its blocks."""
+    stage = last_stage(model)
+    parent = head_name(model).rpartition(".")[0]
+    beside = [n for n in stage if parent and n.startswith(parent + ".")]
+    body = [n for n in stage if n not in beside]
+    if len(body) == 1:
+        body = _blocks_in(model, body[0])
+    blocks = [n for n in body if _children(model.get_submodule(n), n + ".")]
+    return body, blocks, beside
+
+
 def last_blocks(model: nn.Module, count: int, spec: str | None = None) -> list[str]:
     """Module names of the last ``count`` blocks of the body's last stage (:func:`last_stage`)
     and of the layers that follow them: a ResNet stage's residual blocks (``layer3.1``,
@@ -127,17 +141,11 @@ def last_blocks(model: nn.Module, count: int, spec: str | None = None) -> list[s
             modules are single layers, as in famr's ``small_cnn``): the message lists them.
     """
     spec = spec or f"last_blocks:{count}"
-    stage = last_stage(model)
-    parent = head_name(model).rpartition(".")[0]
-    beside = [n for n in stage if parent and n.startswith(parent + ".")]
-    body = [n for n in stage if n not in beside]
-    if len(body) == 1:
-        body = _blocks_in(model, body[0])
-    blocks = [n for n in body if _children(model.get_submodule(n), n + ".")]
+    body, blocks, beside = _stage_blocks(model)
     if not blocks:
         raise ValueError(
             f"params={spec!r} is not valid for this model: its last stage has no blocks, only "
-            f"single layers ({', '.join(body or stage)}); use 'last_stage' or a name pattern"
+            f"single layers ({', '.join(body or beside)}); use 'last_stage' or a name pattern"
         )
     if count > len(blocks):
         raise ValueError(
@@ -146,6 +154,20 @@ def last_blocks(model: nn.Module, count: int, spec: str | None = None) -> list[s
             f"to last_blocks:{len(blocks)}"
         )
     return body[body.index(blocks[-count]) :] + beside
+
+
+def last_stage_but_first(model: nn.Module) -> list[str]:
+    """The last stage (:func:`last_stage`) without its first block: ``last_blocks`` of all its
+    blocks but one (CIFAR ResNet-20: ``layer3.1``, ``layer3.2``; torchvision ResNet-18:
+    ``layer4.1``; timm ViT-Tiny: ``blocks.9`` to ``blocks.11`` and ``norm``). A last stage of fewer
+    than two blocks (one block, or single layers as in famr's ``small_cnn``) has no first block
+    to keep: it is taken whole, as ``last_stage`` takes it. The first block keeps what the
+    original learned, retained images memorised included (famr's default re-initialisation:
+    BENCHMARKS.md, "FAMR study")."""
+    _, blocks, _ = _stage_blocks(model)
+    if len(blocks) < 2:
+        return last_stage(model)
+    return last_blocks(model, len(blocks) - 1, BUT_FIRST)
 
 
 def block_count(spec: str) -> int | None:
@@ -193,11 +215,14 @@ def stage_pattern(model: nn.Module, spec: str) -> str:
     """The parameter-name regular expression of a ``params`` spec: ``"last_stage"`` is the body's
     last stage (:func:`last_stage`) and the classifier, ``"last_stage:SHARE"`` the trailing
     modules holding that share of the body's parameters and the classifier,
-    ``"last_blocks:N"`` the last stage's last N blocks (:func:`last_blocks`) and the classifier;
-    anything else is taken as it is."""
+    ``"last_blocks:N"`` the last stage's last N blocks (:func:`last_blocks`) and the classifier,
+    ``"last_stage_but_first"`` the last stage without its first block
+    (:func:`last_stage_but_first`) and the classifier; anything else is taken as it is."""
     count = block_count(spec)
     share = stage_share(spec)
-    if count is not None:
+    if spec == BUT_FIRST:
+        names = [*last_stage_but_first(model), head_name(model)]
+    elif count is not None:
         names = [*last_blocks(model, count, spec), head_name(model)]
     elif share is None:
         return spec
