@@ -144,6 +144,10 @@ def test_attacks_are_registered_with_their_contract():
     for entry in ATTACKS:
         assert entry.meta["direction"] and entry.meta["retrain"] and entry.obj.__doc__
         assert entry.meta["values"].endswith("_")  # its values' prefix (famr.attacks.attack_values)
+    with pytest.raises(ValueError, match="'probe_t' overlaps attack 'linear_probe'"):
+        famr.register_attack(
+            "other", config=object, needs=(), values="probe_t", direction="", retrain=""
+        )
     with pytest.raises(ValueError, match="values must be a non-empty prefix"):
         famr.register_attack(
             "nameless", config=object, needs=(), values="", direction="", retrain=""

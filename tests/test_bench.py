@@ -191,12 +191,19 @@ def test_famrs_recipes_are_the_cifar10_validation_study_choices():
     last_stage = entry.meta["resolve"](config, {"retain"})
     chosen = dict(study["chosen"]["famr_last_stage"]["config"])
     assert chosen.pop("method") == "famr_retain" and last_stage.recipe == "last_stage"
+    # the study names the modules for its ResNet-20 (last_blocks:2); the default names a rule
+    # that gives the same modules there and is defined on every model (last_stage_but_first)
+    from famr.loop import select_parameters
+
+    resnet = famr.create_model("resnet20", 10)
+    moved = {n for n, _ in select_parameters(resnet, chosen.pop("params"))}
+    assert {n for n, _ in select_parameters(resnet, last_stage.params)} == moved
     assert {k: getattr(last_stage, k) for k in chosen} == chosen
     from famr.methods.famr_retain import FamrRetainConfig  # the famr_retain preset's values
 
     base = dataclasses.asdict(FamrRetainConfig())
     changed = {k for k in base if base[k] != getattr(last_stage, k)}
-    assert changed <= set(chosen) | {"certificate"}  # nothing to certify after a reset
+    assert changed <= set(chosen) | {"params", "certificate"}  # nothing to certify after a reset
     # the head recipe's defaults are the digits validation study's (README, "How the
     # defaults were chosen"); on CIFAR-10 the benchmark runs the CIFAR-10 study's choice
     from famr.presets import PRESETS
@@ -404,7 +411,7 @@ def test_reuse_reference_needs_a_join_and_the_same_forget_set(monkeypatch, capsy
 
     scenarios = _load("scenarios")
     rows = {"original": {"forget_acc": 99.0}, "retrain": {"forget_acc": 0.0}}
-    earlier = {"runs": dict(rows), "forget": {"indices_sha256": "abc"}, "seed": 0}
+    earlier = {"runs": dict(rows), "forget": {"indices_sha256": "abc"}, "seed": 0, "device": "cpu"}
     earlier["attack_config"] = {"relearn": {"lr": 0.01}}
     monkeypatch.setattr(scenarios, "previous_block", lambda data, name: earlier)
     argv = ["--data", "cifar10", "--scenarios", "random", "--relearn-lr", "0.01"]
@@ -414,12 +421,14 @@ def test_reuse_reference_needs_a_join_and_the_same_forget_set(monkeypatch, capsy
         assert "give --runs, without --replace" in capsys.readouterr().err
     args = scenarios.parse_args([*argv, "--runs", "famr", "--reuse-reference"])
     splits = argparse.Namespace(forget_indices_sha256=lambda: "abc")
-    assert scenarios.known(args, "random", splits) == rows
+    assert scenarios.known(args, "random", splits, "cpu") == rows
+    with pytest.raises(SystemExit, match="ran on cpu, this command on cuda:0"):
+        scenarios.known(args, "random", splits, "cuda:0")
     splits.forget_indices_sha256 = lambda: "def"
     with pytest.raises(SystemExit, match="forgot another set"):
-        scenarios.known(args, "random", splits)
+        scenarios.known(args, "random", splits, "cpu")
     args.reuse_reference = False
-    assert scenarios.known(args, "random", splits) is None
+    assert scenarios.known(args, "random", splits, "cpu") is None
     del earlier["runs"]["retrain"]
     with pytest.raises(SystemExit):
         scenarios.parse_args([*argv, "--runs", "famr", "--reuse-reference"])

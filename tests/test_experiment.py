@@ -1,6 +1,8 @@
 """Choosing configurations on the validation split (famr.experiment): the selection rule's
 known answers and a study on digits."""
 
+import re
+
 import pytest
 
 from famr.data import hold_out_validation, per_class_subset
@@ -220,3 +222,22 @@ def test_known_reference_rows_reuse_their_attacks_only_on_the_same_models(digits
         compare_methods(original, retrained, splits, data, {}, known={"famr": {}}, **common)
     with pytest.raises(ValueError, match="give probe_data"):
         compare_methods(original, retrained, splits, data, {}, known=stored)
+
+
+def test_known_rows_compare_metrics_as_a_results_file_stores_them():
+    """_same_metrics: NaN (written "nan" by famr.io) equals NaN, lists compare element-wise,
+    a value off by more than 1e-6 or missing is named."""
+    from famr.experiment import _same_metrics
+
+    measured = {"mia_gap": float("nan"), "per_class": [1.0, 2.0], "forget_acc": 50.0, "n": 3}
+    _same_metrics(
+        "retrain", measured, {"mia_gap": "nan", "per_class": [1, 2.0], "forget_acc": 50.0}
+    )
+    for row, says in [
+        ({"mia_gap": "nan", "per_class": [1.0, 2.0], "forget_acc": 50.01}, "forget_acc is 50.01"),
+        ({"mia_gap": "nan", "per_class": [1.0], "forget_acc": 50.0}, "per_class is [1.0]"),
+        ({"mia_gap": 0.0, "per_class": [1.0, 2.0], "forget_acc": 50.0}, "mia_gap is 0.0"),
+        ({"mia_gap": "nan", "per_class": [1.0, 2.0]}, "forget_acc is None"),
+    ]:
+        with pytest.raises(ValueError, match=f"known row 'retrain': {re.escape(says)}"):
+            _same_metrics("retrain", measured, row)

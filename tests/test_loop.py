@@ -126,10 +126,13 @@ def test_the_last_stage_but_its_first_block():
     to keep one of (small_cnn's single layers), the head with them either way."""
     import torchvision
 
-    from famr.models.suffix import last_stage, last_stage_but_first
+    from famr.models.suffix import last_blocks, last_stage, last_stage_but_first
 
     resnet = famr.create_model("resnet20", 10)
     assert last_stage_but_first(resnet) == ["layer3.1", "layer3.2"]
+    wrapped = nn.Sequential(resnet)  # a wrapper whose one child is the model is entered
+    assert last_stage_but_first(wrapped) == ["0.layer3.1", "0.layer3.2"]
+    assert last_blocks(wrapped, 1) == ["0.layer3.2"]
     tail = {n for n, _ in select_parameters(resnet, "last_stage_but_first")}
     assert tail == {n for n, _ in select_parameters(resnet, "last_blocks:2")}
     small = famr.create_model("small_cnn", 3, in_channels=1, width=4)

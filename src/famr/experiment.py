@@ -74,10 +74,12 @@ def _same_metrics(name: str, measured: dict[str, Any], row: dict[str, Any]) -> N
         if not isinstance(value, (float, list)):
             continue
         stored = row.get(key)
+        if stored == "nan":  # famr.io writes NaN as the string "nan"
+            stored = float("nan")
         same = (
             isinstance(stored, type(value))
             and np.shape(stored) == np.shape(value)
-            and np.allclose(stored, value, rtol=0.0, atol=1e-6)
+            and np.allclose(stored, value, rtol=0.0, atol=1e-6, equal_nan=True)
         )
         if not same:
             raise ValueError(

@@ -72,6 +72,13 @@ def register_attack(
     """
     if not values:
         raise ValueError(f"attack {name!r}: values must be a non-empty prefix, got {values!r}")
+    for other in ATTACKS:
+        theirs = other.meta["values"]
+        if other.name != name and (theirs.startswith(values) or values.startswith(theirs)):
+            raise ValueError(
+                f"attack {name!r}: values prefix {values!r} overlaps attack {other.name!r}'s "
+                f"{theirs!r}; each attack's values must be told apart by their prefix"
+            )
     return ATTACKS.register(
         name, config=config, needs=tuple(needs), values=values, direction=direction, retrain=retrain
     )

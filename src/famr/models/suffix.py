@@ -115,7 +115,12 @@ def _blocks_in(model: nn.Module, name: str) -> list[str]:
 
 def _stage_blocks(model: nn.Module) -> tuple[list[str], list[str], list[str]]:
     """(the last stage's modules in the body, the blocks among them, the layers beside the
-    classifier) of :func:`last_stage`, a single stage module entered for its blocks."""
+    classifier) of :func:`last_stage`, a single stage module entered for its blocks; a wrapper
+    whose one child holds the whole model is entered first, as :func:`last_stage` enters it."""
+    kids = _children(model, "")
+    if len(kids) == 1 and head_name(model).startswith(kids[0][0] + "."):
+        name, child = kids[0]
+        return tuple([f"{name}.{n}" for n in part] for part in _stage_blocks(child))
     stage = last_stage(model)
     parent = head_name(model).rpartition(".")[0]
     beside = [n for n in stage if parent and n.startswith(parent + ".")]
@@ -163,7 +168,10 @@ def last_stage_but_first(model: nn.Module) -> list[str]:
     than two blocks (one block, or single layers as in famr's ``small_cnn``) has no first block
     to keep: it is taken whole, as ``last_stage`` takes it. The first block keeps what the
     original learned, retained images memorised included (famr's default re-initialisation:
-    BENCHMARKS.md, "FAMR study")."""
+    BENCHMARKS.md, "FAMR study"). Blocks are the model's own modules, so the cut follows its
+    module tree: on a ViT the stage is :func:`last_stage`'s trailing quarter of the blocks, not a
+    stage of the architecture; a torchvision DenseNet's stage (its last dense block and final
+    norm) holds no block at its level and is taken whole."""
     _, blocks, _ = _stage_blocks(model)
     if len(blocks) < 2:
         return last_stage(model)
