@@ -72,8 +72,8 @@ def layer_inputs(
 
 # --- the frozen prefix of a run that moves only a network's later stages ------------------------
 #
-# famr's last_stage recipe re-initialises the body's last stage and trains it again for several
-# passes over a retain buffer: every step runs the frozen stages before it again, on the same
+# famr's last_stage recipe re-initialises (most of) the body's last stage and trains it again for
+# many passes over a retain buffer: every step runs the frozen stages before it again, on the same
 # images, to the same outputs (they are frozen, and their BatchNorm layers stay in eval mode).
 # Those outputs can be computed once. PyTorch has no way to run "a model from its third stage
 # on" for an arbitrary forward(), so the functions below do it with hooks: the modules that run

@@ -46,8 +46,10 @@ def select_parameters(model: nn.Module, spec: str) -> list[tuple[str, nn.Paramet
             (:func:`famr.models.suffix.last_stage`), ``"last_stage:SHARE"`` for the trailing
             modules holding that share of the body's parameters and the head,
             ``"last_blocks:N"`` for the last stage's last N blocks and the head
-            (:func:`famr.models.suffix.last_blocks`); or a regular expression searched in
-            each parameter name.
+            (:func:`famr.models.suffix.last_blocks`), ``"last_stage_but_first"`` for the last
+            stage without its first block and the head
+            (:func:`famr.models.suffix.last_stage_but_first`); or a regular expression searched
+            in each parameter name.
 
     Returns:
         ``(name, parameter)`` pairs in model order. Parameters with ``requires_grad=False``

@@ -15,8 +15,8 @@ defaults they take. ``recipe="auto"`` resolves from the request before the run
   whole network (CIFAR-10 random 10 %: avg gap 9.47 under ``last_stage``, 0.85 here).
 - any other request with a retain set (a class, a concept, a style; a sequential step; a
   sample request without held-out data) → ``"last_stage"``
-  (:class:`famr.methods.famr_retain.FamrLastStageConfig`): the body's last stage and the head
-  re-initialised, then distilled from the original's predictions without the removed classes
+  (:class:`famr.methods.famr_retain.FamrLastStageConfig`): the body's last stage but its first
+  block and the head re-initialised, then distilled from the original's predictions without the removed classes
   on the forget set and a retain buffer (on a request that removes no class, the buffer
   alone). Forgetting in the weights: the linear probe and the relearning attack find what
   they find on a retrained model far more nearly than with a head edit (BENCHMARKS.md,
