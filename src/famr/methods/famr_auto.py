@@ -12,7 +12,7 @@ defaults they take. ``recipe="auto"`` resolves from the request before the run
   image's rank, with the retain-buffer KL anchor, until the forget set is recognised as often
   as the held-out data. A model retrained without a random share still recognises most of
   it; pushing those images to the uniform prediction, or re-initialising a stage, costs the
-  whole network (CIFAR-10 random 10 %: avg gap 9.47 under ``last_stage``, 0.85 here).
+  whole network (CIFAR-10 random 10 %: avg gap 4.99 under ``last_stage``, 0.85 here).
 - any other request with a retain set (a class, a concept, a style; a sequential step; a
   sample request without held-out data) → ``"last_stage"``
   (:class:`famr.methods.famr_retain.FamrLastStageConfig`): the body's last stage but its first
