@@ -223,19 +223,21 @@ def test_attacks_do_not_modify_the_model_and_say_what_they_need(digits_request):
 def test_relearning_at_several_rates_reports_the_strongest_run(digits_request):
     """Several learning rates: one run each, the same numbers as running each rate alone, and
     the strongest (highest final accuracy) reported, with the rate that reached it."""
-    data, splits, _, retrained = digits_request
+    # the original, which knows the digit: a small rate keeps it (96.4 %), a rate far too
+    # large wrecks it (0.0 %), on AVX-512 and AVX2 alike; the retrained model's relearning at a
+    # middle rate is chaotic (0 % or 78 % after 5 steps, by the CPU's kernels), so it cannot
+    # tell the two runs apart
+    data, splits, model, _ = digits_request
     given = AttackData(splits)
     alone = {
-        rate: attack(retrained, given, ["relearn"], config={"relearn": {"lr": rate, "steps": 5}})
-        for rate in (0.01, 0.3)
+        rate: attack(model, given, ["relearn"], config={"relearn": {"lr": rate, "steps": 5}})
+        for rate in (0.01, 30.0)
     }
-    both = attack(
-        retrained, given, ["relearn"], config={"relearn": {"lr": (0.01, 0.3), "steps": 5}}
-    )
+    both = attack(model, given, ["relearn"], config={"relearn": {"lr": (0.01, 30.0), "steps": 5}})
     finals = {rate: r["relearn_forget_acc"] for rate, r in alone.items()}
     assert both["relearn_by_lr"] == {str(rate): acc for rate, acc in finals.items()}
     best = max(finals, key=finals.get)
-    assert finals[0.3] != finals[0.01]  # the two rates differ, so the choice is tested
+    assert finals[0.01] >= 90 > finals[30.0]  # the two rates differ, so the choice is tested
     assert both["relearn_lr"] == best and both["relearn_curve"] == alone[best]["relearn_curve"]
     assert "relearn_lr" not in alone[0.01]  # one rate: reported as before
 
@@ -249,12 +251,14 @@ def test_relearning_measured_on_a_seeded_sample_of_the_measured_images(digits_re
 
     from famr.data.tensors import to_tensors
 
-    _, splits, _, retrained = digits_request
-    cfg = {"steps": 5, "lr": 0.3}
-    full = attack(retrained, AttackData(splits), ["relearn"], config={"relearn": cfg})
+    # the original, whose accuracy on the digit is measured (the retrained model's stays at 0 %
+    # on some kernels, where a sample and the whole set cannot differ)
+    _, splits, model, _ = digits_request
+    cfg = {"steps": 5, "lr": 0.01}
+    full = attack(model, AttackData(splits), ["relearn"], config={"relearn": cfg})
     tx, ty = to_tensors(splits.test_forget)
     same = attack(
-        retrained,
+        model,
         AttackData(splits),
         ["relearn"],
         config={"relearn": {**cfg, "eval_limit": 10_000}},
@@ -262,7 +266,7 @@ def test_relearning_measured_on_a_seeded_sample_of_the_measured_images(digits_re
     assert same == full and full["relearn_eval_images"] == len(ty)
     limit = 20
     sampled = attack(
-        retrained, AttackData(splits), ["relearn"], config={"relearn": {**cfg, "eval_limit": limit}}
+        model, AttackData(splits), ["relearn"], config={"relearn": {**cfg, "eval_limit": limit}}
     )
     # the attack's draws: forget order, retained extras, then the sample of the measured images
     generator = torch.Generator().manual_seed(0)
@@ -272,14 +276,12 @@ def test_relearning_measured_on_a_seeded_sample_of_the_measured_images(digits_re
     subset = dataclasses.replace(
         splits, test_forget=torch.utils.data.TensorDataset(tx[chosen], ty[chosen])
     )
-    expected = attack(retrained, AttackData(subset), ["relearn"], config={"relearn": cfg})
+    expected = attack(model, AttackData(subset), ["relearn"], config={"relearn": cfg})
     assert sampled == expected and sampled["relearn_eval_images"] == limit
     assert sampled["relearn_curve"] != full["relearn_curve"]  # the sample is what is measured
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=re.escape(f"eval_limit={bad!r}")):
-            attack(
-                retrained, AttackData(splits), ["relearn"], config={"relearn": {"eval_limit": bad}}
-            )
+            attack(model, AttackData(splits), ["relearn"], config={"relearn": {"eval_limit": bad}})
 
 
 @pytest.mark.science
