@@ -115,7 +115,7 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
         concept, coarse.fine_train, coarse.fine_test, data.class_names[concept]
     )
     splits = spec.split(coarse.data.train, coarse.data.test, len(coarse.groups))
-    reference = known(args, "concept", splits, device)  # refused before any training
+    known_rows = known(args, "concept", splits, device)  # refused before any training
     retrained = trained(args, coarse.data, arch, coarse_args, train_cfg, device, spec, variant)
     runs = {
         "famr": {"method": "famr"},  # the retain set given: its last_stage recipe
@@ -140,7 +140,7 @@ def concept_scenario(args, data, arch, arch_args, train_cfg, device):
         log=log,
         probe_data=coarse.data.validation,
         attack_config=attack_config(args),
-        known=reference,
+        known=known_rows,
     )
     group = next(g for g in coarse.groups.values() if concept in g)
     siblings = torch.isin(coarse.fine_test, torch.tensor([c for c in group if c != concept]))
@@ -165,7 +165,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
     original = trained(args, styled.data, arch, arch_args, train_cfg, device, None, variant)
     spec = famr.StyleForget(styled.styled_train, styled.styled_test)
     splits = spec.split(styled.data.train, styled.data.test, data.num_classes)
-    reference = known(args, "style", splits, device)  # refused before any training
+    known_rows = known(args, "style", splits, device)  # refused before any training
     retrained = trained(args, styled.data, arch, arch_args, train_cfg, device, spec, variant)
     runs = {
         "famr": {"method": "famr"},  # the retain set given: its last_stage recipe
@@ -197,7 +197,7 @@ def style_scenario(args, data, arch, arch_args, train_cfg, device):
         log=log,
         probe_data=styled.data.validation,
         attack_config=attack_config(args),
-        known=reference,
+        known=known_rows,
     )
     experiment.results["style"] = {"style": "sketch", "fraction": STYLE_FRACTION}
     return experiment.results
@@ -499,7 +499,7 @@ def main(argv=None) -> int:
         a, b = PAIRS[args.data]
         spec = famr.ClassForget([a, b])
         splits = spec.split(data.train, data.test, data.num_classes)
-        reference = known(args, "classes", splits, device)  # refused before any training
+        known_rows = known(args, "classes", splits, device)  # refused before any training
         retrained = trained(args, data, arch, arch_args, train_cfg, device, spec)
         runs = {
             "famr": {"method": "famr"},  # the retain set given: its last_stage recipe
@@ -522,7 +522,7 @@ def main(argv=None) -> int:
             log=log,
             probe_data=data.validation,
             attack_config=attack_config(args),
-            known=reference,
+            known=known_rows,
         )
         results = experiment.results
         reference = {k: v for k, v in results["runs"]["retrain"].items() if isinstance(v, float)}
@@ -546,7 +546,7 @@ def main(argv=None) -> int:
     if "random" in args.scenarios:
         spec = famr.RandomForget(0.1, seed=args.seed)
         splits = spec.split(data.train, data.test, data.num_classes)
-        reference = known(args, "random", splits, device)  # refused before any training
+        known_rows = known(args, "random", splits, device)  # refused before any training
         retrained = trained(args, data, arch, arch_args, train_cfg, device, spec)
         runs = {
             # famr, handed the retain set and the held-out split, resolves to its quantile recipe
@@ -577,7 +577,7 @@ def main(argv=None) -> int:
             holdout=data.validation,
             probe_data=data.validation,
             attack_config=attack_config(args),
-            known=reference,
+            known=known_rows,
         )
         block = merged(args, "random", experiment.results)
         # the original's accuracy on the held-out split, through the registry's accuracy metric

@@ -16,12 +16,12 @@ defaults they take. ``recipe="auto"`` resolves from the request before the run
 - any other request with a retain set (a class, a concept, a style; a sequential step; a
   sample request without held-out data) → ``"last_stage"``
   (:class:`famr.methods.famr_retain.FamrLastStageConfig`): the body's last stage but its first
-  block and the head re-initialised, then distilled from the original's predictions without the removed classes
-  on the forget set and a retain buffer (on a request that removes no class, the buffer
-  alone). Forgetting in the weights: the linear probe and the relearning attack find what
-  they find on a retrained model far more nearly than with a head edit (BENCHMARKS.md,
-  "Forgetting in the weights"). A sample request lands here only for want of held-out data,
-  and says so (a :class:`FamrRecipeWarning` naming ``holdout=``).
+  block and the head re-initialised, then distilled from the original's predictions without
+  the removed classes on the forget set and a retain buffer (on a request that removes no
+  class, the buffer alone). Forgetting in the weights: the linear probe and the relearning
+  attack find what they find on a retrained model far more nearly than with a head edit
+  (BENCHMARKS.md, "Forgetting in the weights"). A sample request lands here only for want of
+  held-out data, and says so (a :class:`FamrRecipeWarning` naming ``holdout=``).
 - no retain set → ``"head"`` (:class:`famr.methods.famr.FamrHeadConfig`): FAMR's
   uniform-prediction loss over the retained classes on the classifier head, l2-anchored, with
   its deviation certificate: the paper's setting (forget set and model only). It changes the

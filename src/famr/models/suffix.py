@@ -48,6 +48,15 @@ def _trailing(children: list[tuple[str, nn.Module]], need: float) -> list[str]:
     return taken
 
 
+def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """``(name, child)`` when ``model`` is a wrapper whose one child holds the whole model
+    (famr's adapter around a Hugging Face model), else ``None``."""
+    kids = _children(model, "")
+    if len(kids) == 1 and head_name(model).startswith(kids[0][0] + "."):
+        return kids[0]
+    return None
+
+
 def last_stage(model: nn.Module, share: float = STAGE_SHARE) -> list[str]:
     """Module names of the body's last stage, in model order (the classifier is not among them).
 
@@ -67,10 +76,9 @@ def last_stage(model: nn.Module, share: float = STAGE_SHARE) -> list[str]:
         ValueError: The model has no parameterised module besides its classifier.
     """
     head = head_name(model)
-    kids = _children(model, "")
-    if len(kids) == 1 and head.startswith(kids[0][0] + "."):
-        # a wrapper (famr's adapter around a Hugging Face model): its one child is the model
-        name, child = kids[0]
+    wrapper = _wrapped(model)
+    if wrapper is not None:
+        name, child = wrapper
         return [f"{name}.{inner}" for inner in last_stage(child, share)]
     parent = head.rpartition(".")[0]
     beside = []
@@ -117,9 +125,9 @@ def _stage_blocks(model: nn.Module) -> tuple[list[str], list[str], list[str]]:
     """(the last stage's modules in the body, the blocks among them, the layers beside the
     classifier) of :func:`last_stage`, a single stage module entered for its blocks; a wrapper
     whose one child holds the whole model is entered first, as :func:`last_stage` enters it."""
-    kids = _children(model, "")
-    if len(kids) == 1 and head_name(model).startswith(kids[0][0] + "."):
-        name, child = kids[0]
+    wrapper = _wrapped(model)
+    if wrapper is not None:
+        name, child = wrapper
         return tuple([f"{name}.{n}" for n in part] for part in _stage_blocks(child))
     stage = last_stage(model)
     parent = head_name(model).rpartition(".")[0]
@@ -172,10 +180,10 @@ def last_stage_but_first(model: nn.Module) -> list[str]:
     module tree: on a ViT the stage is :func:`last_stage`'s trailing quarter of the blocks, not a
     stage of the architecture; a torchvision DenseNet's stage (its last dense block and final
     norm) holds no block at its level and is taken whole."""
-    _, blocks, _ = _stage_blocks(model)
+    body, blocks, beside = _stage_blocks(model)
     if len(blocks) < 2:
         return last_stage(model)
-    return last_blocks(model, len(blocks) - 1, BUT_FIRST)
+    return body[body.index(blocks[1]) :] + beside  # last_blocks of all but the first
 
 
 def block_count(spec: str) -> int | None:
