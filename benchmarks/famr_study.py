@@ -10,13 +10,17 @@ averaged over the forget classes (ties: the faster configuration). FAMR's forms 
 famr's head recipe, without retain data; `famr_retain` and `famr_last_stage`, famr's
 last_stage recipe, with a retain buffer) are chosen against the issue's targets instead: among the configurations whose mean val_forget_acc
 meets the form's ceiling (5 % without retain data, 1 % with a retain buffer), the smallest val
-retain drop (for `famr_last_stage`, plus the accuracy the relearning attack brings back on the
-validation split's images of the class); when none meets it, the lowest score. For
-`famr_last_stage` the linear probe is measured on the validation split too (fit on one half,
-scored on the other half's images of the class) and reported beside the relearning attack,
-not scored: the level real forgetting reaches is a retrained model's, which the study never
-sees. Writes benchmarks/results/famr_study_<profile>.json, which
-cifar10_classwise.py reads for its configurations.
+retain drop; when none meets it, the lowest score. `famr_last_stage`, the form meant to forget
+in the weights, is judged by the attacks too: the relearning attack (what it brings back on the
+validation split's images of the class) and the linear probe (fit on one half of the
+validation split, scored on the other half's images of the class). Its cost is val retain
+drop + val relearned + val probe, points: the retrained model's own relearning and probe
+levels, which the study never sees, are one constant per class and change no ranking. Every
+configuration within one standard error of the lowest cost (the probe's binomial standard
+error over its scored images, averaged over the classes: about 2 points) counts as tied, and
+of those the smallest val retain drop + val relearned is chosen. Writes
+benchmarks/results/famr_study_<profile>.json, which cifar10_classwise.py reads for its
+configurations.
 
     python benchmarks/famr_study.py --data-root ../shared/data/cifar10
     python benchmarks/famr_study.py --methods gradient_ascent   # rerun one grid, keep the rest
@@ -33,7 +37,8 @@ from pathlib import Path
 from famr import bench, io
 from famr.api import resolve_device
 from famr.bench import log, with_speed
-from famr.experiment import choose_configs, validation_study
+from famr.data.files import rows as split_rows
+from famr.experiment import choose_configs, probe_halves, validation_study
 
 LAST_STAGE = r"^(layer3|linear)\."
 SHORT = [{"lr": lr, "epochs": 1} for lr in (1e-4, 1e-5)] + [{"lr": 1e-5, "epochs": 5}]
@@ -126,6 +131,32 @@ GRID = {
         # study, not the prototype, chooses among them
         + [("last_stage", "distilled", 0.4, {"epochs": ep}) for ep in (12, 16)]
         + [("last_blocks:2", "distilled", 0.4, {"epochs": ep}) for ep in (8, 16)]
+        # the chosen depth and rate with the reference's small probabilities weighed in
+        # (distillation temperature) or with two views of each image (mirrors, cached: 8
+        # passes over the doubled sets cost about 16 over the plain ones): the retained
+        # classes' cost of the stage trained again is most of what famr still misses (CIFAR-10
+        # cat, test set: retained training accuracy 91.2 % against the retrained model's 96.0)
+        + [
+            ("last_blocks:2", "distilled", 0.4, extra)
+            for extra in (
+                {"epochs": 16, "temperature": 2.0},
+                {"epochs": 16, "temperature": 4.0},
+                {"epochs": 8, "mirror": True},
+                {"epochs": 8, "mirror": True, "temperature": 4.0},
+            )
+        ]
+        # the temperature on the retain buffer only: on a forgotten image the reference's
+        # small probabilities are the class's signature over the retained ones, and at T = 4
+        # on both sets the validation probe came back near the original's (class 8: 90.8 %
+        # against 92.0, 85.6 at T = 1)
+        + [
+            ("last_blocks:2", "distilled", 0.4, {**extra, "forget_temperature": 1.0})
+            for extra in (
+                {"epochs": 16, "temperature": 4.0},
+                {"epochs": 8, "mirror": True, "temperature": 4.0},
+                {"epochs": 8, "mirror": True, "temperature": 2.0},
+            )
+        ]
         # the forget set not read at all (the stage learns from retained images only, as in a
         # retrained model), on the last stage and on the last two (90 % of ResNet-20's body):
         # prototypes on the cat (test set, not used to choose) relearned 71.5 % and 39.8 %
@@ -253,7 +284,10 @@ def main() -> int:
     # configurations added to a grid since its last run have no rows until `--missing` runs them
     measured = {_key(r["method"], r["config"]) for r in rows}
     ran = {m: [c for c in configs if _key(m, c) in measured] for m, configs in GRID.items()}
-    chosen = choose_configs(rows, ran, FORGET_CEILING)
+    _, scored = probe_halves(data, seed=0)  # the images the validation probe is scored on
+    labels = split_rows(scored, name="validation")[1]
+    probe_images = {c: int((labels == c).sum()) for c in classes}
+    chosen = choose_configs(rows, ran, FORGET_CEILING, probe_images)
     for method, choice in chosen.items():
         log(f"chosen {method}: {choice}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,58 @@ def test_under_a_ceiling_relearning_counts_beside_the_retained_drop():
     assert choose_config(configs, mean, ceiling=1.0) == {"name": "b"}  # 3 + 5 < 1 + 60
 
 
+def test_under_a_ceiling_the_probe_counts_and_one_standard_error_is_a_tie():
+    """The cost is val retain drop + val relearned + val probe; within one standard error of
+    the lowest cost (the tolerance) the smallest drop + relearned wins."""
+    rows = {  # forget, drop, relearned, probe
+        "a": (0.0, 0.2, 0.0, 70.0),  # smallest drop, but the probe finds 8 points more
+        "b": (0.0, 1.5, 0.0, 62.0),  # lowest cost: 63.5
+        "c": (0.0, 1.0, 0.0, 63.5),  # cost 64.5: within 2 points of b's, a smaller drop
+    }
+
+    def mean(key, config):
+        forget, drop, relearned, probe = rows[config["name"]]
+        values = {"val_forget_acc": forget, "val_retain_drop": drop, "val_relearned": relearned}
+        return (values | {"val_probe": probe}).get(key, 1.0)
+
+    configs = [{"name": n} for n in rows]
+    assert choose_config(configs, mean, ceiling=1.0) == {"name": "b"}
+    assert choose_config(configs, mean, ceiling=1.0, standard_error=lambda c: 0.5) == {"name": "b"}
+    assert choose_config(configs, mean, ceiling=1.0, standard_error=lambda c: 2.0) == {"name": "c"}
+    assert choose_config(configs, mean, ceiling=1.0, standard_error=lambda c: 9.0) == {"name": "a"}
+
+
+def test_the_tolerance_is_the_probes_binomial_standard_error_at_the_lowest_cost():
+    """choose_configs with ``probe_images``: sqrt(sum_c p_c (1 - p_c) / n_c) / C at the
+    lowest-cost configuration (known answer), recorded with the choice."""
+    rows = [
+        {
+            "class": c,
+            "method": "m",
+            "config": {"k": k},
+            "score": 1.0,
+            "seconds": 1.0,
+            "val_forget_acc": 0.0,
+            "val_retain_drop": drop,
+            "val_relearned": 0.0,
+            "val_probe": probe,
+        }
+        for k, c, drop, probe in [
+            (1, 3, 1.0, 60.0),
+            (1, 8, 1.0, 80.0),  # cost 71.0: the lowest
+            (2, 3, 0.0, 64.0),
+            (2, 8, 0.0, 79.0),  # cost 71.5, drop 0: within the tolerance
+        ]
+    ]
+    grid = {"m": [{"k": 1}, {"k": 2}]}
+    expected = 100 * ((0.6 * 0.4 / 250 + 0.8 * 0.2 / 200) ** 0.5) / 2
+    chosen = choose_configs(rows, grid, {"m": 1.0}, probe_images={3: 250, 8: 200})
+    assert chosen["m"]["tolerance"] == pytest.approx(expected)  # 2.01 points
+    assert chosen["m"]["config"] == {"k": 2} and chosen["m"]["val_probe"] == pytest.approx(71.5)
+    plain = choose_configs(rows, grid, {"m": 1.0})  # no tolerance: the lowest cost
+    assert plain["m"]["config"] == {"k": 1} and "tolerance" not in plain["m"]
+
+
 @pytest.mark.science
 def test_a_validation_study_scores_on_the_validation_split_and_chooses_per_method(
     digits, digits_model

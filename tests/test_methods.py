@@ -161,6 +161,9 @@ def test_methods_needing_retain_refuse_without_it(method, tiny):
         {"batch_size": 0},
         {"optimizer": "rmsprop"},
         {"target": "zero"},
+        {"temperature": 0.0},
+        {"temperature": float("nan")},
+        {"mirror": "yes"},
     ],
 )
 def test_bad_config_values_name_the_value(bad, tiny):
@@ -931,3 +934,82 @@ def test_the_prefix_check_leaves_batchnorm_statistics_as_they_were(digits_model,
     assert cached.history[-1]["prefix_cached"] is False
     a, b = cached.model.state_dict(), plain.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distillation_temperature_is_hintons_scaled_kl(tiny, monkeypatch):
+    """``temperature``: the last_stage recipe's KL terms are T^2 KL(softmax(r/T) || softmax(l/T))
+    (known answer on fixed logits, the removed classes taken out of the reference), and
+    T = 1 is the plain KL to the bit."""
+    from famr.losses import kl_from_reference
+    from famr.methods.famr_retain import distillation_kl
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.3, 0.2, -2.0, 1.0]])
+    reference = torch.tensor([[1.0, 0.0, 3.0, -1.0], [-0.5, 2.0, 0.0, 0.5]])
+    support = torch.tensor([False, True, True, True])
+    t = 4.0
+    p_ref = torch.softmax(reference[:, support] / t, dim=1)
+    log_p = torch.log_softmax(logits / t, dim=1)[:, support]
+    expected = t * t * (p_ref * (p_ref.log() - log_p)).sum(dim=1).mean()
+    assert distillation_kl(logits, reference, support, t).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
+    assert torch.equal(
+        distillation_kl(logits, reference, support, 1.0),
+        kl_from_reference(logits, reference, support),
+    )
+    model, forget, retain = tiny
+    run = dict(method="famr", forget_classes=[0], epochs=2, device="cpu")
+    plain = famr.unlearn(model, forget, retain, **run)
+    assert plain.config.temperature == 1.0
+    warm = famr.unlearn(model, forget, retain, temperature=t, **run)
+    assert warm.config.temperature == t
+    assert not torch.equal(_flat(plain), _flat(warm))
+    # forget_temperature: None follows temperature; set, it applies to the forget term alone
+    same = famr.unlearn(model, forget, retain, temperature=t, forget_temperature=t, **run)
+    assert torch.equal(_flat(same), _flat(warm))
+    split = famr.unlearn(model, forget, retain, temperature=t, forget_temperature=1.0, **run)
+    assert not torch.equal(_flat(split), _flat(warm))
+    assert not torch.equal(_flat(split), _flat(plain))
+
+
+def test_mirror_adds_each_images_mirror_and_passes_over_both(tiny):
+    """``mirror``: the buffer and the forget set gain each image flipped left to right (labels
+    repeated), and a pass of the last_stage recipe reads the doubled buffer (twice the steps)."""
+    from famr.methods.famr_retain import with_mirrors
+
+    model, forget, retain = tiny
+    data = famr.methods.MethodData(
+        forget=forget.tensors, retain=retain.tensors, num_classes=4, forget_classes=[0]
+    )
+    mirrored = with_mirrors(data)
+    for name, dataset in (("forget", forget), ("retain", retain)):
+        images, labels = dataset.tensors
+        got_images, got_labels = getattr(mirrored, name)
+        assert torch.equal(got_images[: len(images)], images)
+        assert torch.equal(got_images[len(images) :], images.flip(-1))
+        assert torch.equal(got_labels, torch.cat([labels, labels]))
+    totals = {}
+    for mirror in (False, True):
+        famr.unlearn(
+            model,
+            forget,
+            retain,
+            method="famr",
+            forget_classes=[0],
+            epochs=2,
+            batch_size=16,
+            mirror=mirror,
+            device="cpu",
+            progress=lambda step, total, key=mirror: totals.__setitem__(key, total),
+        )
+    assert totals == {False: 6, True: 12}  # 48 retained rows, batches of 16, two passes
+
+
+def test_the_quantile_recipe_refuses_the_distillation_fields(tiny):
+    """``temperature`` and ``mirror`` belong to the distilled stage; the quantile recipe, which
+    inherits the retain anchor's config, says so instead of ignoring them."""
+    from famr.methods.famr_quantile import FamrQuantileConfig
+
+    for bad in ({"temperature": 2.0}, {"mirror": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*not valid here"):
+            FamrQuantileConfig(**bad)

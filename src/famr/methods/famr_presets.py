@@ -56,6 +56,7 @@ FamrRetainPreset = register_preset(
         "lam": 0.1,
         "beta": 10.0,
         "epochs": 10,
+        "mirror": False,
         "cache_features": True,
         "certificate": False,
     },
