@@ -142,7 +142,10 @@ def test_a_hostile_sidecar_is_an_error_or_harmless(
         meta[key] = value
     io.sidecar_path(model).write_text(json.dumps(meta))
     before = files_in(folder)
+    # the quality gate is off: a one-pass run after a sidecar that says class 0 was forgotten
+    # before may cost more than its default 10 points, which is its own refusal (exit 3)
     argv = ["forget", "--checkpoint", str(model), "--classes", "3", "--epochs", "1"]
+    argv += ["--max-retain-drop", "100"]
     code, _, err = run_cli([*argv, "--out", str(folder / "o.safetensors"), "--quiet"])
     assert code in (0, 2), err  # never a traceback, never a half-written result
     if code == 2:

@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import math
+import re
 import warnings
 
 import pytest
@@ -161,9 +162,6 @@ def test_methods_needing_retain_refuse_without_it(method, tiny):
         {"batch_size": 0},
         {"optimizer": "rmsprop"},
         {"target": "zero"},
-        {"temperature": 0.0},
-        {"temperature": float("nan")},
-        {"mirror": "yes"},
     ],
 )
 def test_bad_config_values_name_the_value(bad, tiny):
@@ -988,6 +986,8 @@ def test_mirror_adds_each_images_mirror_and_passes_over_both(tiny):
         assert torch.equal(got_images[: len(images)], images)
         assert torch.equal(got_images[len(images) :], images.flip(-1))
         assert torch.equal(got_labels, torch.cat([labels, labels]))
+    unread = with_mirrors(data, forget=False)  # a set the objective never reads is not copied
+    assert unread.forget is data.forget and len(unread.retain[1]) == 2 * len(retain)
     totals = {}
     for mirror in (False, True):
         famr.unlearn(
@@ -1005,11 +1005,41 @@ def test_mirror_adds_each_images_mirror_and_passes_over_both(tiny):
     assert totals == {False: 6, True: 12}  # 48 retained rows, batches of 16, two passes
 
 
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ({"temperature": 0.0}, "temperature=0.0 is not valid; it must be a finite number > 0"),
+        ({"temperature": float("nan")}, "temperature=nan is not valid"),
+        ({"forget_temperature": -1.0}, "forget_temperature=-1.0 is not valid"),
+        ({"mirror": "yes"}, "mirror='yes' is not valid; it must be true or false"),
+    ],
+)
+def test_bad_distillation_values_are_named_on_the_recipe_that_has_them(bad, says, tiny):
+    """On a request that resolves to the last_stage recipe (retain set given) a bad value of
+    its distillation fields stops with the value and what it must be."""
+    model, forget, retain = tiny
+    with pytest.raises(ValueError, match=re.escape(says)):
+        famr.unlearn(model, forget, retain, forget_classes=[0], method="famr", **bad)
+
+
+def test_mirror_refuses_inputs_that_are_not_images():
+    from famr.methods.famr_retain import with_mirrors
+
+    data = famr.methods.MethodData(
+        forget=(torch.randn(4, 6), torch.zeros(4, dtype=torch.long)),
+        retain=(torch.randn(8, 6), torch.ones(8, dtype=torch.long)),
+        num_classes=2,
+        forget_classes=[0],
+    )
+    with pytest.raises(ValueError, match=r"shape \(8, 6\), not \(N, \.\.\., H, W\)"):
+        with_mirrors(data)
+
+
 def test_the_quantile_recipe_refuses_the_distillation_fields(tiny):
     """``temperature`` and ``mirror`` belong to the distilled stage; the quantile recipe, which
     inherits the retain anchor's config, says so instead of ignoring them."""
     from famr.methods.famr_quantile import FamrQuantileConfig
 
-    for bad in ({"temperature": 2.0}, {"mirror": True}):
-        with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*not valid here"):
+    for bad in ({"temperature": 2.0}, {"forget_temperature": 1.0}, {"mirror": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*not valid for famr's quantile"):
             FamrQuantileConfig(**bad)

@@ -627,7 +627,9 @@ def choose_config(
     not see them. With ``standard_error``, every configuration within one standard error of
     the lowest cost (``standard_error(lowest)``, points: the sampling noise of the validation
     probe) counts as tied, and of those the smallest val retain drop + val relearned is
-    chosen (then the faster).
+    chosen (then the faster). Lower is taken as better for the two attacks: a configuration
+    that relearns less, or whose probe finds less, than a retrained model would is not
+    penalised for it.
 
     Args:
         configs: The grid.
@@ -686,6 +688,15 @@ def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
     def members(config: dict[str, Any]) -> list[dict[str, Any]]:
         return [r for r in rows if r["config"] == config]
 
+    for key in optional:  # a configuration measured without the attack would score it as 0
+        measured = [c for c in configs if members(c)]  # one without rows is named by mean()
+        lacking = [c for c in measured if any(key not in r for r in members(c))]
+        if lacking and len(lacking) < len(measured):
+            raise ValueError(
+                f"the study's rows for {method} hold {key} for some configurations but not "
+                f"for {lacking}: rerun them (benchmarks/famr_study.py --methods {method})"
+            )
+
     def mean(key: str, config: dict[str, Any]) -> float:
         values = [r.get(key, 0.0) if key in optional else r[key] for r in members(config)]
         if not values:
@@ -700,7 +711,9 @@ def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
             (r["val_probe"] / 100) * (1 - r["val_probe"] / 100) / probe_images[r["class"]]
             for r in found
         )
-        used["tolerance"] = 100 * math.sqrt(variance) / len(found) if found else 0.0
+        if not found:
+            return 0.0
+        used["tolerance"] = 100 * math.sqrt(variance) / len(found)
         return used["tolerance"]
 
     best = choose_config(configs, mean, ceiling, standard_error if probe_images else None)

@@ -135,10 +135,11 @@ class FamrQuantileConfig(FamrRetainConfig):
         for name, plain in (("temperature", 1.0), ("forget_temperature", None), ("mirror", False)):
             if getattr(self, name) != plain:  # famr_retain's distillation fields, unused here
                 raise ValueError(
-                    f"{name}={getattr(self, name)!r} is not valid here: this method's targets "
-                    "are per-example held-out confidences, not a distilled stage "
-                    f"({name} is famr_retain's, and famr's last_stage recipe's; leave it "
-                    f"{plain!r})"
+                    f"{name}={getattr(self, name)!r} is not valid for famr's quantile recipe "
+                    "(a sample request with a retain set and held-out data): its targets are "
+                    "per-example held-out confidences, not a distilled stage; "
+                    f"{name} is the last_stage recipe's (recipe='last_stage'), else leave it "
+                    f"{plain!r}"
                 )
         check_choice("off_label", self.off_label, OFF_LABEL)
 
