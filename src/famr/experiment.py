@@ -688,8 +688,8 @@ def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
     def members(config: dict[str, Any]) -> list[dict[str, Any]]:
         return [r for r in rows if r["config"] == config]
 
+    measured = [c for c in configs if members(c)]  # one without rows is named by mean()
     for key in optional:  # a configuration measured without the attack would score it as 0
-        measured = [c for c in configs if members(c)]  # one without rows is named by mean()
         lacking = [c for c in measured if any(key not in r for r in members(c))]
         if lacking and len(lacking) < len(measured):
             raise ValueError(
@@ -707,12 +707,12 @@ def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
 
     def standard_error(config: dict[str, Any]) -> float:
         found = [r for r in members(config) if "val_probe" in r]
+        if not found:
+            return 0.0
         variance = sum(
             (r["val_probe"] / 100) * (1 - r["val_probe"] / 100) / probe_images[r["class"]]
             for r in found
         )
-        if not found:
-            return 0.0
         used["tolerance"] = 100 * math.sqrt(variance) / len(found)
         return used["tolerance"]
 
