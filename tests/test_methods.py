@@ -1012,6 +1012,17 @@ def test_mirror_adds_each_images_mirror_and_passes_over_both(tiny):
         ({"temperature": float("nan")}, "temperature=nan is not valid"),
         ({"forget_temperature": -1.0}, "forget_temperature=-1.0 is not valid"),
         ({"mirror": "yes"}, "mirror='yes' is not valid; it must be true or false"),
+        ({"forget_features": -1.0}, "forget_features=-1.0 is not valid"),
+        (
+            {"forget_features_target": "far"},
+            "forget_features_target='far' is not valid; choose one of: mixture, nearest",
+        ),
+        (
+            {"forget_features": 1.0, "forget_target": "uniform"},
+            "forget_features=1.0 shapes a re-initialised stage's features toward the distilled "
+            "forget target; it needs reset=True and forget_target='distilled' (got reset=True, "
+            "forget_target='uniform')",
+        ),
     ],
 )
 def test_bad_distillation_values_are_named_on_the_recipe_that_has_them(bad, says, tiny):
@@ -1020,6 +1031,74 @@ def test_bad_distillation_values_are_named_on_the_recipe_that_has_them(bad, says
     model, forget, retain = tiny
     with pytest.raises(ValueError, match=re.escape(says)):
         famr.unlearn(model, forget, retain, forget_classes=[0], method="famr", **bad)
+
+
+def test_feature_pull_is_the_distance_to_the_retained_class_means_mixture():
+    """``forget_features``' term (known answer on fixed tensors): the forget features' mean
+    squared distance to ``q @ means`` (``q`` the reference renormalised over the kept classes,
+    the means soft-assigned by the buffer's renormalised references and decayed over batches),
+    over the buffer batch's total feature variance."""
+    from famr.methods.famr_retain import FeaturePull
+
+    head = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    pull = FeaturePull(head, kept_classes=[0, 2], decay=0.5)
+    assert len(head[0]._forward_pre_hooks) == 1
+    forget = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    retain = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
+    forget_ref = torch.tensor([[0.0, 5.0, 0.0], [1.0, -3.0, 0.0]])
+    retain_ref = torch.tensor([[2.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+
+    def expected(batches):
+        sums = counts = None
+        for f, r in batches:
+            q = torch.softmax(r[:, [0, 2]], dim=1)
+            s, c = q.T @ f, q.sum(0)
+            sums, counts = (s, c) if sums is None else (0.5 * sums + s, 0.5 * counts + c)
+        means = sums / counts[:, None]
+        target = torch.softmax(forget_ref[:, [0, 2]], dim=1) @ means
+        variance = (retain - retain.mean(0)).pow(2).sum(1).mean()
+        return ((forget - target).pow(2).sum(1).mean() / variance).item()
+
+    first = pull(forget, retain, forget_ref, retain_ref)
+    assert first.item() == pytest.approx(expected([(retain, retain_ref)]), rel=1e-6)
+    first.backward()  # the gradient reaches the forget features, never the buffer's
+    assert forget.grad is not None and forget.grad.abs().sum() > 0
+    second = pull(forget, retain, forget_ref, retain_ref.flip(0))
+    assert second.item() == pytest.approx(
+        expected([(retain, retain_ref), (retain, retain_ref.flip(0))]), rel=1e-6
+    )
+    head(torch.ones(1, 3))
+    assert torch.equal(pull.captured(), torch.ones(1, 3))
+    # nearest: each forget row toward the buffer row of least distance - log P(same class)
+    nearest = FeaturePull(head, kept_classes=[0, 2], nearest=True)
+    forget_ref = torch.tensor([[0.0, 5.0, 0.0], [-6.0, 0.0, 6.0]])
+    retain_ref = torch.tensor([[2.0, 0.0, 0.0], [6.0, 0.0, -6.0], [0.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
+    q_f = torch.softmax(forget_ref[:, [0, 2]], dim=1)
+    q_r = torch.softmax(retain_ref[:, [0, 2]], dim=1)
+    variance = (retain - retain.mean(0)).pow(2).sum(1).mean()
+    distance = torch.cdist(forget, retain).pow(2) / variance
+    chosen = (distance - (q_f @ q_r.T).log()).argmin(dim=1)
+    # the second forget row's closest buffer row (1) is of the other class: row 3 is taken
+    assert distance.argmin(dim=1).tolist() == [2, 1] and chosen.tolist() == [2, 3]
+    want = (forget - retain[chosen]).pow(2).sum(1).mean() / variance
+    got = nearest(forget, retain, forget_ref, retain_ref)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    nearest.remove()
+    pull.remove()
+    assert len(head[0]._forward_pre_hooks) == 0
+
+
+def test_forget_features_moves_the_run_and_leaves_no_hook(tiny):
+    """On the last_stage recipe the term changes the weights, is logged, and the hook it reads
+    the features with is gone after the run."""
+    model, forget, retain = tiny
+    run = dict(method="famr", forget_classes=[0], epochs=2, device="cpu")
+    plain = famr.unlearn(model, forget, retain, **run)
+    pulled = famr.unlearn(model, forget, retain, forget_features=3.0, **run)
+    assert pulled.config.forget_features == 3.0
+    assert "forget_features" in pulled.history[-1] and "forget_features" not in plain.history[-1]
+    assert not torch.equal(_flat(plain), _flat(pulled))
+    assert all(not m._forward_pre_hooks for m in pulled.model.modules())
 
 
 def test_mirror_refuses_inputs_that_are_not_images():
@@ -1040,6 +1119,12 @@ def test_the_quantile_recipe_refuses_the_distillation_fields(tiny):
     inherits the retain anchor's config, says so instead of ignoring them."""
     from famr.methods.famr_quantile import FamrQuantileConfig
 
-    for bad in ({"temperature": 2.0}, {"forget_temperature": 1.0}, {"mirror": True}):
+    bad_values = (
+        {"temperature": 2.0},
+        {"forget_temperature": 1.0},
+        {"mirror": True},
+        {"forget_features": 1.0},
+    )
+    for bad in bad_values:
         with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*not valid for famr's quantile"):
             FamrQuantileConfig(**bad)

@@ -118,6 +118,24 @@ class FamrQuantileConfig(FamrRetainConfig):
     off_label: str = "original"
 
     def __post_init__(self) -> None:
+        # famr_retain's distillation fields, unused here: checked before its own checks, which
+        # would name what they need of a distilled stage rather than that this is not one
+        distillation = (
+            ("temperature", 1.0),
+            ("forget_temperature", None),
+            ("mirror", False),
+            ("forget_features", 0.0),
+            ("forget_features_target", "mixture"),
+        )
+        for name, plain in distillation:
+            if getattr(self, name) != plain:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not valid for famr's quantile recipe "
+                    "(a sample request with a retain set and held-out data): its targets are "
+                    "per-example held-out confidences, not a distilled stage; "
+                    f"{name} is the last_stage recipe's (recipe='last_stage'), else leave it "
+                    f"{plain!r}"
+                )
         super().__post_init__()
         if not (isinstance(self.check_every, int) and self.check_every >= 1):
             raise ValueError(
@@ -132,15 +150,6 @@ class FamrQuantileConfig(FamrRetainConfig):
                 "the held-out level and never re-initialises them (reset is famr_retain's, and "
                 "famr's last_stage recipe's)"
             )
-        for name, plain in (("temperature", 1.0), ("forget_temperature", None), ("mirror", False)):
-            if getattr(self, name) != plain:  # famr_retain's distillation fields, unused here
-                raise ValueError(
-                    f"{name}={getattr(self, name)!r} is not valid for famr's quantile recipe "
-                    "(a sample request with a retain set and held-out data): its targets are "
-                    "per-example held-out confidences, not a distilled stage; "
-                    f"{name} is the last_stage recipe's (recipe='last_stage'), else leave it "
-                    f"{plain!r}"
-                )
         check_choice("off_label", self.off_label, OFF_LABEL)
 
 
