@@ -164,7 +164,7 @@ GRID = {
         # the retrained model's 56.0)
         + [
             ("last_blocks:2", "distilled", 0.4, {"epochs": 8, "mirror": True, "forget_features": w})
-            for w in (0.3, 1.0, 3.0, 10.0)
+            for w in (0.1, 0.3, 1.0, 3.0, 10.0)
         ]
         + [
             (
@@ -178,7 +178,7 @@ GRID = {
                     "forget_features_target": "nearest",
                 },
             )
-            for w in (0.3, 1.0)
+            for w in (0.1, 0.3, 1.0)
         ]
         # the forget set not read at all (the stage learns from retained images only, as in a
         # retrained model), on the last stage and on the last two (90 % of ResNet-20's body):

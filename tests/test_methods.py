@@ -1041,8 +1041,11 @@ def test_feature_pull_is_the_distance_to_the_retained_class_means_mixture():
     from famr.methods.famr_retain import FeaturePull
 
     head = torch.nn.Sequential(torch.nn.Linear(3, 3))
-    pull = FeaturePull(head, kept_classes=[0, 2], decay=0.5)
-    assert len(head[0]._forward_pre_hooks) == 1
+    with pytest.raises(TypeError, match="boolean mask"):
+        FeaturePull(head, kept_classes=[0, 2])
+    kept = torch.tensor([True, False, True])  # the middle class forgotten
+    pull = FeaturePull(head, kept_classes=kept, decay=0.5)
+    assert len(head[0]._forward_hooks) == 1
     forget = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]], requires_grad=True)
     retain = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
     forget_ref = torch.tensor([[0.0, 5.0, 0.0], [1.0, -3.0, 0.0]])
@@ -1070,7 +1073,7 @@ def test_feature_pull_is_the_distance_to_the_retained_class_means_mixture():
     head(torch.ones(1, 3))
     assert torch.equal(pull.captured(), torch.ones(1, 3))
     # nearest: each forget row toward the buffer row of least distance - log P(same class)
-    nearest = FeaturePull(head, kept_classes=[0, 2], nearest=True)
+    nearest = FeaturePull(head, kept_classes=kept, nearest=True)
     forget_ref = torch.tensor([[0.0, 5.0, 0.0], [-6.0, 0.0, 6.0]])
     retain_ref = torch.tensor([[2.0, 0.0, 0.0], [6.0, 0.0, -6.0], [0.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
     q_f = torch.softmax(forget_ref[:, [0, 2]], dim=1)
@@ -1085,7 +1088,7 @@ def test_feature_pull_is_the_distance_to_the_retained_class_means_mixture():
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     nearest.remove()
     pull.remove()
-    assert len(head[0]._forward_pre_hooks) == 0
+    assert len(head[0]._forward_hooks) == 0
 
 
 def test_forget_features_moves_the_run_and_leaves_no_hook(tiny):
@@ -1099,6 +1102,63 @@ def test_forget_features_moves_the_run_and_leaves_no_hook(tiny):
     assert "forget_features" in pulled.history[-1] and "forget_features" not in plain.history[-1]
     assert not torch.equal(_flat(plain), _flat(pulled))
     assert all(not m._forward_pre_hooks for m in pulled.model.modules())
+    assert all(not m._forward_hooks for m in pulled.model.modules())
+
+
+@pytest.mark.parametrize("batchnorm", ["moved", "eval"])
+@pytest.mark.parametrize("cache_prefix", [True, False])
+def test_forget_features_reads_the_forget_rows_own_features(
+    tiny, monkeypatch, batchnorm, cache_prefix
+):
+    """On a model whose penultimate features are its flattened input (an identity convolution,
+    frozen, then the head, which alone moves),
+    the term reads the forget images (and their mirrors) as forget rows and buffer images as
+    buffer rows, whether the batch is one pass or two, and with the frozen prefix cached up to
+    the head (its input swapped in by a pre-hook), never the stand-ins' NaN."""
+    from famr.methods import famr_retain
+
+    _, forget, retain = tiny
+    torch.manual_seed(0)
+    identity = torch.nn.Conv2d(2, 2, 1, bias=False)  # frozen, before the head: a prefix
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+    model = torch.nn.Sequential(identity, torch.nn.Flatten(), torch.nn.Linear(32, 4))
+    seen = []
+    call = famr_retain.FeaturePull.__call__
+
+    def spy(self, forget_features, retain_features, *references):
+        seen.append((forget_features.detach().clone(), retain_features.detach().clone()))
+        return call(self, forget_features, retain_features, *references)
+
+    monkeypatch.setattr(famr_retain.FeaturePull, "__call__", spy)
+    result = famr.unlearn(
+        model,
+        forget,
+        retain,
+        method="famr",
+        forget_classes=[0],
+        params="head",
+        batchnorm=batchnorm,
+        cache_prefix=cache_prefix,
+        forget_features=1.0,
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+    )
+    assert result.history[-1]["prefix_cached"] is cache_prefix
+    flat = {
+        name: torch.cat([x, x.flip(-1)]).flatten(1)
+        for name, x in (("forget", forget.tensors[0]), ("retain", retain.tensors[0]))
+    }
+
+    def rows_of(features, name):
+        gaps = (features[:, None, :] - flat[name][None]).abs().amax(dim=2)
+        return bool((gaps.min(dim=1).values < 1e-5).all())
+
+    assert seen
+    for forget_features, retain_features in seen:
+        assert rows_of(forget_features, "forget") and not rows_of(forget_features, "retain")
+        assert rows_of(retain_features, "retain") and not rows_of(retain_features, "forget")
 
 
 def test_mirror_refuses_inputs_that_are_not_images():

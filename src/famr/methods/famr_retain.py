@@ -289,10 +289,9 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
         cfg.temperature if cfg.forget_temperature is None else cfg.forget_temperature
     )
 
-    # the forget set's features pulled toward a retrained-like target (``forget_features``)
+    # the forget set's features pulled toward a retrained-like target (``forget_features``),
+    # hooked on the model just before the run (and removed after it, whatever happens)
     pull = None
-    if cfg.forget_features and forget_term:
-        pull = FeaturePull(model, kept_classes, nearest=cfg.forget_features_target == "nearest")
 
     def objective(batch):
         retain_images, _ = batch["retain"]
@@ -352,6 +351,9 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     if prefix is not None:
         running = fed_at(model, start, stand_ins, dtype)
     try:
+        if cfg.forget_features and forget_term:
+            nearest = cfg.forget_features_target == "nearest"
+            pull = FeaturePull(model, kept_classes, nearest=nearest)
         with running:
             history = optimise_anchored(
                 model, objective, streams, cfg, data, device=device, progress=progress
@@ -381,17 +383,24 @@ class FeaturePull:
     batch's total feature variance."""
 
     def __init__(self, model, kept_classes, decay: float = 0.9, nearest: bool = False):
+        """``kept_classes``: the boolean ``(K,)`` mask of the retained classes
+        (:meth:`MethodData.retained_classes`)."""
         from ..models import head_name
 
+        kept_classes = torch.as_tensor(kept_classes)
+        if kept_classes.dtype != torch.bool:
+            raise TypeError(f"kept_classes must be a boolean mask, not {kept_classes.dtype}")
         self.nearest = nearest
-        self.kept = torch.as_tensor(sorted(kept_classes))
+        self.kept = kept_classes.nonzero().flatten()
         self.decay = decay
         self.sums = self.counts = None
         self._last = None
         head = model.get_submodule(head_name(model))
-        self._hook = head.register_forward_pre_hook(self._capture)
+        # a forward hook, not a pre-hook: it sees the input after every pre-hook has run (a
+        # cached prefix that starts at the head swaps its input in with one)
+        self._hook = head.register_forward_hook(self._capture)
 
-    def _capture(self, _module, inputs):
+    def _capture(self, _module, inputs, _output):
         self._last = inputs[0]
 
     def captured(self):
@@ -402,7 +411,9 @@ class FeaturePull:
         self._hook.remove()
 
     def __call__(self, forget_features, retain_features, forget_reference, retain_reference):
-        kept = self.kept.to(retain_reference.device)
+        if self.kept.device != retain_reference.device:
+            self.kept = self.kept.to(retain_reference.device)
+        kept = self.kept
         q_retain = torch.softmax(retain_reference.float()[:, kept], dim=1)
         q_forget = torch.softmax(forget_reference.float()[:, kept], dim=1)
         retain_features = retain_features.detach()
