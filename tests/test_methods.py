@@ -1105,6 +1105,18 @@ def test_forget_features_moves_the_run_and_leaves_no_hook(tiny):
     assert all(not m._forward_hooks for m in pulled.model.modules())
 
 
+def test_forget_features_on_a_request_that_removes_no_class_says_it_is_unused(tiny):
+    """A sample request's forget set is not read by the last_stage recipe: the term is not
+    computed, and a warning says so instead of silence."""
+    model, forget, retain = tiny
+    with pytest.warns(UserWarning, match="forget_features=1.0 is not used: this request removes"):
+        result = famr.unlearn(
+            model, forget, retain, method="famr", forget_classes=[], forget_features=1.0, epochs=1
+        )
+    assert result.config.recipe == "last_stage"
+    assert "forget_features" not in result.history[-1]
+
+
 @pytest.mark.parametrize("batchnorm", ["moved", "eval"])
 @pytest.mark.parametrize("cache_prefix", [True, False])
 def test_forget_features_reads_the_forget_rows_own_features(

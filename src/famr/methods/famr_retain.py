@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -230,6 +231,13 @@ def famr_retain(model, data: MethodData, cfg: FamrRetainConfig, *, device, progr
     # distilled on a sample request: the original's predictions on the forget images are what
     # it memorised, so they are not a target; the re-initialised stage learns from the buffer
     forget_term = cfg.forget_target != "none" and (not distilled or kept_classes is not None)
+    if cfg.forget_features and not forget_term:
+        warnings.warn(
+            f"famr: forget_features={cfg.forget_features!r} is not used: this request removes "
+            "no class, so the forget set is not read (the stage learns from the buffer alone)",
+            UserWarning,
+            stacklevel=2,
+        )
     buffer = with_retain_buffer(data, cfg.buffer_size, cfg.seed)
     if cfg.mirror:  # the forget set only where the objective reads it
         buffer = with_mirrors(buffer, forget=forget_term)
