@@ -76,13 +76,25 @@ SEQUENTIAL = ("famr_sequential", "famr_head_sequential", "famr_head_sequential_a
 # gap 10.3 and 0.94 against 24.6 and 22.6 with the last stage alone, 2026-12-07 exploration),
 # and no validation-split rule picks the depth for those requests yet; for classes, whether
 # the probe falls further toward the retrained model's level.
-DEEP = {"method": "famr", "params": "last_stage:0.9", "epochs": 8, "mirror": False}  # as measured
+DEEP = {
+    "method": "famr",
+    "params": "last_stage:0.9",
+    "epochs": 8,
+    "mirror": False,
+    "forget_features": 0.0,
+}  # as measured
 # famr's last_stage recipe as it was before the 2026-12-07 validation study chose the stage
 # without its first block: the whole stage, here at twice the passes over the retain buffer
 # (16 for 8). Measured, not chosen (a 2026-12-07 exploration on the concept, linear probe
 # only, gave avg gap 6.85 at 16 passes against 9.68 at 8). Its values are written out, so that
 # the rows it labels keep their meaning when famr's defaults change.
-LONG = {"method": "famr", "params": "last_stage", "epochs": 16, "mirror": False}
+LONG = {
+    "method": "famr",
+    "params": "last_stage",
+    "epochs": 16,
+    "mirror": False,
+    "forget_features": 0.0,
+}
 # every run label of every scenario, for --runs (a label none has is refused before any work)
 LABELS = (
     "famr",

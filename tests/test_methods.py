@@ -374,8 +374,16 @@ def test_famr_auto_resolves_from_what_the_request_holds(tiny):
     no_retain = famr.unlearn(model, forget, forget_classes=[0], epochs=2)
     for result in (with_retain, samples, sequential, class_holdout):
         assert result.config.recipe == "last_stage" and result.certificate is None
-        expected = dataclasses.asdict(FamrLastStageConfig(epochs=2))
+        # the feature pull shapes the forget set's distilled term, which a sample request's
+        # run does not read: it resolves to 0 there
+        pull = {} if result is not samples else {"forget_features": 0.0}
+        expected = dataclasses.asdict(FamrLastStageConfig(epochs=2, **pull))
         assert {k: getattr(result.config, k) for k in expected} == expected
+    assert (
+        with_retain.config.forget_features == 0.1 and "forget_features" in with_retain.history[-1]
+    )
+    target_none = famr.unlearn(model, forget, retain, forget_classes=[0], forget_target="none")
+    assert target_none.config.forget_features == 0.0  # set otherwise by the caller: 0
     assert torch.equal(_flat(class_holdout), _flat(with_retain))
     quantile = famr.unlearn(
         model,
@@ -1096,7 +1104,7 @@ def test_forget_features_moves_the_run_and_leaves_no_hook(tiny):
     the features with is gone after the run."""
     model, forget, retain = tiny
     run = dict(method="famr", forget_classes=[0], epochs=2, device="cpu")
-    plain = famr.unlearn(model, forget, retain, **run)
+    plain = famr.unlearn(model, forget, retain, forget_features=0.0, **run)
     pulled = famr.unlearn(model, forget, retain, forget_features=3.0, **run)
     assert pulled.config.forget_features == 3.0
     assert "forget_features" in pulled.history[-1] and "forget_features" not in plain.history[-1]

@@ -175,6 +175,14 @@ def _concrete(cfg: Any, recipe: str, kind: str | None = None):
             f"{', '.join(f'{k}={values[k]!r}' for k in foreign)}: not a field of famr's "
             f"{recipe!r} recipe{why}; its fields: {', '.join(sorted(own))}"
         )
+    if recipe == "last_stage" and "forget_features" not in values:
+        # the recipe's feature pull shapes the distilled forget term's features: where that
+        # term is not read (a request that removes no class) or was set otherwise by the
+        # caller, its default is 0, so the resolved config says what runs
+        distilled = values.get("forget_target", "distilled") == "distilled"
+        removes_no_class = kind is not None and kind != "classes"
+        if removes_no_class or not distilled or values.get("reset", True) is False:
+            values["forget_features"] = 0.0
     return cls(**values)
 
 
