@@ -1204,6 +1204,7 @@ def test_the_quantile_recipe_refuses_the_distillation_fields(tiny):
         {"forget_temperature": 1.0},
         {"mirror": True},
         {"forget_features": 1.0},
+        {"forget_features_target": "nearest"},
     )
     for bad in bad_values:
         with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*not valid for famr's quantile"):
