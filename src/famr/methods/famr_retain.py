@@ -389,7 +389,8 @@ class FeaturePull:
     gradient. With ``nearest`` the target is instead one buffer image's features (of the same
     batch, detached): the closest, its squared distance discounted by ``-log`` of the
     probability that the two share a class. The squared distance is divided by the buffer
-    batch's total feature variance."""
+    batch's total feature variance (a batch of one row, which has none, adds no term: the last
+    batch of a pass can be one)."""
 
     def __init__(self, model, kept_classes, decay: float = 0.9, nearest: bool = False):
         """``kept_classes``: the boolean ``(K,)`` mask of the retained classes
@@ -431,6 +432,8 @@ class FeaturePull:
             sums, counts = self.decay * self.sums + sums, self.decay * self.counts + counts
         self.sums, self.counts = sums, counts
         means = sums / counts.clamp_min(1e-6)[:, None]
+        if len(retain_features) < 2:  # a pass's last batch may hold one row: no spread, no term
+            return forget_features.sum() * 0.0
         centred = retain_features - retain_features.mean(0)
         variance = centred.pow(2).sum(1).mean().clamp_min(1e-12)
         if self.nearest:
