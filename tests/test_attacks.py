@@ -183,8 +183,9 @@ def test_re_initialising_the_last_stage_forgets_in_the_weights(digits_request):
     the feature pull): relearned 0.0 % (retrained 1.8 %, head-only famr 96.4 %), retained test
     accuracy 99.0 % (original 98.8 %)."""
     data, splits, model, _ = digits_request
-    # famr at the demo's preset: the last_stage recipe (params="last_stage", reset=True,
-    # retain_target="retained", forget_target="distilled", batchnorm="moved", SGD one-cycle)
+    # famr at the demo's preset: the last_stage recipe (params="last_stage_but_first",
+    # reset=True, retain_target="retained", forget_target="distilled", batchnorm="moved", SGD
+    # one-cycle, mirror images, the feature pull)
     result = famr.unlearn(model, splits, **PRESETS["digits"]["famr"])
     assert result.config.recipe == "last_stage"
     stage = {n for n, _ in select_parameters(model, "last_stage")}

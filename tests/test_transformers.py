@@ -85,8 +85,9 @@ def test_famr_forgets_a_class_of_a_transformers_model_through_the_api():
     assert after["test_retain_acc"] > 90
     assert result.moved and all(name.startswith("net.classifier.") for name in result.moved)
     # with it (the request object), the last_stage recipe re-initialises the encoder inside
-    # famr's adapter; a transformer needs Adam there (the recipe's SGD at lr 0.05 was chosen for
-    # a CIFAR ResNet: 33 % of the retained images after it on this model), and no feature pull
+    # famr's adapter; a transformer needs Adam there (the recipe's SGD settings were chosen for
+    # a CIFAR ResNet: 33 % of the retained images after them on this model, measured when its lr
+    # was 0.05), and no feature pull
     # (its weight 0.1 was chosen for that ResNet's 8 SGD passes: over Adam's 100 here it
     # collapses the retained classes to 33 %, 93.1 % at 0.01). Measured (AVX-512, two threads):
     # forget 0 %, retained 95.8 % (69 of 72 images)
