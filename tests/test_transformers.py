@@ -4,6 +4,7 @@ a tiny random configuration, never downloaded, with no wrapper written by the us
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -100,6 +101,18 @@ def test_famr_forgets_a_class_of_a_transformers_model_through_the_api():
     stage = ("net.vit.layers.", "net.vit.encoder.", "net.vit.layernorm.", "net.classifier.")
     assert all(name.startswith(stage) for name in result.moved)
     assert any(name.startswith(stage[:2]) for name in result.moved)  # the blocks moved
+
+
+def test_the_feature_pull_reads_a_transformers_classifier_input():
+    """famr's feature pull hooks the classifier inside famr's adapter (``net.classifier``): on a
+    class request it runs (its term logged, finite) and leaves no hook behind."""
+    data = _data()
+    torch.manual_seed(0)
+    splits = famr.ClassForget(0).split(data, data, 4)
+    result = famr.unlearn(_vit(), splits, optimizer="adam", lr=1e-3, epochs=1)
+    assert result.config.forget_features == 0.1
+    assert math.isfinite(result.history[-1]["forget_features"])
+    assert all(not m._forward_hooks for m in result.model.modules())
 
 
 def test_famr_import_reads_what_save_pretrained_wrote(tmp_path):
