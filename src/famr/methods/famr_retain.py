@@ -427,11 +427,8 @@ class FeaturePull:
         q_retain = torch.softmax(retain_reference.float()[:, kept], dim=1)
         q_forget = torch.softmax(forget_reference.float()[:, kept], dim=1)
         retain_features = retain_features.detach()
-        sums, counts = q_retain.T @ retain_features, q_retain.sum(0)
-        if self.sums is not None:
-            sums, counts = self.decay * self.sums + sums, self.decay * self.counts + counts
-        self.sums, self.counts = sums, counts
-        means = sums / counts.clamp_min(1e-6)[:, None]
+        # the running class means only where the target reads them (the mixture)
+        means = None if self.nearest else self._class_means(q_retain, retain_features)
         if len(retain_features) < 2:  # a pass's last batch may hold one row: no spread, no term
             return forget_features.sum() * 0.0
         centred = retain_features - retain_features.mean(0)
@@ -447,6 +444,15 @@ class FeaturePull:
         else:
             target = q_forget @ means
         return (forget_features - target).pow(2).sum(1).mean() / variance
+
+    def _class_means(self, q_retain, retain_features):
+        """The retained classes' mean features, soft-assigned by ``q_retain`` and decayed over
+        the batches seen so far (this one included)."""
+        sums, counts = q_retain.T @ retain_features, q_retain.sum(0)
+        if self.sums is not None:
+            sums, counts = self.decay * self.sums + sums, self.decay * self.counts + counts
+        self.sums, self.counts = sums, counts
+        return sums / counts.clamp_min(1e-6)[:, None]
 
 
 def prefix_problem(model, images: dict, cfg):
