@@ -207,6 +207,32 @@ def test_each_rows_probe_is_its_own_models(digits, digits_model, monkeypatch):
     assert all(m is not digits_model for i, m in enumerate(probed) if i not in (0, 3))
 
 
+def test_relearning_at_several_rates_scores_their_mean(digits, digits_model, monkeypatch):
+    """With several attack rates the row's val_relearned is the mean of the rates' runs (each
+    kept in val_relearned_by_lr), not the strongest run the attack reports; the attack is asked
+    for the rates given, and the score counts the mean."""
+    import famr.experiment as experiment
+
+    asked = []
+
+    def relearned(model, data, attacks, device=None, config=None):
+        asked.append(config["relearn"])
+        by_lr = {"0.01": 0.0, "0.03": 30.0, "0.1": 90.0}
+        return {"relearn_forget_acc": 90.0, "relearn_by_lr": by_lr}
+
+    monkeypatch.setattr(experiment, "attack", relearned)
+    data = hold_out_validation(digits, 0.2, seed=0)
+    rates = {"lr": (0.01, 0.03, 0.1)}
+    grid = {"famr": [{"recipe": "head"}]}
+    (row,) = validation_study(
+        digits_model, data, [3], grid, seed=0, relearn=["famr"], relearn_config=rates
+    )
+    assert asked == [rates]
+    assert row["val_relearned"] == 40.0
+    assert row["val_relearned_by_lr"] == {"0.01": 0.0, "0.03": 30.0, "0.1": 90.0}
+    assert row["score"] == pytest.approx(row["val_forget_acc"] + row["val_retain_drop"] + 40.0)
+
+
 def test_a_per_class_subset_keeps_that_many_of_each_class_and_nothing_else(digits):
     """per_class_subset: at most ``per_class`` training images of each class, all of them
     drawn from the training split, the same draw for the same seed; the validation and test
