@@ -277,6 +277,32 @@ def test_demo_bad_class_and_existing_output(tmp_path, capsys):
     _bad(["demo", "--out", str(tmp_path / "d")], capsys, tmp_path, "already exists")
 
 
+def test_set_none_is_the_string_where_the_recipes_field_takes_it():
+    """famr's auto config parses each --set value as the recipe's own type: "none" stays the
+    string where the recipe's field is a string (forget_target, augment), and is None ("the
+    recipe's value") where the recipe's field takes None (max_steps)."""
+    from famr.config import make_config
+    from famr.methods.famr_auto import FamrConfig
+
+    text = {"forget_target": "none", "augment": "none", "max_steps": "none", "epochs": "2"}
+    cfg = make_config(FamrConfig, text, parse=True)
+    assert (cfg.forget_target, cfg.augment, cfg.max_steps, cfg.epochs) == ("none", "none", None, 2)
+
+
+@pytest.mark.science
+def test_forget_target_none_from_the_command_line_runs_what_it_says(checkpoint, tmp_path):
+    """--set forget_target=none reaches the last_stage recipe as "none" (it was read as "the
+    recipe's value", so the distilled target and its feature pull ran instead), and the
+    record says so."""
+    out = tmp_path / "none.safetensors"
+    argv = ["forget", "--checkpoint", str(checkpoint), "--classes", "3", "--out", str(out)]
+    sets = ["--set", "forget_target=none", "--set", "epochs=1", "--quiet"]
+    assert main([*argv, *sets]) == 0
+    meta = json.loads(io.sidecar_path(out).read_text())
+    assert meta["config"]["recipe"] == "last_stage"
+    assert meta["config"]["forget_target"] == "none" and meta["config"]["forget_features"] == 0
+
+
 def test_argparse_errors_return_2(capsys):
     assert main(["forget"]) == 2
     assert main(["frobnicate"]) == 2

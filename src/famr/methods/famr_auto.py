@@ -101,14 +101,21 @@ def _why(recipe: str, kind: str | None) -> str:
 
 
 def _auto_fields() -> list[tuple[str, Any, dataclasses.Field]]:
-    # every field of every recipe, typed Optional, default None ("the recipe's value")
+    # every field of every recipe, typed Optional, default None ("the recipe's value"); the
+    # command line's text is parsed as the recipe's own type (famr.config.make_config), so
+    # "none" is None only where the recipe's field takes None, and the string where it is one
+    # of the field's choices (forget_target=none)
     fields: dict[str, Any] = {}
     for cls in RECIPES.values():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             fields.setdefault(f.name, hints[f.name])
     return [
-        (name, typing.Optional[kind], dataclasses.field(default=None))  # noqa: UP045
+        (
+            name,
+            typing.Optional[kind],  # noqa: UP045
+            dataclasses.field(default=None, metadata={"parse_as": kind}),
+        )
         for name, kind in fields.items()
     ]
 
