@@ -1042,6 +1042,17 @@ def test_bad_distillation_values_are_named_on_the_recipe_that_has_them(bad, says
         famr.unlearn(model, forget, retain, forget_classes=[0], method="famr", **bad)
 
 
+def test_the_feature_pull_acts_only_on_a_reset_distilled_class_request():
+    """pull_can_act, the one rule the config's refusal and auto's resolution share."""
+    from famr.methods.famr_retain import pull_can_act
+
+    assert pull_can_act(True, "distilled") and pull_can_act(True, "distilled", "classes")
+    assert not pull_can_act(False, "distilled") and not pull_can_act(True, "uniform")
+    assert not pull_can_act(True, "none", "classes")
+    for kind in ("samples", "concept", "style"):
+        assert not pull_can_act(True, "distilled", kind)
+
+
 def test_feature_pull_is_the_distance_to_the_retained_class_means_mixture():
     """``forget_features``' term (known answer on fixed tensors): the forget features' mean
     squared distance to ``q @ means`` (``q`` the reference renormalised over the kept classes,

@@ -56,7 +56,7 @@ from ..loop import _has_batchnorm  # the loop's own test for the same refusal
 from . import MethodData, register_method
 from .famr import PAPER, FamrHeadConfig, run_famr
 from .famr_quantile import FamrQuantileRecipeConfig, famr_quantile
-from .famr_retain import FamrLastStageConfig, famr_retain
+from .famr_retain import FamrLastStageConfig, famr_retain, pull_can_act
 
 RECIPES: dict[str, type] = {
     "head": FamrHeadConfig,
@@ -186,9 +186,9 @@ def _concrete(cfg: Any, recipe: str, kind: str | None = None):
         # the recipe's feature pull shapes the distilled forget term's features: where that
         # term is not read (a request that removes no class) or was set otherwise by the
         # caller, its default is 0, so the resolved config says what runs
-        distilled = values.get("forget_target", "distilled") == "distilled"
-        removes_no_class = kind is not None and kind != "classes"
-        if removes_no_class or not distilled or values.get("reset", True) is False:
+        default = FamrLastStageConfig
+        reset = values.get("reset", default.reset)
+        if not pull_can_act(reset, values.get("forget_target", default.forget_target), kind):
             values["forget_features"] = 0.0
     return cls(**values)
 

@@ -171,7 +171,7 @@ class FamrRetainConfig(FamrHeadConfig):
         check_bool("cache_reference", self.cache_reference)
         check_positive("forget_features", self.forget_features, allow_zero=True)
         check_choice("forget_features_target", self.forget_features_target, FEATURE_TARGETS)
-        if self.forget_features and not (self.reset and self.forget_target == "distilled"):
+        if self.forget_features and not pull_can_act(self.reset, self.forget_target):
             raise ValueError(
                 f"forget_features={self.forget_features!r} shapes a re-initialised stage's "
                 f"features toward the distilled forget target; it needs reset=True and "
@@ -182,6 +182,15 @@ class FamrRetainConfig(FamrHeadConfig):
             raise ValueError(
                 f"buffer_size={self.buffer_size!r} is not valid; it must be an integer >= 1"
             )
+
+
+def pull_can_act(reset: bool, forget_target: str, kind: str | None = None) -> bool:
+    """Whether ``forget_features`` (the feature pull) can act: on a re-initialised stage
+    (``reset``) driven by the distilled forget target, on a request that removes a class
+    (``kind`` ``"classes"``, or ``None``: not known here, the run decides); elsewhere the
+    forget set's features are not read. The config refuses the pull where the first two fail;
+    famr's ``auto`` resolves its default to 0 where any fails."""
+    return reset is True and forget_target == "distilled" and kind in (None, "classes")
 
 
 def with_retain_buffer(data: MethodData, size: int, seed: int) -> MethodData:
