@@ -266,31 +266,8 @@ def main() -> int:
     grid = {method: configs for method, configs in GRID.items() if method in rerun}
     if known.methods:
         previous = json.loads(out.read_text())
-        # rows of grids no longer here (a renamed label) are dropped, not carried along
-        kept = [
-            r
-            for r in previous["rows"]
-            if r["method"] in GRID and (r["method"] not in rerun or known.missing)
-        ]
-        if known.missing:
-            # rows of configurations since taken out of the grid go too
-            current = {_key(m, c) for m in grid for c in grid[m]}
-            kept = [
-                r
-                for r in kept
-                if r["method"] not in rerun or _key(r["method"], r["config"]) in current
-            ]
-            # rows whose relearning attack ran at other rates are measured again
-            kept = [
-                r
-                for r in kept
-                if r["method"] not in RELEARN
-                or list(r.get("val_relearned_by_lr", {})) == [str(x) for x in RELEARN_LR]
-            ]
-            have = {_key(r["method"], r["config"]) for r in kept}
-            grid = {
-                m: [c for c in configs if _key(m, c) not in have] for m, configs in grid.items()
-            }
+        classes = args.classes[:1] if args.quick else args.classes
+        kept, grid = rows_kept(previous["rows"], grid, known.missing, classes)
     device = resolve_device(args.device)
     arch, arch_args, train_cfg, data = bench.cifar10_protocol(
         args.data_root, args.profile, args.quick
@@ -344,6 +321,35 @@ def main() -> int:
     write_table(payload)
     log(f"wrote {out} and BENCHMARKS.md")
     return 0
+
+
+def rows_kept(rows, grid, missing, classes):
+    """``(kept, grid)``: the earlier ``rows`` a rerun of ``grid``'s methods keeps, and what of
+    ``grid`` it still has to run. Without ``missing`` the methods rerun lose their rows (and
+    run their whole grids); with it they keep those of configurations still in the grid,
+    measured as the grid is now (the relearning attack at ``RELEARN_LR``) and for every one of
+    ``classes``, and run the rest. Rows of grids no longer in ``GRID`` (a renamed label) go."""
+    kept = [r for r in rows if r["method"] in GRID and (r["method"] not in grid or missing)]
+    if not missing:
+        return kept, grid
+    current = {_key(m, c) for m in grid for c in grid[m]}
+    rates = [str(x) for x in RELEARN_LR]
+
+    def usable(r):
+        if r["method"] not in grid:  # another method's rows: kept as they are
+            return True
+        if r["method"] in RELEARN and list(r.get("val_relearned_by_lr", {})) != rates:
+            return False  # the relearning attack at other rates: measured again
+        return _key(r["method"], r["config"]) in current
+
+    kept = [r for r in kept if usable(r)]
+    done = {}
+    for r in kept:
+        done.setdefault(_key(r["method"], r["config"]), set()).add(r["class"])
+    # a configuration is complete with a row for every class; else all its classes run again
+    have = {key for key, measured in done.items() if set(classes) <= measured}
+    kept = [r for r in kept if r["method"] not in grid or _key(r["method"], r["config"]) in have]
+    return kept, {m: [c for c in cs if _key(m, c) not in have] for m, cs in grid.items()}
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -508,7 +514,9 @@ def write_table(payload) -> None:
         for r in scored:
             cells = [_escaped(str(r["config"].get(k, "-"))) for k in varied]
             relearned = f"{r['val_relearned']:.1f}"
-            if "val_relearned_by_lr" in r:
+            if "val_relearned_by_lr" not in r:  # measured before the three rates
+                relearned += " (lr 0.01 only)"
+            else:
                 relearned += (
                     " (" + " / ".join(f"{v:.1f}" for v in r["val_relearned_by_lr"].values()) + ")"
                 )

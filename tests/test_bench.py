@@ -433,3 +433,37 @@ def test_reuse_reference_needs_a_join_and_the_same_forget_set(monkeypatch, capsy
     with pytest.raises(SystemExit):
         scenarios.parse_args([*argv, "--runs", "famr", "--reuse-reference"])
     assert "no earlier 'random' block with original and retrain" in capsys.readouterr().err
+
+
+def test_the_study_keeps_only_rows_measured_as_its_grid_is_now():
+    """famr_study --missing: another method's rows stay as they are (its relearning rates
+    included); a rerun grid keeps a configuration only when every class has a row measured at
+    the relearning attack's rates now, and runs the rest for every class; a configuration
+    since taken out of the grid loses its rows; without --missing the rerun grid starts over."""
+    study = _load("famr_study")
+    rates = {str(x): 0.0 for x in study.RELEARN_LR}
+    last = study.GRID["famr_last_stage"]
+    head = study.GRID["famr_head"]
+
+    def row(method, config, cls, **extra):
+        return {"method": method, "config": config, "class": cls, **extra}
+
+    rows = [
+        row("famr_last_stage", last[0], 3, val_relearned_by_lr=rates),
+        row("famr_last_stage", last[0], 8, val_relearned_by_lr=rates),  # complete: kept
+        row("famr_last_stage", last[1], 3, val_relearned_by_lr=rates),  # class 8 at one rate
+        row("famr_last_stage", last[1], 8),
+        row("famr_last_stage", last[2], 3, val_relearned_by_lr=rates),  # class 8 missing
+        row("famr_last_stage", {"lr": 9.0}, 3, val_relearned_by_lr=rates),  # not in the grid
+        row("famr_head", head[0], 3),
+        row("renamed", head[0], 3),
+    ]
+    grid = {"famr_last_stage": last}
+    kept, left = study.rows_kept(rows, grid, True, [3, 8])
+    assert kept == rows[:2] + [rows[6]]
+    assert left == {"famr_last_stage": last[1:]}
+    # the one-rate rows of a grid not rerun are another method's: kept
+    kept, left = study.rows_kept(rows, {"famr_head": head}, True, [3])
+    assert kept == rows[:7] and left == {"famr_head": head[1:]}
+    kept, left = study.rows_kept(rows, grid, False, [3, 8])
+    assert kept == [rows[6]] and left == grid

@@ -282,11 +282,17 @@ def test_set_none_is_the_string_where_the_recipes_field_takes_it():
     string where the recipe's field is a string (forget_target, augment), and is None ("the
     recipe's value") where the recipe's field takes None (max_steps)."""
     from famr.config import make_config
+    from famr.methods import METHODS
     from famr.methods.famr_auto import FamrConfig
 
     text = {"forget_target": "none", "augment": "none", "max_steps": "none", "epochs": "2"}
     cfg = make_config(FamrConfig, text, parse=True)
     assert (cfg.forget_target, cfg.augment, cfg.max_steps, cfg.epochs) == ("none", "none", None, 2)
+    assert make_config(FamrConfig, {"epochs": "none"}, parse=True).epochs is None
+    # a preset of famr re-declares the fields it fixes and keeps how they are parsed
+    preset = METHODS.get("famr_retain").meta["config"]
+    assert preset().forget_target == "uniform"
+    assert make_config(preset, {"forget_target": "none"}, parse=True).forget_target == "none"
 
 
 @pytest.mark.science

@@ -233,6 +233,19 @@ def test_relearning_at_several_rates_scores_their_mean(digits, digits_model, mon
     assert row["score"] == pytest.approx(row["val_forget_acc"] + row["val_retain_drop"] + 40.0)
 
 
+def test_rows_relearned_at_different_rates_are_refused():
+    """A grid whose rows hold the relearning attack at one rate for some configurations and at
+    three for others would compare two measurements: refused, naming both."""
+    row = {"class": 3, "method": "famr", "seconds": 1.0, "val_forget_acc": 0.0}
+    row |= {"val_retain_drop": 1.0, "score": 1.0, "val_relearned": 0.0}
+    three = {"val_relearned_by_lr": {"0.01": 0.0, "0.03": 0.0, "0.1": 0.0}}
+    rows = [row | {"config": {"lr": 0.1}}, row | {"config": {"lr": 0.4}} | three]
+    grid = {"famr": [{"lr": 0.1}, {"lr": 0.4}]}
+    with pytest.raises(ValueError, match=r"different rates \(one rate and 0.01, 0.03, 0.1\)"):
+        choose_configs(rows, grid)
+    assert choose_configs([r | three for r in rows], grid)["famr"]["config"] == {"lr": 0.1}
+
+
 def test_a_per_class_subset_keeps_that_many_of_each_class_and_nothing_else(digits):
     """per_class_subset: at most ``per_class`` training images of each class, all of them
     drawn from the training split, the same draw for the same seed; the validation and test

@@ -1021,6 +1021,7 @@ def test_mirror_adds_each_images_mirror_and_passes_over_both(tiny):
         ({"temperature": float("nan")}, "temperature=nan is not valid"),
         ({"forget_temperature": -1.0}, "forget_temperature=-1.0 is not valid"),
         ({"mirror": "yes"}, "mirror='yes' is not valid; it must be true or false"),
+        ({"reset": 1}, "reset=1 is not valid; it must be true or false"),
         ({"forget_features": -1.0}, "forget_features=-1.0 is not valid"),
         (
             {"forget_features_target": "far"},

@@ -231,8 +231,8 @@ def make_config(cls: type[C], values: dict[str, Any] | None = None, *, parse: bo
     if parse:
         hints = _type_hints(cls)
         # a field may name the type its text is parsed as (famr's "auto" config: each field
-        # Optional, None meaning "the recipe's value", parsed as the recipe's own type, so that
-        # "none" stays the string where the recipe's field is one: forget_target=none)
+        # Optional, None meaning "the recipe's value", and a recipe's string field parsed as a
+        # string, so that "none" stays the string there: forget_target=none)
         parse_as = {f.name: f.metadata.get("parse_as") for f in dataclasses.fields(cls)}
         for key, value in list(values.items()):
             if isinstance(value, str):

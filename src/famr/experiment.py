@@ -497,9 +497,9 @@ def validation_study(
     forget it in the weights. With several learning rates (``relearn_config``) it is the mean
     of the rates' runs (each in ``val_relearned_by_lr``), not the strongest: the mean less a
     retrained model's mean is the mean excess over that model at each rate, so the study ranks
-    by the excess without seeing the retrained model; the strongest run's excess would need the
-    retrained model's own level at each rate (on CIFAR-10's cat, 29.8 % at lr 0.01 and 85.5 %
-    at 0.03).
+    by it without seeing the retrained model; the largest excess at any one rate, what the
+    test protocol reports, would need the retrained model's level at each rate (on CIFAR-10's
+    cat, 29.8 % at lr 0.01 and 85.5 % at 0.03), and the strongest run alone weighs one rate.
 
     For the labels in ``probe`` the linear probe (:mod:`famr.attacks.probe`) is measured on the
     validation split alone: the split is halved, class by class (seed ``seed``), the probe is
@@ -706,6 +706,14 @@ def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
                 f"the study's rows for {method} hold {key} for some configurations but not "
                 f"for {lacking}: rerun them (benchmarks/famr_study.py --methods {method})"
             )
+    # and the relearning attack at the same rates in every row (one rate: no by-rate record)
+    rates = {tuple(r.get("val_relearned_by_lr", ())) for r in rows if "val_relearned" in r}
+    if len(rates) > 1:
+        said = " and ".join(", ".join(x) if x else "one rate" for x in sorted(rates))
+        raise ValueError(
+            f"the study's rows for {method} hold the relearning attack at different rates "
+            f"({said}): rerun them (benchmarks/famr_study.py --methods {method})"
+        )
 
     def mean(key: str, config: dict[str, Any]) -> float:
         values = [r.get(key, 0.0) if key in optional else r[key] for r in members(config)]

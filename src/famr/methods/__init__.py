@@ -113,14 +113,19 @@ def register_preset(
     entry = METHODS.get(base)
     parent = entry.meta["config"]
     hints = typing.get_type_hints(parent)
-    own = {f.name for f in dataclasses.fields(parent)}
+    metadata = {f.name: f.metadata for f in dataclasses.fields(parent)}
+    own = set(metadata)
     foreign = sorted(set(values) - own)
     if foreign:
         raise ValueError(f"preset {name!r}: {foreign} are not fields of {parent.__name__}")
     words = "".join(part.capitalize() for part in name.split("_"))
     config = dataclasses.make_dataclass(
         f"{words}Preset",
-        [(k, hints[k], dataclasses.field(default=v)) for k, v in values.items()],
+        # the base field's metadata kept (how the command line's text is parsed)
+        [
+            (k, hints[k], dataclasses.field(default=v, metadata=metadata[k]))
+            for k, v in values.items()
+        ],
         bases=(parent,),
         namespace={"__module__": module},
     )

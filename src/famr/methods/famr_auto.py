@@ -102,9 +102,9 @@ def _why(recipe: str, kind: str | None) -> str:
 
 def _auto_fields() -> list[tuple[str, Any, dataclasses.Field]]:
     # every field of every recipe, typed Optional, default None ("the recipe's value"); the
-    # command line's text is parsed as the recipe's own type (famr.config.make_config), so
-    # "none" is None only where the recipe's field takes None, and the string where it is one
-    # of the field's choices (forget_target=none)
+    # command line's text of a field that is a string in its recipe is parsed as a string
+    # (famr.config.make_config), so "none" stays the string where it is one of the field's
+    # choices (forget_target=none), and is None ("the recipe's value") elsewhere
     fields: dict[str, Any] = {}
     for cls in RECIPES.values():
         hints = typing.get_type_hints(cls)
@@ -114,7 +114,7 @@ def _auto_fields() -> list[tuple[str, Any, dataclasses.Field]]:
         (
             name,
             typing.Optional[kind],  # noqa: UP045
-            dataclasses.field(default=None, metadata={"parse_as": kind}),
+            dataclasses.field(default=None, metadata={"parse_as": str} if kind is str else {}),
         )
         for name, kind in fields.items()
     ]

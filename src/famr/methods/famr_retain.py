@@ -164,6 +164,7 @@ class FamrRetainConfig(FamrHeadConfig):
         check_positive("temperature", self.temperature)
         if self.forget_temperature is not None:
             check_positive("forget_temperature", self.forget_temperature)
+        check_bool("reset", self.reset)
         check_bool("mirror", self.mirror)
         check_bool("cache_prefix", self.cache_prefix)
         check_choice("retain_target", self.retain_target, RETAIN_TARGETS)
