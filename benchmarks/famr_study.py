@@ -250,6 +250,15 @@ def main() -> int:
         "extended since the last run); every existing row is kept",
     )
     extra.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="RESULTS",
+        help="with --methods: first take those methods' rows from these results files (runs of "
+        "other classes in parallel, each in its own copy of the checkout, e.g. --classes 3 and "
+        "--classes 8); their rows replace this file's for the same configuration and class",
+    )
+    extra.add_argument(
         "--table-only", action="store_true", help="rewrite the BENCHMARKS.md table from the JSON"
     )
     known, rest = extra.parse_known_args()
@@ -263,11 +272,24 @@ def main() -> int:
     this_command = "python benchmarks/famr_study.py " + " ".join(sys.argv[1:])
     if known.missing and not known.methods:
         raise SystemExit("--missing needs --methods: the grids to complete")
+    if known.merge and not known.methods:
+        raise SystemExit("--merge needs --methods: the grids whose rows to take")
+    merged_commands = []
     grid = {method: configs for method, configs in GRID.items() if method in rerun}
     if known.methods:
         previous = json.loads(out.read_text())
+        rows = previous["rows"]
+        for path in known.merge:
+            other = json.loads(Path(path).read_text())
+            taken = [r for r in other["rows"] if r["method"] in grid]
+            replaced = {(*_key(r["method"], r["config"]), r["class"]) for r in taken}
+            rows = [
+                r for r in rows if (*_key(r["method"], r["config"]), r["class"]) not in replaced
+            ]
+            rows += taken
+            merged_commands += other.get("reruns", [])[-1:]
         classes = args.classes[:1] if args.quick else args.classes
-        kept, grid = rows_kept(previous["rows"], grid, known.missing, classes)
+        kept, grid = rows_kept(rows, grid, known.missing, classes)
     device = resolve_device(args.device)
     arch, arch_args, train_cfg, data = bench.cifar10_protocol(
         args.data_root, args.profile, args.quick
@@ -308,7 +330,9 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": previous["command"] if known.methods else this_command,
-        "reruns": previous.get("reruns", []) + [this_command] if known.methods else [],
+        "reruns": previous.get("reruns", []) + merged_commands + [this_command]
+        if known.methods
+        else [],
         "date": time.strftime("%Y-%m-%d"),
         "environment": bench.environment(),
         "classes": classes,

@@ -467,3 +467,21 @@ def test_the_study_keeps_only_rows_measured_as_its_grid_is_now():
     assert kept == rows[:7] and left == {"famr_head": head[1:]}
     kept, left = study.rows_kept(rows, grid, False, [3, 8])
     assert kept == [rows[6]] and left == grid
+
+
+def test_the_study_merges_the_rows_of_parallel_runs():
+    """famr_study --merge: the rerun grids' rows of other results files (one class each, run
+    in parallel) replace this file's rows of the same configuration and class; other methods'
+    rows there are not taken, and this file's other rows stay."""
+    study = _load("famr_study")
+    last = study.GRID["famr_last_stage"]
+
+    def row(method, config, cls, value):
+        return {"method": method, "config": config, "class": cls, "val_relearned": value}
+
+    mine = [row("famr_last_stage", last[0], 3, 1.0), row("famr_head", last[0], 3, 2.0)]
+    three = [row("famr_last_stage", last[0], 3, 10.0), row("famr_head", last[0], 3, 20.0)]
+    eight = [row("famr_last_stage", last[0], 8, 30.0)]
+    grid = {"famr_last_stage": last}
+    merged = study.merged_rows(mine, [three, eight], grid)
+    assert merged == [mine[1], three[0], eight[0]]
