@@ -278,16 +278,9 @@ def main() -> int:
     grid = {method: configs for method, configs in GRID.items() if method in rerun}
     if known.methods:
         previous = json.loads(out.read_text())
-        rows = previous["rows"]
-        for path in known.merge:
-            other = json.loads(Path(path).read_text())
-            taken = [r for r in other["rows"] if r["method"] in grid]
-            replaced = {(*_key(r["method"], r["config"]), r["class"]) for r in taken}
-            rows = [
-                r for r in rows if (*_key(r["method"], r["config"]), r["class"]) not in replaced
-            ]
-            rows += taken
-            merged_commands += other.get("reruns", [])[-1:]
+        others = [json.loads(Path(path).read_text()) for path in known.merge]
+        rows = merged_rows(previous["rows"], [o["rows"] for o in others], grid)
+        merged_commands = [c for o in others for c in o.get("reruns", [])[-1:]]
         classes = args.classes[:1] if args.quick else args.classes
         kept, grid = rows_kept(rows, grid, known.missing, classes)
     device = resolve_device(args.device)
@@ -345,6 +338,17 @@ def main() -> int:
     write_table(payload)
     log(f"wrote {out} and BENCHMARKS.md")
     return 0
+
+
+def merged_rows(rows, others, grid):
+    """``rows`` with ``grid``'s methods' rows of each of ``others`` (lists of rows of other
+    results files) added, each replacing a row of the same configuration and class."""
+    for other in others:
+        taken = [r for r in other if r["method"] in grid]
+        replaced = {(*_key(r["method"], r["config"]), r["class"]) for r in taken}
+        rows = [r for r in rows if (*_key(r["method"], r["config"]), r["class"]) not in replaced]
+        rows = rows + taken
+    return rows
 
 
 def rows_kept(rows, grid, missing, classes):
