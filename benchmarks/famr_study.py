@@ -25,6 +25,11 @@ configurations.
 
     python benchmarks/famr_study.py --data-root ../shared/data/cifar10
     python benchmarks/famr_study.py --methods gradient_ascent   # rerun one grid, keep the rest
+    # one class per process (each in its own copy of the checkout, one thread each), merged:
+    python benchmarks/famr_study.py --methods famr_last_stage --missing --classes 3   # copy A
+    python benchmarks/famr_study.py --methods famr_last_stage --missing --classes 8   # copy B
+    python benchmarks/famr_study.py --methods famr_last_stage --missing \
+        --merge A/benchmarks/results/famr_study_cpu.json B/benchmarks/results/famr_study_cpu.json
 """
 
 from __future__ import annotations
