@@ -81,6 +81,7 @@ DEEP = {
     "params": "last_stage:0.9",
     "epochs": 8,
     "mirror": False,
+    "temperature": 1.0,
     "forget_features": 0.0,
 }  # as measured
 # famr's last_stage recipe as it was before the 2026-12-07 validation study chose the stage
@@ -93,6 +94,7 @@ LONG = {
     "params": "last_stage",
     "epochs": 16,
     "mirror": False,
+    "temperature": 1.0,
     "forget_features": 0.0,
 }
 # every run label of every scenario, for --runs (a label none has is refused before any work)

@@ -379,9 +379,9 @@ def test_famr_auto_resolves_from_what_the_request_holds(tiny):
         pull = {} if result is not samples else {"forget_features": 0.0}
         expected = dataclasses.asdict(FamrLastStageConfig(epochs=2, **pull))
         assert {k: getattr(result.config, k) for k in expected} == expected
-    assert (
-        with_retain.config.forget_features == 0.1 and "forget_features" in with_retain.history[-1]
-    )
+    # the feature pull is an option, off by default (the validation rule's choice)
+    assert with_retain.config.forget_features == 0.0
+    assert "forget_features" not in with_retain.history[-1]
     target_none = famr.unlearn(model, forget, retain, forget_classes=[0], forget_target="none")
     assert target_none.config.forget_features == 0.0  # set otherwise by the caller: 0
     assert "forget_features" not in target_none.history[-1]

@@ -109,7 +109,7 @@ def test_the_feature_pull_reads_a_transformers_classifier_input():
     data = _data()
     torch.manual_seed(0)
     splits = famr.ClassForget(0).split(data, data, 4)
-    result = famr.unlearn(_vit(), splits, optimizer="adam", lr=1e-3, epochs=1)
+    result = famr.unlearn(_vit(), splits, optimizer="adam", lr=1e-3, epochs=1, forget_features=0.1)
     assert result.config.forget_features == 0.1
     assert math.isfinite(result.history[-1]["forget_features"])
     assert all(not m._forward_hooks for m in result.model.modules())

@@ -57,6 +57,7 @@ FamrRetainPreset = register_preset(
         "beta": 10.0,
         "epochs": 10,
         "mirror": False,
+        "temperature": 1.0,
         "forget_features": 0.0,
         "forget_features_target": "mixture",
         "cache_features": True,
