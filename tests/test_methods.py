@@ -966,8 +966,10 @@ def test_distillation_temperature_is_hintons_scaled_kl(tiny, monkeypatch):
     )
     model, forget, retain = tiny
     run = dict(method="famr", forget_classes=[0], epochs=2, device="cpu")
-    plain = famr.unlearn(model, forget, retain, **run)
+    plain = famr.unlearn(model, forget, retain, temperature=1.0, **run)
     assert plain.config.temperature == 1.0
+    default = famr.unlearn(model, forget, retain, **run)
+    assert default.config.temperature == 4.0  # the last_stage recipe's
     warm = famr.unlearn(model, forget, retain, temperature=t, **run)
     assert warm.config.temperature == t
     assert not torch.equal(_flat(plain), _flat(warm))
