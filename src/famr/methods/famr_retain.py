@@ -572,8 +572,9 @@ class FamrLastStageConfig(FamrRetainConfig):
     finds. The first block is kept because it holds what the original learned from every
     retained image, which a stage rebuilt from a 5,000-image buffer regains in part. Until
     the rule measured the relearning attack at three rates (2026-12-07) it saw lr 0.01 alone,
-    where every candidate but a few relearned nothing, and chose 8 passes over the buffer and
-    its mirror images at T = 1 with the forget images' features pulled toward the buffer's
+    where 13 of the 30 candidates relearned nothing on both classes, and chose 8 passes over
+    the buffer and its mirror images at T = 1 with the forget images' features pulled toward
+    the buffer's
     (``mirror``, ``forget_features``): at lr 0.03 and 0.1 that configuration relearned 89 and
     92 % of the validation images of the class, T = 4 here 0 and 55 %, for a validation probe
     6.6 points higher (78.8 % against 72.2); larger pull weights hide the class from the probe
