@@ -131,8 +131,10 @@ class FamrRetainConfig(FamrHeadConfig):
             split (``benchmarks/famr_study.py``; BENCHMARKS.md, "Pulling the forgotten class's
             features") larger weights take the probe below a retrained model's level, but the
             relearning attack then brings the class back (weights from 0.3: 51 to 97 % of the
-            validation images, against none without the term); the last_stage recipe's 0.1
-            with the nearest target does neither (the ship's probe 5.6 points lower).
+            validation images, against none without the term). 0.1 with the nearest target
+            was the last_stage recipe's until the rule read the relearning attack at three
+            rates (2026-12-07): there it relearned 89 / 92 % at lr 0.03 / 0.1, so the recipe
+            leaves the term off.
         forget_features_target: ``"mixture"``: the target above; ``"nearest"``: instead of the
             mixture, the buffer batch's image whose features are closest to the forget
             image's, its squared distance discounted by the log-probability that the two
