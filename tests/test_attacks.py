@@ -179,13 +179,14 @@ def test_re_initialising_the_last_stage_forgets_in_the_weights(digits_request):
     the head re-initialised and trained again on the retain buffer and the forget set (the
     original's predictions without the digit): the
     relearning attack finds the digit no more than on the retrained model, where the head-only
-    edit gives it back. Measured (AVX-512, 1 thread, at the digits preset of 2026-12-07 with
-    the feature pull): relearned 0.0 % (retrained 1.8 %, head-only famr 96.4 %), retained test
-    accuracy 99.0 % (original 98.8 %)."""
+    edit gives it back. Measured (AVX-512, 1 thread, at the digits preset of 2026-12-07's
+    three-rate study, 3 passes at temperature 4; the same at the earlier feature-pull preset):
+    relearned 0.0 % (retrained 1.8 %, head-only famr 96.4 %), retained test accuracy 99.0 %
+    (original 98.8 %)."""
     data, splits, model, _ = digits_request
     # famr at the demo's preset: the last_stage recipe (params="last_stage_but_first",
     # reset=True, retain_target="retained", forget_target="distilled", batchnorm="moved", SGD
-    # one-cycle, mirror images, the feature pull)
+    # one-cycle, distillation temperature 4)
     result = famr.unlearn(model, splits, **PRESETS["digits"]["famr"])
     assert result.config.recipe == "last_stage"
     stage = {n for n, _ in select_parameters(model, "last_stage")}
