@@ -183,9 +183,10 @@ def _concrete(cfg: Any, recipe: str, kind: str | None = None):
             f"{recipe!r} recipe{why}; its fields: {', '.join(sorted(own))}"
         )
     if recipe == "last_stage" and "forget_features" not in values:
-        # the recipe's feature pull shapes the distilled forget term's features: where that
-        # term is not read (a request that removes no class) or was set otherwise by the
-        # caller, its default is 0, so the resolved config says what runs
+        # the feature pull shapes the distilled forget term's features: where that term is
+        # not read (a request that removes no class) or was set otherwise by the caller, the
+        # pull resolves to 0, so the resolved config says what runs (a no-op while the
+        # recipe's own default is 0, as since 2026-12-07's three-rate study)
         default = FamrLastStageConfig
         reset = values.get("reset", default.reset)
         if not pull_can_act(reset, values.get("forget_target", default.forget_target), kind):
