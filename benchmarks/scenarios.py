@@ -360,6 +360,20 @@ def merged(args, name: str, results: dict) -> dict:
     }
 
 
+def current_reruns(reruns: list[dict]) -> list[tuple[dict, list[str]]]:
+    """Each rerun with the labels whose rows it still gives: a label measured again by a later
+    rerun is named there only, and a rerun left naming none is not listed (the block's JSON
+    keeps every rerun)."""
+    shown = []
+    later: set[str] = set()
+    for rerun in reversed(reruns):
+        labels = [r for r in rerun["runs"] if r not in later]
+        later.update(rerun["runs"])
+        if labels:
+            shown.append((rerun, labels))
+    return shown[::-1]
+
+
 def chosen(runs: dict[str, dict], args) -> dict[str, dict]:
     """The runs ``--runs`` keeps (all of them without it)."""
     if not args.runs:
@@ -763,13 +777,13 @@ def write_table(payload) -> None:
             }
             cells = [_cell({**entry, **by_lr}, k) for k, _ in table]
             lines.append(f"| {run} | " + " | ".join(cells) + " |")
-        for rerun in block.get("reruns", []):
+        for rerun, labels in current_reruns(block.get("reruns", [])):
             env = rerun.get("environment", {})
             lines.append(
                 f"\nRerun on {rerun['date']} ({env.get('cpu_count')}-core {env.get('machine')} "
                 f"CPU, kernels {env.get('cpu_capability', 'not recorded')}, torch "
                 f"{env.get('torch')}, {_threads(env)}): "
-                f"{', '.join(f'`{r}`' for r in rerun['runs'])}, with `{rerun['command']}`."
+                f"{', '.join(f'`{r}`' for r in labels)}, with `{rerun['command']}`."
             )
         chosen = block.get("chosen_famr_quantile")
         if chosen:

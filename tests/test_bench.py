@@ -321,6 +321,23 @@ def test_scenario_reruns_join_the_block_and_keep_its_stamp(monkeypatch, capsys):
     assert "measured with --seed 1" in capsys.readouterr().err
 
 
+def test_a_rerun_is_listed_only_for_the_rows_it_still_gives():
+    """The table names, for each row measured again, only the last rerun that measured it (the
+    same command run twice is listed once); the JSON keeps every rerun."""
+    scenarios = _load("scenarios")
+    reruns = [
+        {"runs": ["famr", "famr_sequential"], "command": "a"},
+        {"runs": ["famr", "salun"], "command": "b"},
+        {"runs": ["famr", "famr_sequential"], "command": "a"},
+    ]
+    shown = scenarios.current_reruns(reruns)
+    assert [(r["command"], labels) for r, labels in shown] == [
+        ("b", ["salun"]),
+        ("a", ["famr", "famr_sequential"]),
+    ]
+    assert scenarios.current_reruns([]) == []
+
+
 def test_epsilon_join_adds_rows_only_against_the_same_retrained_models(tmp_path, monkeypatch):
     """epsilon.py --join: rows join the file measured on the same data, request, N and setup
     (else it stops before any work), and only when the retrained models' calibration comes
