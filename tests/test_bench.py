@@ -59,6 +59,43 @@ def test_a_trained_model_is_cached_by_its_whole_configuration(tmp_path, digits):
     assert not record["cached"] and len(list(tmp_path.glob("*.safetensors"))) == 3
 
 
+def test_a_shipped_checkpoint_is_a_hit_and_nothing_is_trained(tmp_path, digits, monkeypatch):
+    """A model in the shipped folder is loaded, not trained again, and the cache folder is left
+    as it was; the cache folder's own copy is read first."""
+    common = dict(
+        arch="small_cnn",
+        arch_args={"num_classes": 10, "in_channels": 1, "width": 4},
+        train_config={"epochs": 1},
+        seed=0,
+        data_label="digits (test)",
+        device=torch.device("cpu"),
+        say=lambda message: None,
+    )
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    first, _ = bench.trained_model(shipped, digits, **common)
+    monkeypatch.setattr(bench, "SHIPPED", shipped)
+    monkeypatch.setattr(bench, "train", lambda *a, **k: pytest.fail("trained again"))
+    again, record = bench.trained_model(cache, digits, **common)
+    assert record["cached"] and not cache.exists()
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
+    )
+
+
+def test_the_shipped_checkpoints_are_hits_under_todays_training_code():
+    """Each shipped checkpoint is named by the hash of the key stored beside it, made with
+    today's training code: else no benchmark would ever load it (a stale file, to retrain)."""
+    import json
+
+    found = sorted(bench.SHIPPED.glob("*.safetensors"))
+    if not found:
+        pytest.skip("no checkpoints shipped")
+    for path in found:
+        key = json.loads(famr.io.sidecar_path(path).read_text())["key"]
+        assert bench.config_hash(key) == path.stem
+        assert key["code"] == bench.TRAINING_CODE_VERSION
+
+
 def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path):
     key = {"arch": "small_cnn", "arch_args": {"num_classes": 10, "width": 4}, "label": "k"}
     # a run killed while training leaves its lock file behind, held by nobody
