@@ -59,9 +59,18 @@ def test_a_trained_model_is_cached_by_its_whole_configuration(tmp_path, digits):
     assert not record["cached"] and len(list(tmp_path.glob("*.safetensors"))) == 3
 
 
+SHIPPED = bench.SHIPPED  # the repository's own, before the fixture below hides it
+
+
+@pytest.fixture(autouse=True)
+def _no_shipped_checkpoints(tmp_path_factory, monkeypatch):
+    # every test here trains its own models: none is served from the repository's checkpoints
+    monkeypatch.setattr(bench, "SHIPPED", tmp_path_factory.mktemp("no-shipped"))
+
+
 def test_a_shipped_checkpoint_is_a_hit_and_nothing_is_trained(tmp_path, digits, monkeypatch):
     """A model in the shipped folder is loaded, not trained again, and the cache folder is left
-    as it was; the cache folder's own copy is read first."""
+    as it was; the cache folder's own copy is read first; a damaged shipped file is not used."""
     common = dict(
         arch="small_cnn",
         arch_args={"num_classes": 10, "in_channels": 1, "width": 4},
@@ -75,11 +84,27 @@ def test_a_shipped_checkpoint_is_a_hit_and_nothing_is_trained(tmp_path, digits, 
     first, _ = bench.trained_model(shipped, digits, **common)
     monkeypatch.setattr(bench, "SHIPPED", shipped)
     monkeypatch.setattr(bench, "train", lambda *a, **k: pytest.fail("trained again"))
-    again, record = bench.trained_model(cache, digits, **common)
+    said = []
+    again, record = bench.trained_model(cache, digits, **{**common, "say": said.append})
     assert record["cached"] and not cache.exists()
     assert all(
         torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
     )
+    assert str(shipped) in said[0]
+    # a copy in the cache folder is read first
+    cache.mkdir()
+    for f in shipped.iterdir():
+        (cache / f.name).write_bytes(f.read_bytes())
+    said.clear()
+    bench.trained_model(cache, digits, **{**common, "say": said.append})
+    assert str(cache) in said[0] and str(shipped) not in said[0]
+    # a damaged shipped file is trained again (here: the refusal to train says it was reached)
+    for f in cache.iterdir():
+        f.unlink()
+    weights = next(shipped.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"damaged!")
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        bench.trained_model(cache, digits, **common)
 
 
 def test_the_shipped_checkpoints_are_hits_under_todays_training_code():
@@ -87,13 +112,14 @@ def test_the_shipped_checkpoints_are_hits_under_todays_training_code():
     today's training code: else no benchmark would ever load it (a stale file, to retrain)."""
     import json
 
-    found = sorted(bench.SHIPPED.glob("*.safetensors"))
+    found = sorted(SHIPPED.glob("*.safetensors"))
     if not found:
         pytest.skip("no checkpoints shipped")
+    today = bench.training_key("a", {}, {}, 0, [], "d", "cpu")
     for path in found:
         key = json.loads(famr.io.sidecar_path(path).read_text())["key"]
         assert bench.config_hash(key) == path.stem
-        assert key["code"] == bench.TRAINING_CODE_VERSION
+        assert set(key) == set(today) and key["code"] == today["code"]
 
 
 def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path):

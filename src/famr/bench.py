@@ -87,11 +87,21 @@ def cached_training(
     path = cache / f"{name}.safetensors"
 
     def load() -> tuple[nn.Module, dict[str, Any]] | None:
-        for found in (path, SHIPPED / path.name):
-            if found.exists() and io.sidecar_path(found).exists():
-                model, meta = io.load_checkpoint(found)
-                say(f"cache hit {found}: {key.get('label', '')}")
-                return model, {**meta["record"], "cached": True}
+        if path.exists() and io.sidecar_path(path).exists():
+            model, meta = io.load_checkpoint(path)
+            say(f"cache hit {path}: {key.get('label', '')}")
+            return model, {**meta["record"], "cached": True}
+        shipped = SHIPPED / path.name
+        if shipped.exists() and io.sidecar_path(shipped).exists():
+            try:  # a shipped file that cannot serve (damaged, another key) is trained instead
+                model, meta = io.load_checkpoint(shipped)
+                if meta.get("key") != json.loads(json.dumps(key)):
+                    raise ValueError("its stored key is not this training's")
+            except ValueError as err:
+                say(f"shipped checkpoint {shipped} not used: {err}")
+                return None
+            say(f"cache hit {shipped}: {key.get('label', '')}")
+            return model, {**meta["record"], "cached": True}
         return None
 
     hit = load()  # a hit needs no lock (and a read-only cache serves hits)
@@ -114,6 +124,29 @@ def cached_training(
         meta = {"arch": key["arch"], "arch_args": key["arch_args"], "key": key, "record": record}
         io.save_checkpoint(path, model, meta, overwrite=True)
     return model, {**record, "cached": False}
+
+
+def training_key(
+    arch: str,
+    arch_args: dict[str, Any],
+    train_config: dict[str, Any],
+    seed: int,
+    excluded: Any,
+    data_label: str,
+    device_type: str,
+) -> dict[str, Any]:
+    """The whole configuration a trained model is cached under (its hash names the files)."""
+    return {
+        "label": f"{arch} seed {seed} excluding {excluded}",
+        "arch": arch,
+        "arch_args": arch_args,
+        "train": train_config,
+        "seed": seed,
+        "excluded": excluded,
+        "data": data_label,
+        "code": TRAINING_CODE_VERSION,
+        "device": device_type,
+    }
 
 
 def trained_model(
@@ -144,17 +177,7 @@ def trained_model(
         excluded = list(without.classes)  # the key format class-wise caches were made with
     elif without is not None:
         excluded = without.to_dict()
-    key = {
-        "label": f"{arch} seed {seed} excluding {excluded}",
-        "arch": arch,
-        "arch_args": arch_args,
-        "train": train_config,
-        "seed": seed,
-        "excluded": excluded,
-        "data": data_label,
-        "code": TRAINING_CODE_VERSION,
-        "device": device.type,
-    }
+    key = training_key(arch, arch_args, train_config, seed, excluded, data_label, device.type)
 
     def build():
         if without is None:
