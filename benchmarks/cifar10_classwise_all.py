@@ -11,11 +11,15 @@ whether the cache started empty, in benchmarks/results/cifar10_classwise_timing_
 and BENCHMARKS.md. Point ``--cache`` at a fresh folder to time the benchmark from an empty cache:
 
     python benchmarks/cifar10_classwise_all.py --cache /tmp/famr-empty-cache
+
+The stages never load the checkpoints shipped in benchmarks/checkpoints (``FAMR_NO_SHIPPED=1``):
+what the cache lacks is trained, and timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -54,7 +58,9 @@ def main(argv=None) -> int:
         before = models_in(cache)
         start = time.perf_counter()
         print(f"[{time.strftime('%H:%M:%S')}] stage {name}", flush=True)
-        done = subprocess.run([sys.executable, *command, *passed])
+        done = subprocess.run(
+            [sys.executable, *command, *passed], env={**os.environ, "FAMR_NO_SHIPPED": "1"}
+        )
         if done.returncode != 0:
             print(f"stage {name} failed (exit {done.returncode}); no timing written", flush=True)
             return done.returncode

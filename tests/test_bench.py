@@ -98,6 +98,13 @@ def test_a_shipped_checkpoint_is_a_hit_and_nothing_is_trained(tmp_path, digits, 
     said.clear()
     bench.trained_model(cache, digits, **{**common, "say": said.append})
     assert str(cache) in said[0] and str(shipped) not in said[0]
+    # FAMR_NO_SHIPPED=1 (the timed whole benchmark): the shipped file is not read
+    for f in cache.iterdir():
+        f.unlink()
+    monkeypatch.setenv("FAMR_NO_SHIPPED", "1")
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        bench.trained_model(cache, digits, **common)
+    monkeypatch.delenv("FAMR_NO_SHIPPED")
     # a damaged shipped file is trained again (here: the refusal to train says it was reached)
     for f in cache.iterdir():
         f.unlink()
