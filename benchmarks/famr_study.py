@@ -11,7 +11,8 @@ famr's head recipe, without retain data; `famr_retain` and `famr_last_stage`, fa
 last_stage recipe, with a retain buffer) are chosen against the issue's targets instead: among the configurations whose mean val_forget_acc
 meets the form's ceiling (5 % without retain data, 1 % with a retain buffer), the smallest val
 retain drop; when none meets it, the lowest score. `famr_last_stage`, the form meant to forget
-in the weights, is judged by the attacks too: the relearning attack (what it brings back on the
+in the weights, is judged by the attacks too, among the configurations that also cost the
+retained classes at most 2 points (val retain drop): the relearning attack (what it brings back on the
 validation split's images of the class, the mean of its runs at lr 0.01, 0.03 and 0.1, the test
 protocol's rates) and the linear probe (fit on one half of the
 validation split, scored on the other half's images of the class). Its cost is val retain
@@ -229,6 +230,13 @@ NO_RETAIN = ("famr_head", "uniform_kl", "gradient_ascent")
 # FAMR's targets on the forgotten class (val forget acc, %): the no-retain form and the
 # recommended form with a retain buffer
 FORGET_CEILING = {"famr_head": 5.0, "famr_retain": 1.0, "famr_last_stage": 1.0}
+# and, for the form judged by the attacks, a bound on what it costs the retained classes (val
+# retain drop, points): the attacks' points cannot buy back retained accuracy (the issue's avg
+# gap target, 0.5, pairs with every attack target). Added on 2026-12-07 after the grid's
+# deepest row (90 % of the body re-initialised: probe 74.6, relearned 0 at every rate) came
+# out lowest in cost at a 6.1-point retained drop; 2 points: the issue's own bound on the
+# retained classes (the probe there within 2 points of the retrained model's)
+DROP_CEILING = {"famr_last_stage": 2.0}
 # the forms meant to forget in the weights are also scored by the relearning attack on the
 # validation split (val_relearned; rows measured before 2026-12-03's last rerun lack it), and
 # the linear probe is measured there (val_probe; rows measured before 2026-12-07 lack it); the
@@ -339,7 +347,7 @@ def main() -> int:
     _, scored = probe_halves(data, seed=0)  # the images the validation probe is scored on
     labels = split_rows(scored, name="validation")[1]  # every class: kept rows may hold others
     probe_images = {c: int((labels == c).sum()) for c in range(data.num_classes)}
-    chosen = choose_configs(rows, ran, FORGET_CEILING, probe_images)
+    chosen = choose_configs(rows, ran, FORGET_CEILING, probe_images, DROP_CEILING)
     for method, choice in chosen.items():
         log(f"chosen {method}: {choice}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +361,7 @@ def main() -> int:
         "classes": classes,
         "rule": __doc__.split("\n\n")[1],
         "forget_ceiling": FORGET_CEILING,
+        "drop_ceiling": DROP_CEILING,
         "chosen": chosen,
         "rows": rows,
     }
@@ -495,9 +504,12 @@ def write_table(payload) -> None:
         )
     ceilings = payload.get("forget_ceiling", {})
     judged = {m for m, c in payload["chosen"].items() if "val_probe" in c}
+    drops = payload.get("drop_ceiling", {})
     rule = "".join(
         (
-            f" `{m}`: among the configurations with val forget acc ≤ {c:g} %, the lowest cost"
+            f" `{m}`: among the configurations with val forget acc ≤ {c:g} %"
+            + (f" and val retain drop ≤ {drops[m]:g} points" if m in drops else "")
+            + ", the lowest cost"
             " (val retain drop + val relearned + val probe), every one within the probe's"
             f" standard error of it ({payload['chosen'][m].get('tolerance', 0):.2f} points)"
             " tied, and of those the smallest val retain drop + val relearned;"

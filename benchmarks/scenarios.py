@@ -79,6 +79,7 @@ SEQUENTIAL = ("famr_sequential", "famr_head_sequential", "famr_head_sequential_a
 DEEP = {
     "method": "famr",
     "params": "last_stage:0.9",
+    "forget_target": "distilled",  # the recipe's default when it was measured
     "epochs": 8,
     "mirror": False,
     "temperature": 1.0,
@@ -92,6 +93,7 @@ DEEP = {
 LONG = {
     "method": "famr",
     "params": "last_stage",
+    "forget_target": "distilled",
     "epochs": 16,
     "mirror": False,
     "temperature": 1.0,

@@ -63,6 +63,27 @@ def test_under_a_ceiling_the_probe_counts_and_one_standard_error_is_a_tie():
     assert choose_config(configs, mean, ceiling=1.0, standard_error=lambda c: 9.0) == {"name": "a"}
 
 
+def test_a_drop_ceiling_keeps_the_attacks_from_buying_back_retained_accuracy():
+    """With a drop ceiling, a configuration whose retained drop exceeds it is not chosen however
+    low its cost (the attacks' points); when none meets it, the ceiling is not applied."""
+    rows = {  # forget, drop, relearned, probe
+        "deep": (0.0, 6.0, 0.0, 74.0),  # the lowest cost, 80, at a 6-point drop
+        "kept": (0.0, 1.0, 23.0, 67.0),  # cost 91
+        "head": (0.0, 0.4, 18.0, 79.0),  # cost 97.4
+    }
+
+    def mean(key, config):
+        forget, drop, relearned, probe = rows[config["name"]]
+        values = {"val_forget_acc": forget, "val_retain_drop": drop, "val_relearned": relearned}
+        return (values | {"val_probe": probe}).get(key, 1.0)
+
+    configs = [{"name": n} for n in rows]
+    assert choose_config(configs, mean, ceiling=1.0) == {"name": "deep"}
+    assert choose_config(configs, mean, ceiling=1.0, drop_ceiling=2.0) == {"name": "kept"}
+    assert choose_config(configs, mean, ceiling=1.0, drop_ceiling=0.5) == {"name": "head"}
+    assert choose_config(configs, mean, ceiling=1.0, drop_ceiling=0.1) == {"name": "deep"}
+
+
 def test_the_tolerance_is_the_probes_binomial_standard_error_at_the_lowest_cost():
     """choose_configs with ``probe_images``: sqrt(sum_c p_c (1 - p_c) / n_c) / C at the
     lowest-cost configuration (known answer), recorded with the choice."""

@@ -339,7 +339,9 @@ def test_forget_target_none_never_reads_the_forget_set_yet_the_removed_class_goe
         model, TensorDataset(torch.randn_like(x), y), retain, forget_classes=[0], **run
     )
     assert torch.equal(_flat(plain), _flat(noise))
-    distilled = famr.unlearn(model, forget, retain, forget_classes=[0], epochs=3, device="cpu")
+    distilled = famr.unlearn(
+        model, forget, retain, forget_classes=[0], forget_target="distilled", epochs=3, device="cpu"
+    )
     assert not torch.equal(_flat(plain), _flat(distilled))  # the distilled term reads them
     result = famr.unlearn(digits_model, digits_splits, method="famr", forget_target="none")
     accuracy = famr.evaluate(
@@ -805,7 +807,8 @@ def test_a_cached_prefix_trains_the_same_model_and_skips_the_frozen_stages(
     re-initialised stage trains the same weights as full forward passes (the frozen stages
     give the same output on every pass), with the frozen stages run once per chunk, not once
     per step; the history says which path ran."""
-    run = dict(method="famr", epochs=2, buffer_size=300)
+    # the forget set read (the distilled target), so that both streams go through the prefix
+    run = dict(method="famr", epochs=2, buffer_size=300, forget_target="distilled")
     model = copy.deepcopy(digits_model)
     ran = _prefix_modules_run(model)
     cached = famr.unlearn(model, digits_splits, cache_prefix=True, **run)
@@ -965,7 +968,7 @@ def test_distillation_temperature_is_hintons_scaled_kl(tiny, monkeypatch):
         kl_from_reference(logits, reference, support),
     )
     model, forget, retain = tiny
-    run = dict(method="famr", forget_classes=[0], epochs=2, device="cpu")
+    run = dict(method="famr", forget_classes=[0], epochs=2, forget_target="distilled", device="cpu")
     plain = famr.unlearn(model, forget, retain, temperature=1.0, **run)
     assert plain.config.temperature == 1.0
     default = famr.unlearn(model, forget, retain, **run)
@@ -1028,6 +1031,12 @@ def test_mirror_adds_each_images_mirror_and_passes_over_both(tiny):
         (
             {"forget_features_target": "far"},
             "forget_features_target='far' is not valid; choose one of: mixture, nearest",
+        ),
+        (  # the recipe's default target does not read the forget set: nothing to shape
+            {"forget_features": 1.0},
+            "forget_features=1.0 shapes a re-initialised stage's features toward the distilled "
+            "forget target; it needs reset=True and forget_target='distilled' (got reset=True, "
+            "forget_target='none')",
         ),
         (
             {"forget_features": 1.0, "forget_target": "uniform"},
@@ -1118,7 +1127,7 @@ def test_forget_features_moves_the_run_and_leaves_no_hook(tiny):
     """On the last_stage recipe the term changes the weights, is logged, and the hook it reads
     the features with is gone after the run."""
     model, forget, retain = tiny
-    run = dict(method="famr", forget_classes=[0], epochs=2, device="cpu")
+    run = dict(method="famr", forget_classes=[0], epochs=2, forget_target="distilled", device="cpu")
     plain = famr.unlearn(model, forget, retain, forget_features=0.0, **run)
     pulled = famr.unlearn(model, forget, retain, forget_features=3.0, **run)
     assert pulled.config.forget_features == 3.0
@@ -1132,7 +1141,7 @@ def test_forget_features_survives_a_buffer_batch_of_one_row(tiny):
     """48 buffer rows in batches of 47 leave one row at the end of each pass, whose feature
     variance is 0: the term skips that batch instead of dividing by it (the run diverged)."""
     model, forget, retain = tiny
-    run = dict(method="famr", forget_classes=[0], epochs=3, mirror=False, device="cpu")
+    run = dict(method="famr", forget_classes=[0], epochs=3, forget_target="distilled", device="cpu")
     result = famr.unlearn(model, forget, retain, batch_size=47, forget_features=0.1, **run)
     assert all(math.isfinite(h["loss"]) for h in result.history)
     assert result.history[-1]["forget_features"] >= 0
@@ -1144,7 +1153,14 @@ def test_forget_features_on_a_request_that_removes_no_class_says_it_is_unused(ti
     model, forget, retain = tiny
     with pytest.warns(UserWarning, match="forget_features=1.0 is not used: this request removes"):
         result = famr.unlearn(
-            model, forget, retain, method="famr", forget_classes=[], forget_features=1.0, epochs=1
+            model,
+            forget,
+            retain,
+            method="famr",
+            forget_classes=[],
+            forget_target="distilled",
+            forget_features=1.0,
+            epochs=1,
         )
     assert result.config.recipe == "last_stage"
     assert "forget_features" not in result.history[-1]
@@ -1185,6 +1201,7 @@ def test_forget_features_reads_the_forget_rows_own_features(
         params="head",
         batchnorm=batchnorm,
         cache_prefix=cache_prefix,
+        forget_target="distilled",
         forget_features=1.0,
         epochs=1,
         batch_size=8,

@@ -625,6 +625,7 @@ def choose_config(
     mean: Callable[[str, dict[str, Any]], float],
     ceiling: float | None = None,
     standard_error: Callable[[dict[str, Any]], float] | None = None,
+    drop_ceiling: float | None = None,
 ) -> dict[str, Any]:
     """The validation study's choice among ``configs``: the lowest mean ``score`` (val forget
     acc + val retain drop [+ val relearned], points; ties: the faster); with a ``ceiling``,
@@ -639,7 +640,9 @@ def choose_config(
     probe) counts as tied, and of those the smallest val retain drop + val relearned is
     chosen (then the faster). Lower is taken as better for the two attacks: a configuration
     that relearns less, or whose probe finds less, than a retrained model would is not
-    penalised for it.
+    penalised for it. With a ``drop_ceiling``, only configurations whose mean
+    ``val_retain_drop`` is at most it are candidates under the ``ceiling`` (all of them when
+    none is): the attacks cannot buy back what the request costs the retained classes.
 
     Args:
         configs: The grid.
@@ -648,6 +651,7 @@ def choose_config(
             ``val_relearned``, ``val_probe``) for ``config``; 0 where not measured.
         ceiling: The form's target on the validation forget accuracy, %.
         standard_error: The standard error of a configuration's cost, points.
+        drop_ceiling: The form's bound on the validation retain drop, points.
     """
     ranked = sorted(configs, key=lambda c: (mean("score", c), mean("seconds", c)))
     if ceiling is None:
@@ -655,6 +659,8 @@ def choose_config(
     meeting = [c for c in ranked if mean("val_forget_acc", c) <= ceiling]
     if not meeting:
         return ranked[0]
+    if drop_ceiling is not None:
+        meeting = [c for c in meeting if mean("val_retain_drop", c) <= drop_ceiling] or meeting
 
     def drop(c: dict[str, Any]) -> float:
         return mean("val_retain_drop", c) + mean("val_relearned", c)
@@ -673,12 +679,14 @@ def choose_configs(
     grid: dict[str, list[dict[str, Any]]],
     ceilings: dict[str, float] | None = None,
     probe_images: dict[int, int] | None = None,
+    drop_ceilings: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per method of ``grid``, the :func:`choose_config` choice over :func:`validation_study`'s
     ``rows`` (means over the classes), with its mean validation numbers. With
     ``probe_images`` (``{class: images the validation probe is scored on}``), a method whose
     rows hold ``val_probe`` is chosen with that probe's binomial standard error as the
-    tolerance: ``sqrt(sum_c p_c (1 - p_c) / n_c) / C`` at the lowest-cost configuration."""
+    tolerance: ``sqrt(sum_c p_c (1 - p_c) / n_c) / C`` at the lowest-cost configuration.
+    ``drop_ceilings``: per method, :func:`choose_config`'s ``drop_ceiling``."""
     return {
         method: _choose_one(
             [r for r in rows if r["method"] == method],
@@ -686,12 +694,13 @@ def choose_configs(
             configs,
             (ceilings or {}).get(method),
             probe_images,
+            (drop_ceilings or {}).get(method),
         )
         for method, configs in grid.items()
     }
 
 
-def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
+def _choose_one(rows, method, configs, ceiling, probe_images, drop_ceiling=None) -> dict[str, Any]:
     """:func:`choose_configs` for one method's ``rows``."""
     optional = ("val_relearned", "val_probe")  # 0 where the study did not measure them
 
@@ -734,7 +743,9 @@ def _choose_one(rows, method, configs, ceiling, probe_images) -> dict[str, Any]:
         used["tolerance"] = 100 * math.sqrt(variance) / len(found)
         return used["tolerance"]
 
-    best = choose_config(configs, mean, ceiling, standard_error if probe_images else None)
+    best = choose_config(
+        configs, mean, ceiling, standard_error if probe_images else None, drop_ceiling
+    )
     chosen = {"config": best} | {
         k: mean(k, best) for k in ("score", "val_forget_acc", "val_retain_drop", "seconds")
     }

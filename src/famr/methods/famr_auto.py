@@ -137,15 +137,18 @@ def _check(self) -> None:
         _concrete(self, self.recipe)
         return
     # bad values fail now, before any data is read: each value must be one that some recipe
-    # with that field takes (alone, over that recipe's defaults); a value foreign to the
-    # recipe chosen later, or at odds with another value there, fails at resolution
-    for name, value in _set_values(self).items():
+    # with that field takes (with the other set values that recipe has, over its defaults:
+    # forget_features needs forget_target="distilled" beside it); a value foreign to the
+    # recipe chosen later fails at resolution
+    values = _set_values(self)
+    for name in values:
         errors = []
         for cls in RECIPES.values():
-            if name not in {f.name for f in dataclasses.fields(cls)}:
+            fields = {f.name for f in dataclasses.fields(cls)}
+            if name not in fields:
                 continue
             try:
-                cls(**{name: value})
+                cls(**{k: v for k, v in values.items() if k in fields})
                 break
             except ValueError as err:
                 errors.append(err)
