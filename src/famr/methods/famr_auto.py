@@ -16,9 +16,9 @@ defaults they take. ``recipe="auto"`` resolves from the request before the run
 - any other request with a retain set (a class, a concept, a style; a sequential step; a
   sample request without held-out data) → ``"last_stage"``
   (:class:`famr.methods.famr_retain.FamrLastStageConfig`): the body's last stage but its first
-  block and the head re-initialised, then distilled from the original's predictions without
-  the removed classes on the forget set and a retain buffer (on a request that removes no
-  class, the buffer alone). Forgetting in the weights: the linear probe and the relearning
+  block and the head re-initialised, then trained again on retained images only, distilled
+  from the original's predictions without the removed classes on a retain buffer (the forget
+  set is not read). Forgetting in the weights: the linear probe and the relearning
   attack find what they find on a retrained model far more nearly than with a head edit
   (BENCHMARKS.md, "Forgetting in the weights"). A sample request lands here only for want of
   held-out data, and says so (a :class:`FamrRecipeWarning` naming ``holdout=``).
@@ -36,7 +36,7 @@ share of the distribution the held-out data stands for.
 
 A field set explicitly overrides the recipe's default; a field that the resolved recipe does
 not have (``beta`` on the ``head`` recipe) is an error naming the recipe. (A field the recipe
-has but its mode does not read, ``target`` under the last_stage recipe's distilled targets, is
+has but its mode does not read, ``target`` under the last_stage recipe's unread forget set, is
 recorded as given and has no effect, as in ``famr_retain``.)
 ``famr_literal`` (the paper's whole-network form) stays its own method, and ``famr_newton``
 (the theory's one damped Newton step, solved by conjugate gradients: another solver, not a
@@ -259,6 +259,6 @@ register_method(
     paper=PAPER,
     certificate=True,
     summary="FAMR for every request: with a retain set, the last stage + head re-initialised "
-    "and distilled (forgets in the weights), or for samples with held-out data per-example "
+    "and distilled on retained images (forgets in the weights), or for samples with held-out data per-example "
     "targets on every parameter; without, the head only, l2-anchored",
 )(run)
