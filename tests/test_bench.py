@@ -35,16 +35,20 @@ def test_quantile_choice_is_the_smallest_estimated_gap_without_the_retrained_mod
     assert bench.choose_quantile(runs, holdout_acc=86.5, candidates=[fast, slow])["run"] == fast
 
 
+# a one-epoch digits model: what the cache tests train
+TINY_TRAINING = dict(
+    arch="small_cnn",
+    arch_args={"num_classes": 10, "in_channels": 1, "width": 4},
+    train_config={"epochs": 1},
+    seed=0,
+    data_label="digits (test)",
+    device=torch.device("cpu"),
+    say=lambda message: None,
+)
+
+
 def test_a_trained_model_is_cached_by_its_whole_configuration(tmp_path, digits):
-    common = dict(
-        arch="small_cnn",
-        arch_args={"num_classes": 10, "in_channels": 1, "width": 4},
-        train_config={"epochs": 1},
-        seed=0,
-        data_label="digits (test)",
-        device=torch.device("cpu"),
-        say=lambda message: None,
-    )
+    common = dict(TINY_TRAINING)
     first, record = bench.trained_model(tmp_path, digits, **common)
     again, cached = bench.trained_model(tmp_path, digits, **common)
     assert not record["cached"] and cached["cached"]
@@ -71,15 +75,7 @@ def _no_shipped_checkpoints(tmp_path_factory, monkeypatch):
 def test_a_shipped_checkpoint_is_a_hit_and_nothing_is_trained(tmp_path, digits, monkeypatch):
     """A model in the shipped folder is loaded, not trained again, and the cache folder is left
     as it was; the cache folder's own copy is read first; a damaged shipped file is not used."""
-    common = dict(
-        arch="small_cnn",
-        arch_args={"num_classes": 10, "in_channels": 1, "width": 4},
-        train_config={"epochs": 1},
-        seed=0,
-        data_label="digits (test)",
-        device=torch.device("cpu"),
-        say=lambda message: None,
-    )
+    common = dict(TINY_TRAINING)
     shipped, cache = tmp_path / "shipped", tmp_path / "cache"
     first, _ = bench.trained_model(shipped, digits, **common)
     monkeypatch.setattr(bench, "SHIPPED", shipped)

@@ -42,6 +42,18 @@ def test_under_a_ceiling_relearning_counts_beside_the_retained_drop():
     assert choose_config(configs, mean, ceiling=1.0) == {"name": "b"}  # 3 + 5 < 1 + 60
 
 
+def _attack_means(rows):
+    """``mean(key, config)`` over ``{name: (forget, drop, relearned, probe)}`` (1.0 for any
+    other key)."""
+
+    def mean(key, config):
+        forget, drop, relearned, probe = rows[config["name"]]
+        values = {"val_forget_acc": forget, "val_retain_drop": drop, "val_relearned": relearned}
+        return (values | {"val_probe": probe}).get(key, 1.0)
+
+    return mean
+
+
 def test_under_a_ceiling_the_probe_counts_and_one_standard_error_is_a_tie():
     """The cost is val retain drop + val relearned + val probe; within one standard error of
     the lowest cost (the tolerance) the smallest drop + relearned wins."""
@@ -51,11 +63,7 @@ def test_under_a_ceiling_the_probe_counts_and_one_standard_error_is_a_tie():
         "c": (0.0, 1.0, 0.0, 63.5),  # cost 64.5: within 2 points of b's, a smaller drop
     }
 
-    def mean(key, config):
-        forget, drop, relearned, probe = rows[config["name"]]
-        values = {"val_forget_acc": forget, "val_retain_drop": drop, "val_relearned": relearned}
-        return (values | {"val_probe": probe}).get(key, 1.0)
-
+    mean = _attack_means(rows)
     configs = [{"name": n} for n in rows]
     assert choose_config(configs, mean, ceiling=1.0) == {"name": "b"}
     assert choose_config(configs, mean, ceiling=1.0, standard_error=lambda c: 0.5) == {"name": "b"}
@@ -72,11 +80,7 @@ def test_a_drop_ceiling_keeps_the_attacks_from_buying_back_retained_accuracy():
         "head": (0.0, 0.4, 18.0, 79.0),  # cost 97.4
     }
 
-    def mean(key, config):
-        forget, drop, relearned, probe = rows[config["name"]]
-        values = {"val_forget_acc": forget, "val_retain_drop": drop, "val_relearned": relearned}
-        return (values | {"val_probe": probe}).get(key, 1.0)
-
+    mean = _attack_means(rows)
     configs = [{"name": n} for n in rows]
     assert choose_config(configs, mean, ceiling=1.0) == {"name": "deep"}
     assert choose_config(configs, mean, ceiling=1.0, drop_ceiling=2.0) == {"name": "kept"}
