@@ -58,8 +58,8 @@ class FamrRetainConfig(FamrHeadConfig):
         reset: Re-initialise the modules of the parameters that move before the run (PyTorch's
             default initialisation of each module, BatchNorm statistics included), drawn with
             ``seed``; the l2 anchor then holds the re-initialised weights, even when an anchor
-            model is given, and ``epochs`` are passes over the retain buffer (the forget set
-            cycled alongside), which trains the stage again.
+            model is given, and ``epochs`` are passes over the retain buffer (the forget set,
+            where the objective reads it, cycled alongside), which trains the stage again.
         retain_target: ``"original"``: the KL reference on the buffer is the original's
             prediction; ``"retained"``: the same with the removed classes' probability taken
             out and the rest renormalised (what a model that never saw them would predict).
