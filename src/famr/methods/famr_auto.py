@@ -141,19 +141,18 @@ def _check(self) -> None:
     # forget_features needs forget_target="distilled" beside it); a value foreign to the
     # recipe chosen later fails at resolution
     values = _set_values(self)
+    refusals = {}  # each recipe built once with the set values it has: its error, or None
+    for cls in RECIPES.values():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        try:
+            cls(**{k: v for k, v in values.items() if k in fields})
+            refusals[cls] = None
+        except ValueError as err:
+            refusals[cls] = err
     for name in values:
-        errors = []
-        for cls in RECIPES.values():
-            fields = {f.name for f in dataclasses.fields(cls)}
-            if name not in fields:
-                continue
-            try:
-                cls(**{k: v for k, v in values.items() if k in fields})
-                break
-            except ValueError as err:
-                errors.append(err)
-        else:
-            raise errors[0]
+        having = [c for c in RECIPES.values() if name in {f.name for f in dataclasses.fields(c)}]
+        if all(refusals[c] is not None for c in having):
+            raise refusals[having[0]]
 
 
 FamrConfig = dataclasses.make_dataclass(
