@@ -271,7 +271,8 @@ def test_arch_args_reach_the_constructor_and_the_checkpoint(tmp_path):
     argv = ["forget", *data, "--checkpoint", str(out), "--classes", "1", "--out", str(forgot)]
     # at the last_stage recipe's 16 plain passes at SGD peak lr 0.4 (chosen on CIFAR-10's
     # ResNet-20; the default again since 2026-12-07's three-rate study, at temperature 4) this
-    # two-block 16-px ViT on a few images diverges (at lr 0.1 too), which famr refuses with a
+    # two-block 16-px ViT on a few images diverges (at pass 7 with the forget set unread; with
+    # the distilled forget target at lr 0.1 too, at pass 13), which famr refuses with a
     # one-line error (README, "Where famr stands"); what is tested here is the arch arguments,
     # with the gradient clipped
     code, _, err = _run([*argv, "--set", "grad_clip=1.0", "--quiet"])

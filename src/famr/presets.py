@@ -25,9 +25,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {
         # python benchmarks/presets_study.py --methods famr famr_head (2026-12-03): famr's
         # last_stage recipe (the demo hands famr the retain set; rerun on 2026-12-07 with
-        # --methods famr at the recipe's mirrored buffer, at its feature pull, and again at its
-        # temperature 4 over 16 plain passes, and once more with its forget set unread:
-        # unchanged each time) and, under its own label, its head recipe (no retain data)
+        # --methods famr at the recipe's mirrored buffer, at its feature pull, at its
+        # temperature 4 over 16 plain passes, where 3 passes replaced 8, and with its forget
+        # set unread, unchanged) and, under its own label, its head recipe (no retain data)
         "famr": {"recipe": "last_stage", "lr": 0.1, "epochs": 3},
         "famr_head": {"method": "famr", "recipe": "head", "lam": 0.1, "lr": 0.01, "epochs": 30},
         "famr_retain": {"beta": 10.0, "lam": 0.0, "lr": 0.0003, "epochs": 5},
